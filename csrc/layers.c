@@ -1,0 +1,118 @@
+/* layers.c - forward/backward pairs of every layer, in the manner of llm.c.
+ * Shapes are given in each comment; all arrays are contiguous float32. */
+#include <math.h>
+
+#include "pynn.h"
+
+/* element-wise loops are split across threads only when they are this long */
+#define PAR_MIN 65536
+
+/* ---- Linear -------------------------------------------------------------- */
+
+void dense_forward(float *out, const float *inp, const float *weight, const float *bias,
+                   int B, int C, int OC) {
+    /* out is (B,OC), inp is (B,C), weight is (OC,C), bias is (OC,)
+     * out[b,o] = bias[o] + sum_c inp[b,c] * weight[o,c]          */
+    pynn_gemm(0, 1, B, OC, C, inp, weight, bias, out, 0);
+}
+
+void dense_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                    const float *inp, const float *weight, int B, int C, int OC) {
+    /* dout is (B,OC), inp is (B,C), weight is (OC,C)
+     * dinp[b,c]    = sum_o dout[b,o] * weight[o,c]     (B,C)
+     * dweight[o,c] = sum_b dout[b,o] * inp[b,c]        (OC,C)
+     * dbias[o]     = sum_b dout[b,o]                   (OC,)   */
+    if (dinp) pynn_gemm(0, 0, B, C, OC, dout, weight, NULL, dinp, 0);
+    pynn_gemm(1, 0, OC, C, B, dout, inp, NULL, dweight, 0);
+    if (dbias) {
+        for (int o = 0; o < OC; o++) dbias[o] = 0.0f;
+        for (int b = 0; b < B; b++) {
+            const float *row = dout + (size_t)b * OC;
+            for (int o = 0; o < OC; o++) dbias[o] += row[o];
+        }
+    }
+}
+
+/* ---- activations: out and inp are (N,), any shape flattened ------------- */
+
+void relu_forward(float *out, const float *inp, int64_t N) {
+#pragma omp parallel for schedule(static) if (N >= PAR_MIN)
+    for (int64_t i = 0; i < N; i++) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+}
+
+void relu_backward(float *dinp, const float *dout, const float *inp, int64_t N) {
+#pragma omp parallel for schedule(static) if (N >= PAR_MIN)
+    for (int64_t i = 0; i < N; i++) dinp[i] = inp[i] > 0.0f ? dout[i] : 0.0f;
+}
+
+void leaky_relu_forward(float *out, const float *inp, float slope, int64_t N) {
+#pragma omp parallel for schedule(static) if (N >= PAR_MIN)
+    for (int64_t i = 0; i < N; i++) out[i] = inp[i] > 0.0f ? inp[i] : slope * inp[i];
+}
+
+void leaky_relu_backward(float *dinp, const float *dout, const float *inp, float slope,
+                         int64_t N) {
+#pragma omp parallel for schedule(static) if (N >= PAR_MIN)
+    for (int64_t i = 0; i < N; i++) dinp[i] = inp[i] > 0.0f ? dout[i] : slope * dout[i];
+}
+
+void tanh_forward(float *out, const float *inp, int64_t N) {
+#pragma omp parallel for schedule(static) if (N >= PAR_MIN)
+    for (int64_t i = 0; i < N; i++) out[i] = tanhf(inp[i]);
+}
+
+void tanh_backward(float *dinp, const float *dout, const float *out, int64_t N) {
+    /* d tanh(x)/dx = 1 - tanh(x)^2, from the saved output */
+#pragma omp parallel for schedule(static) if (N >= PAR_MIN)
+    for (int64_t i = 0; i < N; i++) dinp[i] = dout[i] * (1.0f - out[i] * out[i]);
+}
+
+/* ---- softmax + cross-entropy ---------------------------------------------- */
+
+double crossentropy_softmax_forward(float *probs, float *losses, int32_t *correct,
+                                    const float *logits, const int32_t *targets,
+                                    int B, int V) {
+    /* logits, probs are (B,V); targets, losses are (B,)
+     * probs[b,:] = exp(logits[b,:] - max) / sum exp(logits[b,:] - max)
+     * loss[b]    = logsumexp(logits[b,:]) - logits[b,target]              */
+    double total = 0.0;
+    int32_t hits = 0;
+    for (int b = 0; b < B; b++) {
+        const float *x = logits + (size_t)b * V;
+        float *p = probs + (size_t)b * V;
+        int arg = 0;
+        for (int v = 1; v < V; v++)
+            if (x[v] > x[arg]) arg = v;
+        const float maxv = x[arg];
+        double sum = 0.0;
+        for (int v = 0; v < V; v++) {
+            p[v] = expf(x[v] - maxv);
+            sum += p[v];
+        }
+        const float inv = (float)(1.0 / sum);
+        for (int v = 0; v < V; v++) p[v] *= inv;
+        const int t = targets[b];
+        if (t < 0 || t >= V) { /* never index outside the row */
+            if (correct) *correct = -1;
+            return NAN;
+        }
+        const double loss = log(sum) - (double)(x[t] - maxv);
+        if (losses) losses[b] = (float)loss;
+        total += loss;
+        hits += (arg == t);
+    }
+    if (correct) *correct = hits;
+    return total;
+}
+
+void crossentropy_softmax_backward(float *dlogits, const float *probs,
+                                   const int32_t *targets, int B, int V) {
+    /* dlogits, probs are (B,V): d(mean loss)/dlogits = (probs - onehot) / B */
+    const float scale = 1.0f / (float)B;
+    for (int b = 0; b < B; b++) {
+        const float *p = probs + (size_t)b * V;
+        float *d = dlogits + (size_t)b * V;
+        for (int v = 0; v < V; v++) d[v] = p[v] * scale;
+        if (targets[b] >= 0 && targets[b] < V) d[targets[b]] -= scale;
+    }
+}

@@ -1,0 +1,33 @@
+/* optim.c - parameter updates over flat arrays; param, grad, state are (n,). */
+#include <math.h>
+
+#include "pynn.h"
+
+#define PAR_MIN 65536
+
+void sgd_update(float *param, const float *grad, float *velocity, int64_t n,
+                float lr, float momentum, float weight_decay) {
+    /* g = grad + wd * param;  v = momentum * v + g;  param -= lr * v */
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        const float g = grad[i] + weight_decay * param[i];
+        velocity[i] = momentum * velocity[i] + g;
+        param[i] -= lr * velocity[i];
+    }
+}
+
+void adam_update(float *param, const float *grad, float *m, float *v, int64_t n,
+                 float lr, float beta1, float beta2, float eps, float weight_decay,
+                 int t) {
+    /* AdamW: moments of the gradient, bias-corrected, decay decoupled */
+    const float c1 = 1.0f / (1.0f - powf(beta1, (float)t));
+    const float c2 = 1.0f / (1.0f - powf(beta2, (float)t));
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        const float g = grad[i];
+        m[i] = beta1 * m[i] + (1.0f - beta1) * g;
+        v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
+        const float mhat = m[i] * c1, vhat = v[i] * c2;
+        param[i] -= lr * (mhat / (sqrtf(vhat) + eps) + weight_decay * param[i]);
+    }
+}

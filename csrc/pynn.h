@@ -1,0 +1,131 @@
+/* pynn.h - the whole C API of pynn, one declaration per kernel.
+ *
+ * Conventions (as in llm.c):
+ *  - every array is float32 (or int32 for labels/indices), row-major, contiguous;
+ *  - B is the batch size, C the number of input channels (features), OC the
+ *    number of output channels, V the number of classes;
+ *  - weights are (OC, C), as in torch.nn.Linear: out = inp . weight^T + bias;
+ *  - backward functions WRITE (not accumulate) parameter gradients;
+ *  - no function allocates except the GEMM, which grows one cached packing
+ *    workspace the first time it sees a larger problem (never in steady state).
+ *
+ * This file is also read by the cffi builder (pyproject_build/build_kernels.py),
+ * which drops the preprocessor lines, so keep every declaration on plain C.
+ */
+#ifndef PYNN_H
+#define PYNN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- threads (threads.c) ------------------------------------------------ */
+/* Number of threads the kernels use; n <= 0 means "all cores, at most 16". */
+void pynn_set_threads(int n);
+int pynn_get_threads(void);
+/* 1 when built with OpenMP, else 0 (then everything runs on one thread). */
+int pynn_have_openmp(void);
+
+/* ---- CSV parsing (csv.c) ------------------------------------------------ */
+/* Error codes of the parser; Python turns them into one-line messages. */
+enum {
+    PYNN_CSV_OK = 0,
+    PYNN_CSV_EMPTY = 1,        /* no data line at all                       */
+    PYNN_CSV_BAD_TOKEN = 2,    /* a value that is not a decimal number      */
+    PYNN_CSV_COUNT = 3,        /* a line with another number of values      */
+    PYNN_CSV_BLANK_LINE = 4,   /* an empty line inside the file             */
+    PYNN_CSV_OVERFLOW = 5,     /* a number too large for float32 / int32    */
+    PYNN_CSV_NOT_LABEL = 6,    /* a label that is not a non-negative integer*/
+    PYNN_CSV_TOO_MANY = 7,     /* more lines or values than the buffer holds*/
+    PYNN_CSV_LONG_TOKEN = 8    /* a token longer than 64 bytes              */
+};
+/* Where the parser stopped and why: line is 1-based, value is the 1-based
+ * index of the offending value within its line, found is the count found. */
+typedef struct {
+    int code;
+    int64_t line;
+    int64_t value;
+    int64_t found;
+    int64_t token_start; /* byte offset of the offending token in the buffer */
+} pynn_csv_error;
+/* First pass: count data lines and the number of values on the first one.
+ * buf is (n,) bytes; a UTF-8 BOM, CRLF endings, trailing spaces and a missing
+ * final newline are accepted. Returns 0 or an error code (filled into err). */
+int pynn_csv_shape(const char *buf, int64_t n, int64_t *rows, int64_t *cols,
+                   pynn_csv_error *err);
+/* Second pass: out is (rows, cols) float32, every line must hold cols values. */
+int pynn_csv_parse_floats(const char *buf, int64_t n, float *out, int64_t rows,
+                          int64_t cols, pynn_csv_error *err);
+/* Labels: one non-negative integer per line, out is (rows,) int32. */
+int pynn_csv_parse_labels(const char *buf, int64_t n, int32_t *out, int64_t rows,
+                          pynn_csv_error *err);
+
+/* ---- data helpers (data.c) ---------------------------------------------- */
+/* mean and (population) variance of x (n,), accumulated in double */
+void pynn_moments(const float *x, int64_t n, double *mean, double *var);
+/* x = x * scale + shift, in place, x is (n,) */
+void pynn_scale_shift(float *x, int64_t n, float scale, float shift);
+/* out[i,:] = inp[idx[i],:]; out is (B,C), inp is (N,C), idx is (B,) in [0,N) */
+void pynn_gather_rows(float *out, const float *inp, const int32_t *idx, int B, int C);
+/* out[i] = inp[idx[i]]; out, idx are (B,) */
+void pynn_gather_labels(int32_t *out, const int32_t *inp, const int32_t *idx, int B);
+/* out[b] = argmax_v inp[b,v], first index on ties; inp is (B,V) */
+void pynn_argmax(int32_t *out, const float *inp, int B, int V);
+/* number of b with a[b] == b[b]; a, b are (n,) */
+int64_t pynn_count_equal(const int32_t *a, const int32_t *b, int64_t n);
+/* 1 if every x[i] is finite, else 0 */
+int pynn_all_finite(const float *x, int64_t n);
+
+/* ---- GEMM (gemm.c) ------------------------------------------------------- */
+/* C = op(A) . op(B) (+ bias[j] on every row when bias != NULL)
+ *   op(A) is (M,K): A is (M,K) when ta == 0, (K,M) when ta == 1
+ *   op(B) is (K,N): B is (K,N) when tb == 0, (N,K) when tb == 1
+ *   C is (M,N); all matrices contiguous (leading dimension = row length);
+ *   accumulate != 0 adds to C instead of overwriting it.
+ * The result does not depend on the thread count (K is never split). */
+void pynn_gemm(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
+               const float *bias, float *Cm, int accumulate);
+/* Frees the cached packing workspace (tests and leak checks call it). */
+void pynn_gemm_release(void);
+
+/* ---- layers (layers.c) --------------------------------------------------- */
+/* Linear: out is (B,OC), inp is (B,C), weight is (OC,C), bias is (OC,) or NULL */
+void dense_forward(float *out, const float *inp, const float *weight, const float *bias,
+                   int B, int C, int OC);
+/* dinp is (B,C) or NULL (first layer), dweight is (OC,C), dbias is (OC,) or NULL */
+void dense_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                    const float *inp, const float *weight, int B, int C, int OC);
+/* ReLU: out = max(inp, 0), all (N,) */
+void relu_forward(float *out, const float *inp, int64_t N);
+void relu_backward(float *dinp, const float *dout, const float *inp, int64_t N);
+/* Leaky ReLU: out = inp > 0 ? inp : slope * inp */
+void leaky_relu_forward(float *out, const float *inp, float slope, int64_t N);
+void leaky_relu_backward(float *dinp, const float *dout, const float *inp, float slope,
+                         int64_t N);
+/* tanh: out = tanh(inp); backward uses out: dinp = dout * (1 - out^2) */
+void tanh_forward(float *out, const float *inp, int64_t N);
+void tanh_backward(float *dinp, const float *dout, const float *out, int64_t N);
+/* Softmax + cross-entropy, fused and stable (max subtracted, log-sum-exp).
+ * logits, probs are (B,V); targets (B,) in [0,V); losses (B,) or NULL.
+ * Returns the summed loss; *correct gets the number of rows whose argmax is
+ * the target (ties go to the lowest index). A target outside [0,V) makes it
+ * return NaN with *correct = -1 (checked in C: a label never indexes memory). */
+double crossentropy_softmax_forward(float *probs, float *losses, int32_t *correct,
+                                    const float *logits, const int32_t *targets,
+                                    int B, int V);
+/* dlogits = (probs - onehot(targets)) / B: the gradient of the MEAN loss */
+void crossentropy_softmax_backward(float *dlogits, const float *probs,
+                                   const int32_t *targets, int B, int V);
+
+/* ---- optimizers (optim.c) ------------------------------------------------ */
+/* SGD with momentum (PyTorch's form) and L2 weight decay, over n parameters:
+ *   g = grad + wd * param;  v = momentum * v + g;  param -= lr * v */
+void sgd_update(float *param, const float *grad, float *velocity, int64_t n,
+                float lr, float momentum, float weight_decay);
+/* Adam with decoupled weight decay (AdamW); t is the 1-based step count:
+ *   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+ *   param -= lr * (mhat / (sqrt(vhat) + eps) + wd * param) */
+void adam_update(float *param, const float *grad, float *m, float *v, int64_t n,
+                 float lr, float beta1, float beta2, float eps, float weight_decay,
+                 int t);
+
+#endif /* PYNN_H */

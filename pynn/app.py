@@ -1,0 +1,70 @@
+"""run(config): the whole PV021 run - load, split, normalize, train, predict, write."""
+import random
+import time
+from pathlib import Path
+
+from ._kernels import lib
+from .config import ALLOWED_SEEDS
+from .data import Normalizer, load_labels, load_vectors, split
+from .io import CSV_NAMES, PREDICTION_NAMES, check_writable, write_predictions
+from .model import mlp
+from .optim import OPTIMIZERS
+from .report import Reporter
+from .train import accuracy, fit
+
+
+def build_optimizer(cfg, params):
+    if cfg.optimizer == "sgd":
+        return OPTIMIZERS["sgd"](params, cfg.lr, cfg.momentum, cfg.weight_decay)
+    return OPTIMIZERS["adam"](params, cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def run(cfg, reporter=None):
+    """Train on cfg.data_dir, write the two prediction files into cfg.out_dir.
+
+    Returns a dict of results. Raises PynnError for bad input."""
+    start = time.perf_counter()
+    reporter = reporter or Reporter()
+    data, out = Path(cfg.data_dir), Path(cfg.out_dir)
+    if cfg.seed not in ALLOWED_SEEDS:
+        reporter.note(f"seed {cfg.seed}: the course allows only {ALLOWED_SEEDS}")
+    check_writable(out)
+    lib.pynn_set_threads(cfg.threads)
+    rng = random.Random(cfg.seed)
+
+    # training data: the only data that shapes the model
+    x_all = load_vectors(data / CSV_NAMES["train_vectors"])
+    y_all = load_labels(data / CSV_NAMES["train_labels"], count=x_all.shape[0])
+    classes = max(y_all.tolist()) + 1
+    x, y, x_val, y_val = split(x_all, y_all, cfg.val_fraction, rng)
+    norm = Normalizer.fit(x)  # statistics of the training part only
+    for t in (x, x_val):
+        if t is not None:
+            norm(t)
+
+    model = mlp([x.shape[1], *cfg.hidden, classes], cfg.activation, rng)
+    optimizer = build_optimizer(cfg, model.parameters())
+    reporter.start(model, x.shape[0], 0 if x_val is None else x_val.shape[0], cfg,
+                   lib.pynn_get_threads())
+    history, val_acc, stopped = fit(model, optimizer, x, y, x_val, y_val, cfg, reporter,
+                                    rng, start + cfg.time_budget)
+
+    # predictions: training rows in input order, then the test set (first use)
+    del x, y, x_val, y_val
+    norm(x_all)
+    train_pred = model.predict(x_all)
+    x_test = norm(load_vectors(data / CSV_NAMES["test_vectors"], width=x_all.shape[1]))
+    test_pred = model.predict(x_test)
+    write_predictions(out / PREDICTION_NAMES["train"], train_pred)
+    write_predictions(out / PREDICTION_NAMES["test"], test_pred)
+
+    test_acc = None
+    labels_path = data / CSV_NAMES["test_labels"]
+    if labels_path.exists():  # final evaluation only; never used before this line
+        y_test = load_labels(labels_path, count=x_test.shape[0], classes=classes)
+        test_acc = lib.pynn_count_equal(test_pred.ptr, y_test.ptr, y_test.shape[0]) / y_test.shape[0]
+    train_acc = lib.pynn_count_equal(train_pred.ptr, y_all.ptr, y_all.shape[0]) / y_all.shape[0]
+    seconds = time.perf_counter() - start
+    reporter.summary(val_acc, test_acc, seconds)
+    return {"history": history, "val_acc": val_acc, "test_acc": test_acc,
+            "train_acc": train_acc, "stopped": stopped, "seconds": seconds}

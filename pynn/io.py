@@ -1,0 +1,69 @@
+"""Files: their names (defined here, once) and every write pynn makes.
+
+Writes are atomic: a temporary file in the destination folder, then
+``os.replace``. A failed or killed run never leaves a truncated file, and
+an earlier file of the same name stays untouched until the new one is whole.
+"""
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import PynnError
+
+# The course's file names.
+CSV_NAMES = {
+    "train_vectors": "fashion_mnist_train_vectors.csv",
+    "train_labels": "fashion_mnist_train_labels.csv",
+    "test_vectors": "fashion_mnist_test_vectors.csv",
+    "test_labels": "fashion_mnist_test_labels.csv",
+}
+PREDICTION_NAMES = {"train": "train_predictions.csv", "test": "test_predictions.csv"}
+
+
+def write_atomic(path, chunks):
+    """Write the byte strings ``chunks`` to ``path`` via a temporary file."""
+    path = Path(path)
+    tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.",
+                                      suffix=".tmp", delete=False)
+    try:
+        with tmp:
+            for chunk in chunks:
+                tmp.write(chunk)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.chmod(tmp.name, 0o644)  # NamedTemporaryFile creates it as 0600
+        os.replace(tmp.name, path)
+    except BaseException:
+        os.unlink(tmp.name)
+        raise
+
+
+def write_predictions(path, labels):
+    """One integer per line, in input order; ``labels`` is an int32 Tensor."""
+    text = "\n".join(map(str, labels.tolist()))
+    write_atomic(path, [text.encode("ascii"), b"\n"])
+
+
+def check_writable(folder):
+    """Fail early (before training) when predictions could not be written."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PynnError(f"{folder}: output folder does not exist")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise PynnError(f"{folder}: output folder is not writable ({e.strerror})") from None
+
+
+def read_bytes(path):
+    """The whole file, or a one-line PynnError naming it."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise PynnError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise PynnError(f"{path}: is a folder, not a file") from None
+    except OSError as e:
+        raise PynnError(f"{path}: cannot read ({e.strerror})") from None

@@ -1,0 +1,97 @@
+"""fit(): the training loop. Python picks batches and calls kernels; the
+numbers never pass through Python one by one."""
+import math
+import time
+
+from ._kernels import lib
+from .errors import PynnError
+from .loss import CrossEntropyLoss
+from .tensor import Tensor
+
+MAX_RECOVERIES = 3  # non-finite losses survived (each halves the learning rate)
+
+
+def lr_factor(step, total, warmup, schedule):
+    """Multiplier of the base learning rate at a step (0-based)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant" or total <= warmup:
+        return 1.0
+    progress = (step - warmup) / (total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def accuracy(model, x, y):
+    """Fraction of rows of x whose predicted class is y."""
+    pred = model.predict(x)
+    return lib.pynn_count_equal(pred.ptr, y.ptr, y.shape[0]) / max(1, y.shape[0])
+
+
+def fit(model, optimizer, x, y, x_val, y_val, cfg, reporter, rng, deadline):
+    """Train for cfg.epochs epochs (or until ``deadline``, a perf_counter time,
+    or Ctrl-C); leave the model at its best validation accuracy.
+
+    Returns (history, best validation accuracy or None, why it stopped)."""
+    loss_fn = CrossEntropyLoss()
+    n, d = x.shape
+    B = min(cfg.batch_size, n)
+    steps = n // B  # the last partial batch is dropped; shuffling varies it
+    total = steps * cfg.epochs
+    warmup = int(cfg.warmup_epochs * steps)
+    order = list(range(n))
+    idx = Tensor((n,), "int32")
+    xb, yb = Tensor((B, d)), Tensor((B,), "int32")
+    base_lr, lr_scale, recoveries = optimizer.lr, 1.0, 0
+    good = model.state()  # last weights known to be finite
+    best_acc, best = None, None
+    history, step, stopped = [], 0, "done"
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            rng.shuffle(order)
+            idx.ptr[0:n] = order
+            loss_sum, hits, seen = 0.0, 0, 0
+            for b in range(steps):
+                optimizer.lr = base_lr * lr_scale * lr_factor(step, total, warmup, cfg.schedule)
+                lib.pynn_gather_rows(xb.ptr, x.ptr, idx.ptr + b * B, B, d)
+                lib.pynn_gather_labels(yb.ptr, y.ptr, idx.ptr + b * B, B)
+                loss, correct = loss_fn.forward(model.forward(xb), yb)
+                if not math.isfinite(loss):
+                    recoveries += 1
+                    if recoveries > MAX_RECOVERIES:
+                        raise PynnError("training diverged (non-finite loss) "
+                                        f"{recoveries} times; try a lower --lr")
+                    lr_scale *= 0.5
+                    model.load_state(good)
+                    optimizer.reset()
+                    reporter.note(f"non-finite loss at epoch {epoch}: weights restored, "
+                                  f"learning rate halved")
+                    continue
+                model.backward(loss_fn.backward())
+                optimizer.step()
+                step += 1
+                loss_sum, hits, seen = loss_sum + loss * B, hits + correct, seen + B
+                if time.perf_counter() > deadline:
+                    stopped = "time budget"
+                    break
+            val_acc = accuracy(model, x_val, y_val) if x_val is not None else None
+            if all(lib.pynn_all_finite(p.value.ptr, p.value.size) for p in model.parameters()):
+                good = model.state()
+            if val_acc is not None and (best_acc is None or val_acc > best_acc):
+                best_acc, best = val_acc, model.state()
+            m = {"epoch": epoch, "train_loss": loss_sum / max(1, seen),
+                 "train_acc": hits / max(1, seen), "val_acc": val_acc,
+                 "lr": optimizer.lr, "seconds": time.perf_counter() - t0}
+            history.append(m)
+            reporter.epoch(m)
+            if stopped != "done":
+                reporter.note(f"stopped after epoch {epoch}: {stopped} reached")
+                break
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+        reporter.note("interrupted: predicting with the best weights so far")
+    if best is not None:
+        model.load_state(best)
+    if not all(lib.pynn_all_finite(p.value.ptr, p.value.size) for p in model.parameters()):
+        model.load_state(good)
+    return history, best_acc, stopped

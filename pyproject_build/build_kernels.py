@@ -1,0 +1,64 @@
+"""cffi builder (API mode, out-of-line) for the extension ``pynn._kernels``.
+
+The C API is declared once, in ``csrc/pynn.h``; this file hands that header to
+cffi (minus the preprocessor lines, which cffi's parser does not take) and
+compiles every ``csrc/*.c`` into the extension.
+
+Environment variables:
+  PYNN_PORTABLE=1   no ``-march=native`` (a build that runs on any x86-64/arm64)
+  PYNN_SANITIZE=1   AddressSanitizer + UBSan build (slow; for tests and fuzzing)
+  PYNN_OPENMP=0     build without OpenMP (everything on one thread)
+"""
+import os
+import pathlib
+
+from cffi import FFI
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CSRC = ROOT / "csrc"
+HEADER = CSRC / "pynn.h"
+
+
+def _flag(name, default):
+    return os.environ.get(name, default).strip() not in ("", "0", "no", "false")
+
+
+def cdef_text(header=HEADER):
+    """The header as cffi's cdef wants it: no #include/#define/#if lines."""
+    lines = header.read_text().splitlines()
+    return "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+
+
+def compile_flags():
+    """(compile args, link args) for the current environment."""
+    cflags = ["-O3", "-Wall", "-Wextra", "-std=gnu11"]
+    ldflags = []
+    if not _flag("PYNN_PORTABLE", "0"):
+        cflags.append("-march=native")
+    if _flag("PYNN_OPENMP", "1"):
+        cflags.append("-fopenmp")
+        ldflags.append("-fopenmp")
+    if _flag("PYNN_SANITIZE", "0"):
+        san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+               "-fno-omit-frame-pointer", "-g"]
+        cflags += san
+        ldflags += san
+    return cflags, ldflags
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(cdef_text())
+_cflags, _ldflags = compile_flags()
+ffibuilder.set_source(
+    "pynn._kernels",
+    '#include "pynn.h"',
+    # setuptools wants source paths relative to setup.py
+    sources=sorted(os.path.relpath(p, ROOT) for p in CSRC.glob("*.c")),
+    include_dirs=[os.path.relpath(CSRC, ROOT)],
+    extra_compile_args=_cflags,
+    extra_link_args=_ldflags,
+    libraries=["m"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)
