@@ -19,20 +19,14 @@ Standard library only.
 
 import argparse
 import gzip
-import os
 import struct
 import sys
-import tempfile
 import zlib
 from pathlib import Path
 
-# The file names live here, in one place.
-CSV_NAMES = {
-    "train_vectors": "fashion_mnist_train_vectors.csv",
-    "train_labels": "fashion_mnist_train_labels.csv",
-    "test_vectors": "fashion_mnist_test_vectors.csv",
-    "test_labels": "fashion_mnist_test_labels.csv",
-}
+from pynn.io import CSV_NAMES, write_atomic
+
+# The course CSV names are defined once, in pynn/io.py; the IDX names only here.
 IDX_NAMES = {
     "train_vectors": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",
@@ -100,28 +94,6 @@ def csv_lines(payload, width):
         yield b",".join(map(lookup, payload[start:start + width])) + b"\n"
 
 
-def write_atomically(path, chunks):
-    """Write the byte strings ``chunks`` to ``path`` via a temporary file.
-
-    The temporary file is in the same folder, so ``os.replace`` is an atomic
-    rename.  If anything goes wrong the temporary file is removed and
-    ``path`` is untouched.
-    """
-    path = Path(path)
-    tmp = tempfile.NamedTemporaryFile(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with tmp:
-            for chunk in chunks:
-                tmp.write(chunk)
-        os.chmod(tmp.name, 0o644)  # NamedTemporaryFile creates it as 0600
-        os.replace(tmp.name, path)
-    except BaseException:
-        os.unlink(tmp.name)
-        raise
-
-
 def _read_split(data_dir, split):
     """Read and cross-check the image and label IDX files of one split."""
     images_path = data_dir / IDX_NAMES[f"{split}_vectors"]
@@ -169,7 +141,7 @@ def prepare(data_dir, force=False, log=print):
         for key in todo:
             payload, line_width = contents[key]
             path = data_dir / CSV_NAMES[key]
-            write_atomically(path, csv_lines(payload, line_width))
+            write_atomic(path, csv_lines(payload, line_width))
             log(f"wrote {path} ({len(payload) // line_width} lines)")
             written.append(path)
     return written

@@ -121,17 +121,6 @@ def test_label_count_must_match_image_count(data_dir):
     assert not list(data_dir.glob("*.csv"))
 
 
-def test_failed_write_leaves_nothing_behind(tmp_path):
-    def chunks():
-        yield b"1,2,3\n"
-        raise RuntimeError("disk full")
-
-    target = tmp_path / "out.csv"
-    with pytest.raises(RuntimeError):
-        prep.write_atomically(target, chunks())
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_cli_missing_gz(tmp_path, capsys):
     assert prep.main(["--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
