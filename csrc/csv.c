@@ -152,6 +152,38 @@ static void next_token(const char *buf, int64_t *pos, int64_t e, int64_t *ts,
     *pos = comma ? end + 1 : e + 1; /* e + 1 marks "no more tokens" */
 }
 
+/* Parse the values of one line [s, e) into dst (room for cols values).
+ * Returns the number of values found (also when more than cols), or -1 after
+ * filling err for a bad value. The common token, 1-3 digits then a comma, is
+ * read in one pass; anything else takes the general path (parse_float). */
+static int64_t parse_line(const char *buf, int64_t s, int64_t e, float *dst, int64_t cols,
+                          int64_t line, pynn_csv_error *err) {
+    const char *p = buf + s, *end = buf + e;
+    int64_t k = 0;
+    for (;;) {
+        const char *ts = p;
+        uint32_t v = 0;
+        while (p < end && is_digit(*p) && p - ts < 9) v = v * 10 + (uint32_t)(*p++ - '0');
+        float val = (float)v;
+        if (p == ts || (p < end && *p != ',')) { /* general path */
+            const char *comma = memchr(ts, ',', (size_t)(end - ts));
+            const char *te = comma ? comma : end, *a = ts, *b = te;
+            while (a < b && is_space(*a)) a++;
+            while (b > a && is_space(b[-1])) b--;
+            int code = parse_float(a, b, &val);
+            if (code != PYNN_CSV_OK) {
+                set_err(err, code, line, k + 1, 0, a - buf);
+                return -1;
+            }
+            p = te;
+        }
+        if (k < cols) dst[k] = val;
+        k++;
+        if (p >= end) return k;
+        p++; /* the comma */
+    }
+}
+
 int pynn_csv_parse_floats(const char *buf, int64_t n, float *out, int64_t rows,
                           int64_t cols, pynn_csv_error *err) {
     cursor c;
@@ -163,19 +195,8 @@ int pynn_csv_parse_floats(const char *buf, int64_t n, float *out, int64_t rows,
             set_err(err, PYNN_CSV_BLANK_LINE, c.line, 0, 0, s);
             return err->code;
         }
-        float *dst = out + row * cols;
-        int64_t k = 0, pos = s, ts, te;
-        while (pos <= e) {
-            next_token(buf, &pos, e, &ts, &te);
-            float v = 0.0f;
-            int code = parse_float(buf + ts, buf + te, &v);
-            if (code != PYNN_CSV_OK) {
-                set_err(err, code, c.line, k + 1, 0, ts);
-                return code;
-            }
-            if (k < cols) dst[k] = v;
-            k++;
-        }
+        int64_t k = parse_line(buf, s, e, out + row * cols, cols, c.line, err);
+        if (k < 0) return err->code;
         if (k != cols) {
             set_err(err, PYNN_CSV_COUNT, c.line, 0, k, s);
             return PYNN_CSV_COUNT;

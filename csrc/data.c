@@ -4,15 +4,34 @@
 
 #include "pynn.h"
 
-void pynn_moments(const float *x, int64_t n, double *mean, double *var) {
+/* sum of (x[c] - mu)^p for p = 1 or 2 over one row, with 8 partial sums in
+ * double so the adds overlap (and the order is fixed: results are exact-ish
+ * and the same on every run and thread count) */
+static double row_sum(const float *x, int64_t C, double mu, int squared) {
+    double acc[8] = {0};
+    int64_t c = 0;
+    for (; c + 8 <= C; c += 8)
+        for (int k = 0; k < 8; k++) {
+            const double d = x[c + k] - mu;
+            acc[k] += squared ? d * d : d;
+        }
+    for (; c < C; c++) {
+        const double d = x[c] - mu;
+        acc[0] += squared ? d * d : d;
+    }
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+void pynn_moments(const float *x, const int32_t *idx, int64_t n, int64_t C, double *mean,
+                  double *var) {
     /* two passes in double: exact enough for 47 million pixels */
-    double s = 0.0;
-    for (int64_t i = 0; i < n; i++) s += x[i];
-    const double mu = n > 0 ? s / (double)n : 0.0;
-    double q = 0.0;
-    for (int64_t i = 0; i < n; i++) q += (x[i] - mu) * (x[i] - mu);
+    const double count = (double)n * (double)C;
+    double s = 0.0, q = 0.0;
+    for (int64_t r = 0; r < n; r++) s += row_sum(x + (idx ? idx[r] : r) * C, C, 0.0, 0);
+    const double mu = count > 0 ? s / count : 0.0;
+    for (int64_t r = 0; r < n; r++) q += row_sum(x + (idx ? idx[r] : r) * C, C, mu, 1);
     *mean = mu;
-    *var = n > 0 ? q / (double)n : 0.0;
+    *var = count > 0 ? q / count : 0.0;
 }
 
 void pynn_scale_shift(float *x, int64_t n, float scale, float shift) {

@@ -60,8 +60,10 @@ int pynn_csv_parse_labels(const char *buf, int64_t n, int32_t *out, int64_t rows
                           pynn_csv_error *err);
 
 /* ---- data helpers (data.c) ---------------------------------------------- */
-/* mean and (population) variance of x (n,), accumulated in double */
-void pynn_moments(const float *x, int64_t n, double *mean, double *var);
+/* mean and (population) variance of all values in the rows idx (n,) of
+ * x (N,C) - or of all N rows when idx is NULL - accumulated in double */
+void pynn_moments(const float *x, const int32_t *idx, int64_t n, int64_t C, double *mean,
+                  double *var);
 /* x = x * scale + shift, in place, x is (n,) */
 void pynn_scale_shift(float *x, int64_t n, float scale, float shift);
 /* out[i,:] = inp[idx[i],:]; out is (B,C), inp is (N,C), idx is (B,) in [0,N) */

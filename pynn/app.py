@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ._kernels import lib
 from .config import ALLOWED_SEEDS
-from .data import Normalizer, load_labels, load_vectors, split
+from .data import Normalizer, gather, load_labels, load_vectors, split
 from .io import CSV_NAMES, PREDICTION_NAMES, check_writable, write_predictions
 from .model import mlp
 from .optim import OPTIMIZERS
@@ -33,27 +33,23 @@ def run(cfg, reporter=None):
     rng = random.Random(cfg.seed)
 
     # training data: the only data that shapes the model
-    x_all = load_vectors(data / CSV_NAMES["train_vectors"])
-    y_all = load_labels(data / CSV_NAMES["train_labels"], count=x_all.shape[0])
-    classes = max(y_all.tolist()) + 1
-    x, y, x_val, y_val = split(x_all, y_all, cfg.val_fraction, rng)
-    norm = Normalizer.fit(x)  # statistics of the training part only
-    for t in (x, x_val):
-        if t is not None:
-            norm(t)
+    x = load_vectors(data / CSV_NAMES["train_vectors"])
+    y = load_labels(data / CSV_NAMES["train_labels"], count=x.shape[0])
+    classes = max(y.tolist()) + 1
+    rows, val_rows = split(x.shape[0], cfg.val_fraction, rng)
+    norm = Normalizer.fit(x, rows)  # statistics of the training part only
+    norm(x)
+    x_val, y_val = (gather(x, val_rows), gather(y, val_rows)) if val_rows else (None, None)
 
     model = mlp([x.shape[1], *cfg.hidden, classes], cfg.activation, rng)
     optimizer = build_optimizer(cfg, model.parameters())
-    reporter.start(model, x.shape[0], 0 if x_val is None else x_val.shape[0], cfg,
-                   lib.pynn_get_threads())
-    history, val_acc, stopped = fit(model, optimizer, x, y, x_val, y_val, cfg, reporter,
+    reporter.start(model, len(rows), len(val_rows), cfg, lib.pynn_get_threads())
+    history, val_acc, stopped = fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter,
                                     rng, start + cfg.time_budget)
 
-    # predictions: training rows in input order, then the test set (first use)
-    del x, y, x_val, y_val
-    norm(x_all)
-    train_pred = model.predict(x_all)
-    x_test = norm(load_vectors(data / CSV_NAMES["test_vectors"], width=x_all.shape[1]))
+    # predictions: training rows in input order, then the test set (its first use)
+    train_pred = model.predict(x)
+    x_test = norm(load_vectors(data / CSV_NAMES["test_vectors"], width=x.shape[1]))
     test_pred = model.predict(x_test)
     write_predictions(out / PREDICTION_NAMES["train"], train_pred)
     write_predictions(out / PREDICTION_NAMES["test"], test_pred)
@@ -63,7 +59,7 @@ def run(cfg, reporter=None):
     if labels_path.exists():  # final evaluation only; never used before this line
         y_test = load_labels(labels_path, count=x_test.shape[0], classes=classes)
         test_acc = lib.pynn_count_equal(test_pred.ptr, y_test.ptr, y_test.shape[0]) / y_test.shape[0]
-    train_acc = lib.pynn_count_equal(train_pred.ptr, y_all.ptr, y_all.shape[0]) / y_all.shape[0]
+    train_acc = lib.pynn_count_equal(train_pred.ptr, y.ptr, y.shape[0]) / y.shape[0]
     seconds = time.perf_counter() - start
     reporter.summary(val_acc, test_acc, seconds)
     return {"history": history, "val_acc": val_acc, "test_acc": test_acc,

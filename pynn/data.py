@@ -1,5 +1,8 @@
 """Data: CSV files -> Tensors (C parser), validation split, normalization.
 
+The training set stays one (N, D) Tensor; the split is a pair of row lists,
+and training batches are gathered from it by row index (no copies).
+
 The test set enters only through ``load_vectors``/``load_labels`` called by
 the final prediction step (see app.py); nothing here looks at it otherwise.
 """
@@ -43,7 +46,7 @@ def _raise(path, buf, err, cols):
 
 def _shape(path, buf, err):
     rows, cols = ffi.new("int64_t *"), ffi.new("int64_t *")
-    if lib.pynn_csv_shape(buf, len(buf), rows, cols, err) != lib.PYNN_CSV_OK:
+    if lib.pynn_csv_shape(ffi.from_buffer(buf), len(buf), rows, cols, err) != lib.PYNN_CSV_OK:
         _raise(path, buf, err, 0)
     return rows[0], cols[0]
 
@@ -59,7 +62,7 @@ def load_vectors(path, width=None):
     if width is not None and cols != width:
         raise PynnError(f"{path}:1: expected {width} values, found {cols}")
     x = Tensor((rows, cols))
-    if lib.pynn_csv_parse_floats(buf, len(buf), x.ptr, rows, cols, err) != lib.PYNN_CSV_OK:
+    if lib.pynn_csv_parse_floats(ffi.from_buffer(buf), len(buf), x.ptr, rows, cols, err) != lib.PYNN_CSV_OK:
         _raise(path, buf, err, cols)
     return x
 
@@ -75,7 +78,7 @@ def load_labels(path, count=None, classes=None):
     if cols != 1:
         raise PynnError(f"{path}:1: expected 1 value, found {cols}")
     y = Tensor((rows,), "int32")
-    if lib.pynn_csv_parse_labels(buf, len(buf), y.ptr, rows, err) != lib.PYNN_CSV_OK:
+    if lib.pynn_csv_parse_labels(ffi.from_buffer(buf), len(buf), y.ptr, rows, err) != lib.PYNN_CSV_OK:
         _raise(path, buf, err, 1)
     if count is not None and rows != count:
         raise PynnError(f"{path}: {rows} labels, but the vectors have {count} lines")
@@ -88,9 +91,10 @@ def load_labels(path, count=None, classes=None):
     return y
 
 
-def gather(x, idx):
-    """Rows ``idx`` (int32 Tensor) of x, as a new Tensor."""
-    n = idx.shape[0]
+def gather(x, rows):
+    """A new Tensor with the given rows (a list of ints) of x, in that order."""
+    idx = Tensor.from_list(rows, dtype="int32")
+    n = len(rows)
     if x.dtype == "float32":
         out = Tensor((n,) + x.shape[1:])
         lib.pynn_gather_rows(out.ptr, x.ptr, idx.ptr, n, x.size // max(1, x.shape[0]))
@@ -100,21 +104,15 @@ def gather(x, idx):
     return out
 
 
-def split(x, y, val_fraction, rng):
-    """(x_train, y_train, x_val, y_val): copies, with a seeded random part of
-    the TRAINING set held out for validation (None, None when val_fraction is 0)."""
-    n = x.shape[0]
+def split(n, val_fraction, rng):
+    """(train rows, validation rows): a seeded random part of the TRAINING
+    set's n rows held out for validation; both lists sorted."""
     n_val = int(round(n * val_fraction))
-    if n_val and n - n_val < 1:
+    if n - n_val < 1:
         raise PynnError(f"--val-fraction {val_fraction} leaves no training data")
     order = list(range(n))
     rng.shuffle(order)
-    train_idx = Tensor.from_list(sorted(order[n_val:]), dtype="int32")
-    x_train, y_train = gather(x, train_idx), gather(y, train_idx)
-    if n_val == 0:
-        return x_train, y_train, None, None
-    val_idx = Tensor.from_list(sorted(order[:n_val]), dtype="int32")
-    return x_train, y_train, gather(x, val_idx), gather(y, val_idx)
+    return sorted(order[n_val:]), sorted(order[:n_val])
 
 
 class Normalizer:
@@ -124,9 +122,13 @@ class Normalizer:
         self.mean, self.std = mean, std
 
     @classmethod
-    def fit(cls, x):
+    def fit(cls, x, rows=None):
+        """Statistics of the given rows of x (all rows when None)."""
         mean, var = ffi.new("double *"), ffi.new("double *")
-        lib.pynn_moments(x.ptr, x.size, mean, var)
+        idx = Tensor.from_list(rows, dtype="int32") if rows is not None else None
+        n = len(rows) if rows is not None else x.shape[0]
+        lib.pynn_moments(x.ptr, idx.ptr if idx is not None else ffi.NULL, n, x.size // max(1, x.shape[0]),
+                         mean, var)
         return cls(mean[0], max(var[0], 1e-12) ** 0.5)
 
     def __call__(self, x):

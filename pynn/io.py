@@ -4,6 +4,7 @@ Writes are atomic: a temporary file in the destination folder, then
 ``os.replace``. A failed or killed run never leaves a truncated file, and
 an earlier file of the same name stays untouched until the new one is whole.
 """
+import mmap
 import os
 import tempfile
 from pathlib import Path
@@ -57,10 +58,15 @@ def check_writable(folder):
 
 
 def read_bytes(path):
-    """The whole file, or a one-line PynnError naming it."""
+    """The whole file as a read-only buffer, or a one-line PynnError naming it.
+
+    The file is memory-mapped: its pages come straight from the page cache,
+    with no 133 MB copy (a copy costs more than the parse on a fresh machine)."""
     try:
         with open(path, "rb") as f:
-            return f.read()
+            if os.fstat(f.fileno()).st_size == 0:
+                return b""
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     except FileNotFoundError:
         raise PynnError(f"{path}: no such file") from None
     except IsADirectoryError:

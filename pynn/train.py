@@ -27,18 +27,19 @@ def accuracy(model, x, y):
     return lib.pynn_count_equal(pred.ptr, y.ptr, y.shape[0]) / max(1, y.shape[0])
 
 
-def fit(model, optimizer, x, y, x_val, y_val, cfg, reporter, rng, deadline):
-    """Train for cfg.epochs epochs (or until ``deadline``, a perf_counter time,
-    or Ctrl-C); leave the model at its best validation accuracy.
+def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline):
+    """Train on the given rows of x (N, D) / y (N,) for cfg.epochs epochs (or
+    until ``deadline``, a perf_counter time, or Ctrl-C); leave the model at its
+    best validation accuracy.
 
     Returns (history, best validation accuracy or None, why it stopped)."""
     loss_fn = CrossEntropyLoss()
-    n, d = x.shape
+    n, d = len(rows), x.shape[1]
     B = min(cfg.batch_size, n)
     steps = n // B  # the last partial batch is dropped; shuffling varies it
     total = steps * cfg.epochs
     warmup = int(cfg.warmup_epochs * steps)
-    order = list(range(n))
+    order = list(rows)
     idx = Tensor((n,), "int32")
     xb, yb = Tensor((B, d)), Tensor((B,), "int32")
     base_lr, lr_scale, recoveries = optimizer.lr, 1.0, 0

@@ -31,7 +31,7 @@ def cdef_text(header=HEADER):
 
 def compile_flags():
     """(compile args, link args) for the current environment."""
-    cflags = ["-O3", "-Wall", "-Wextra", "-std=gnu11"]
+    cflags = ["-O3", "-Wall", "-Wextra", "-std=gnu11", "-fno-math-errno"]
     ldflags = []
     if not _flag("PYNN_PORTABLE", "0"):
         cflags.append("-march=native")
