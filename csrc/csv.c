@@ -9,7 +9,6 @@
  * every write inside the (rows, cols) output the caller allocated from the
  * first pass, and numbers are built without strtod (no locale, no nan/inf).
  */
-#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -132,8 +131,9 @@ static int parse_float(const char *p, const char *e, float *out) {
         else if (exp10 > 400) v = INFINITY;
         else v *= pow(10.0, (double)exp10);
     }
-    if (!(v <= (double)FLT_MAX)) return PYNN_CSV_OVERFLOW;
-    *out = (float)(neg ? -v : v);
+    const float f = (float)(neg ? -v : v); /* round first: 3.4028235e38 is FLT_MAX */
+    if (!isfinite(v) || isinf(f)) return PYNN_CSV_OVERFLOW;
+    *out = f;
     return PYNN_CSV_OK;
 }
 

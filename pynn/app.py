@@ -51,14 +51,14 @@ def run(cfg, reporter=None):
     train_pred = model.predict(x)
     x_test = norm(load_vectors(data / CSV_NAMES["test_vectors"], width=x.shape[1]))
     test_pred = model.predict(x_test)
-    write_predictions(out / PREDICTION_NAMES["train"], train_pred)
-    write_predictions(out / PREDICTION_NAMES["test"], test_pred)
-
     test_acc = None
     labels_path = data / CSV_NAMES["test_labels"]
     if labels_path.exists():  # final evaluation only; never used before this line
         y_test = load_labels(labels_path, count=x_test.shape[0], classes=classes)
         test_acc = lib.pynn_count_equal(test_pred.ptr, y_test.ptr, y_test.shape[0]) / y_test.shape[0]
+    # written last: a run that fails on any input leaves earlier files untouched
+    write_predictions(out / PREDICTION_NAMES["train"], train_pred)
+    write_predictions(out / PREDICTION_NAMES["test"], test_pred)
     train_acc = lib.pynn_count_equal(train_pred.ptr, y.ptr, y.shape[0]) / y.shape[0]
     seconds = time.perf_counter() - start
     reporter.summary(val_acc, test_acc, seconds)

@@ -24,9 +24,9 @@ _MESSAGES = {
 def _token(buf, start):
     """The offending token as text, for the message (at most 24 characters)."""
     end = start
-    while end < len(buf) and end - start < 24 and buf[end] not in b",\r\n":
+    while end < len(buf) and end - start < 24 and buf[end] not in b",\n":
         end += 1
-    return buf[start:end].decode("utf-8", "backslashreplace")
+    return buf[start:end].rstrip(b"\r").decode("utf-8", "backslashreplace")
 
 
 def _raise(path, buf, err, cols):
@@ -34,9 +34,14 @@ def _raise(path, buf, err, cols):
     if code == lib.PYNN_CSV_EMPTY:
         raise PynnError(f"{path}: file is empty")
     if code == lib.PYNN_CSV_COUNT:
-        raise PynnError(f"{path}:{line}: expected {cols} values, found {err.found}")
+        values = "value" if cols == 1 else "values"
+        raise PynnError(f"{path}:{line}: expected {cols} {values}, found {err.found}")
     token = _token(buf, err.token_start)
-    if code == lib.PYNN_CSV_BAD_TOKEN and line == 1 and any(c.isalpha() for c in token):
+    if "\r" in token:
+        raise PynnError(f"{path}:{line}: lines end in a lone CR (old Mac line endings); "
+                        "use LF or CRLF")
+    header = token[:1].isalpha() and code in (lib.PYNN_CSV_BAD_TOKEN, lib.PYNN_CSV_NOT_LABEL)
+    if header and line == 1:
         raise PynnError(f"{path}:1: looks like a header row ({token!r}); "
                         "the course format has none: remove the first line")
     if code == lib.PYNN_CSV_BAD_TOKEN and token.strip() == "":

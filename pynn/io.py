@@ -48,8 +48,10 @@ def write_predictions(path, labels):
 def check_writable(folder):
     """Fail early (before training) when predictions could not be written."""
     folder = Path(folder)
-    if not folder.is_dir():
+    if not folder.exists():
         raise PynnError(f"{folder}: output folder does not exist")
+    if not folder.is_dir():
+        raise PynnError(f"{folder}: output folder is a file, not a folder")
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass

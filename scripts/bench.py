@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""Benchmark figures for pynn, and PyTorch side by side in the same run.
+
+    python scripts/bench.py [--torch] [--threads N] [--repeat R] [--quick]
+
+Prints, for pynn (and PyTorch with --torch, if importable; never a dependency):
+  - GFLOP/s of each GEMM layout at the network's shapes (batch 64 and 256
+    against 784, 256, 128, 10): NT = forward, NN = dL/dinput, TN = dL/dweight;
+  - seconds and samples/s of one training epoch of 784-256-128-10, batch 64,
+    Adam lr 1e-3 (60 000 rows, the real loop: pynn.train.fit), at 1 thread
+    and at all threads (thread scaling);
+  - CSV parse time and MB/s of the course CSVs (when data/ has them).
+Timings are the best of --repeat runs: the machine is noisy, the minimum is
+the figure least disturbed by it. Nothing here asserts anything.
+
+The output ends with one line per figure, `bench NAME VALUE UNIT`, for scripts.
+"""
+import argparse
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+import pynn  # noqa: E402
+from pynn._kernels import ffi, lib  # noqa: E402
+from pynn.config import Config  # noqa: E402
+from pynn.io import CSV_NAMES  # noqa: E402
+from pynn.model import mlp  # noqa: E402
+from pynn.optim import Adam  # noqa: E402
+from pynn.tensor import Tensor  # noqa: E402
+from pynn.train import fit  # noqa: E402
+
+LAYERS = [(784, 256), (256, 128), (128, 10)]  # (C, OC) of 784-256-128-10
+BATCHES = (64, 256)
+EPOCH_ROWS, EPOCH_BATCH = 60000, 64
+
+results = []  # (name, value, unit)
+
+
+def record(name, value, unit):
+    results.append((name, value, unit))
+    return value
+
+
+def best_time(fn, repeat, min_seconds=0.05):
+    """Best per-call time of fn over `repeat` rounds of enough calls to last
+    min_seconds each."""
+    fn()
+    calls, t = 1, 0.0
+    while True:  # calibrate the number of calls per round
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        t = time.perf_counter() - t0
+        if t >= min_seconds:
+            break
+        calls *= 2
+    best = t / calls
+    for _ in range(repeat - 1):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / calls)
+    return best
+
+
+def random_tensor(shape, rng):
+    t = Tensor(shape)
+    t.ptr[0:t.size] = [rng.uniform(-1, 1) for _ in range(t.size)]
+    return t
+
+
+# ---- GEMM ------------------------------------------------------------------
+
+def gemm_cases():
+    """(label, ta, tb, M, N, K) of every product a training step makes."""
+    for B in BATCHES:
+        for C, OC in LAYERS:
+            yield f"NT {B}x{C}x{OC}", 0, 1, B, OC, C   # out = inp . W^T
+            yield f"NN {B}x{OC}x{C}", 0, 0, B, C, OC   # dinp = dout . W
+            yield f"TN {OC}x{B}x{C}", 1, 0, OC, C, B   # dW = dout^T . inp
+
+
+def bench_gemm(repeat, torch):
+    rng = random.Random(0)
+    print(f"\nGEMM GFLOP/s, {pynn.get_threads()} threads "
+          "(label: layout MxKxN; NT = forward, NN = dinput, TN = dweight)")
+    header = f"  {'shape':18s} {'pynn':>8s}"
+    if torch:
+        header += f" {'torch':>8s} {'ratio':>6s}"
+    print(header)
+    for label, ta, tb, M, N, K in gemm_cases():
+        a = random_tensor((K, M) if ta else (M, K), rng)
+        b = random_tensor((N, K) if tb else (K, N), rng)
+        c = Tensor((M, N))
+        flops = 2.0 * M * N * K
+        t = best_time(lambda: lib.pynn_gemm(ta, tb, M, N, K, a.ptr, b.ptr, ffi.NULL,
+                                             c.ptr, 0), repeat)
+        ours = record(f"gemm_{label.replace(' ', '_')}_gflops", flops / t / 1e9, "GFLOP/s")
+        line = f"  {label:18s} {ours:8.1f}"
+        if torch:
+            ta_ = to_torch(torch, a)
+            tb_ = to_torch(torch, b)
+            A = ta_.t() if ta else ta_
+            Bm = tb_.t() if tb else tb_
+            out = torch.empty(M, N)
+            tt = best_time(lambda: torch.mm(A, Bm, out=out), repeat)
+            theirs = record(f"torch_gemm_{label.replace(' ', '_')}_gflops", flops / tt / 1e9,
+                            "GFLOP/s")
+            ratio = record(f"ratio_gemm_{label.replace(' ', '_')}", ours / theirs, "x")
+            line += f" {theirs:8.1f} {ratio:6.2f}"
+        print(line)
+
+
+def to_torch(torch, t):
+    """A torch copy of a pynn Tensor (same values)."""
+    return torch.frombuffer(bytearray(ffi.buffer(t.ptr, t.nbytes)),
+                            dtype=torch.float32).reshape(t.shape).clone()
+
+
+# ---- training epoch ----------------------------------------------------------
+
+class _Quiet:
+    def epoch(self, m):
+        pass
+
+    def note(self, text):
+        pass
+
+
+def synthetic_data(n, d, classes, seed=0):
+    """n rows: a block of random values repeated (values do not change timing)."""
+    rng = random.Random(seed)
+    x = Tensor((n, d))
+    block = min(n, 512)
+    x.ptr[0:block * d] = [rng.gauss(0, 1) for _ in range(block * d)]
+    for start in range(block, n, block):
+        rows = min(block, n - start)
+        ffi.memmove(x.ptr + start * d, x.ptr, rows * d * 4)
+    y = Tensor.from_list([rng.randrange(classes) for _ in range(n)], dtype="int32")
+    return x, y
+
+
+def pynn_epoch(x, y, threads, epochs=1):
+    """Seconds of the fastest of `epochs` epochs of the real training loop."""
+    pynn.set_threads(threads)
+    cfg = Config(epochs=epochs, batch_size=EPOCH_BATCH, lr=1e-3, schedule="constant")
+    rng = random.Random(0)
+    model = mlp([784, 256, 128, 10], "relu", rng)
+    opt = Adam(model.parameters(), 1e-3)
+    history, _, _ = fit(model, opt, x, y, list(range(x.shape[0])), None, None, cfg,
+                        _Quiet(), rng, time.perf_counter() + 1e9)
+    return min(m["seconds"] for m in history)
+
+
+def torch_epoch(torch, x, y, threads, epochs=1):
+    """The same epoch as a student would write it in PyTorch."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    X, Y = to_torch(torch, x), torch.tensor(y.tolist(), dtype=torch.long)
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
+                          nn.Linear(128, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    n, B = X.shape[0], EPOCH_BATCH
+    best = float("inf")
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        perm = torch.randperm(n)
+        for i in range(0, n - B + 1, B):
+            idx = perm[i:i + B]
+            opt.zero_grad()
+            loss = loss_fn(model(X[idx]), Y[idx])
+            loss.backward()
+            opt.step()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def bench_epoch(threads, repeat, torch):
+    x, y = synthetic_data(EPOCH_ROWS, 784, 10)
+    steps = EPOCH_ROWS // EPOCH_BATCH
+    print(f"\nTraining epoch: 784-256-128-10, batch {EPOCH_BATCH}, Adam, "
+          f"{EPOCH_ROWS} rows ({steps} steps); best of {repeat}")
+    t1 = record("epoch_seconds_1thread", pynn_epoch(x, y, 1, repeat), "s")
+    tn = record(f"epoch_seconds_{threads}threads", pynn_epoch(x, y, threads, repeat), "s")
+    speedup = record("thread_speedup", t1 / tn, "x")
+    record("epoch_samples_per_s", steps * EPOCH_BATCH / tn, "samples/s")
+    print(f"  pynn   1 thread : {t1:7.3f} s  ({steps * EPOCH_BATCH / t1:9.0f} samples/s)")
+    print(f"  pynn  {threads:2d} threads: {tn:7.3f} s  ({steps * EPOCH_BATCH / tn:9.0f} samples/s)"
+          f"   speed-up {speedup:.2f}x")
+    if torch:
+        tt = record(f"torch_epoch_seconds_{threads}threads",
+                    torch_epoch(torch, x, y, threads, max(1, repeat - 1)), "s")
+        ratio = record("ratio_epoch_time_pynn_over_torch", tn / tt, "x")
+        print(f"  torch {threads:2d} threads: {tt:7.3f} s  ({steps * EPOCH_BATCH / tt:9.0f} samples/s)"
+              f"   pynn/torch time {ratio:.3f}")
+    pynn.set_threads(threads)
+
+
+# ---- CSV parsing ---------------------------------------------------------------
+
+def bench_parse(data_dir, repeat):
+    paths = [data_dir / CSV_NAMES[k] for k in ("train_vectors", "test_vectors")]
+    if not all(p.exists() for p in paths):
+        print(f"\nCSV parse: skipped ({data_dir} has no course CSVs)")
+        return
+    size = sum(p.stat().st_size for p in paths)
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for p in paths:
+            pynn.load_vectors(p)
+        best = min(best, time.perf_counter() - t0)
+    record("parse_train_test_seconds", best, "s")
+    record("parse_mb_per_s", size / 1e6 / best, "MB/s")
+    print(f"\nCSV parse (train + test vectors, {size / 1e6:.0f} MB, file read included): "
+          f"{best:.3f} s, {size / 1e6 / best:.0f} MB/s")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--torch", action="store_true", help="also measure PyTorch (if importable)")
+    p.add_argument("--threads", type=int, default=0, help="threads (0: all cores, at most 16)")
+    p.add_argument("--repeat", type=int, default=3, help="rounds; the best is reported")
+    p.add_argument("--data-dir", type=Path, default=ROOT / "data")
+    p.add_argument("--only", choices=("gemm", "epoch", "parse"), help="one part only")
+    args = p.parse_args(argv)
+
+    torch = None
+    if args.torch:
+        try:
+            import torch
+        except ImportError:
+            print("note: PyTorch is not importable; measuring pynn alone")
+    pynn.set_threads(args.threads)
+    threads = pynn.get_threads()
+    print(f"pynn bench: {threads} threads, OpenMP {'on' if lib.pynn_have_openmp() else 'off'}, "
+          f"{os.cpu_count()} CPUs" + (f", torch {torch.__version__}" if torch else ""))
+    if torch:
+        torch.set_num_threads(threads)
+    if args.only in (None, "gemm"):
+        bench_gemm(args.repeat, torch)
+    if args.only in (None, "epoch"):
+        bench_epoch(threads, args.repeat, torch)
+    if args.only in (None, "parse"):
+        bench_parse(args.data_dir, args.repeat)
+    print()
+    for name, value, unit in results:
+        print(f"bench {name} {value:.4g} {unit}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,420 @@
+"""End-to-end tests of pynn.run and scripts/run.py on a small subset of the
+real course data (2000 training rows, 500 test rows)."""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import pynn
+from pynn import Config
+from pynn.io import CSV_NAMES, PREDICTION_NAMES
+from pynn.report import Reporter
+
+from conftest import SCRIPTS_DIR
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = ROOT / "data"
+RUN_PY = SCRIPTS_DIR / "run.py"
+N_TRAIN, N_TEST = 2000, 500
+SUBSET = {"train_vectors": N_TRAIN, "train_labels": N_TRAIN,
+          "test_vectors": N_TEST, "test_labels": N_TEST}
+
+if not all((DATA_DIR / CSV_NAMES[k]).exists() for k in SUBSET):
+    pytest.skip("the course CSVs in data/ are missing", allow_module_level=True)
+
+
+def head(path, n):
+    out = []
+    with open(path, "rb") as f:
+        for line in f:
+            out.append(line)
+            if len(out) == n:
+                break
+    return b"".join(out)
+
+
+@pytest.fixture(scope="session")
+def subset_dir(tmp_path_factory):
+    """A data folder with the first rows of the four course CSVs."""
+    folder = tmp_path_factory.mktemp("subset_data")
+    for key, n in SUBSET.items():
+        (folder / CSV_NAMES[key]).write_bytes(head(DATA_DIR / CSV_NAMES[key], n))
+    return folder
+
+
+def data_copy(subset_dir, dest):
+    """A fresh copy of the subset folder (to damage one file of it)."""
+    shutil.copytree(subset_dir, dest)
+    return dest
+
+
+def quiet_run(data_dir, out_dir, **kwargs):
+    """pynn.run with small defaults; returns (result dict, printed text)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = dict(hidden=(32,), epochs=2, batch_size=32, threads=1)
+    settings.update(kwargs)
+    stream = io.StringIO()
+    result = pynn.run(Config(data_dir=str(data_dir), out_dir=str(out_dir), **settings),
+                      reporter=Reporter(stream))
+    return result, stream.getvalue()
+
+
+def predictions(out_dir):
+    return {k: (Path(out_dir) / name).read_bytes() for k, name in PREDICTION_NAMES.items()}
+
+
+def parse_predictions(data):
+    assert data.endswith(b"\n") and b"\r" not in data
+    return [int(v) for v in data.decode("ascii").split("\n")[:-1]]
+
+
+def subprocess_env():
+    # idle OpenMP workers sleep instead of spinning: the cores are shared
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return env
+
+
+def cli(*args, cwd, timeout=120, pre=None, threads=1):
+    """Run scripts/run.py in a fresh interpreter; ``pre`` is Python run first;
+    ``threads=None`` keeps the default thread count."""
+    if threads is not None:
+        args = (*args, "--threads", threads)
+    if pre is None:
+        cmd = [sys.executable, str(RUN_PY), *map(str, args)]
+    else:
+        code = (f"{pre}\nimport runpy, sys\nsys.argv = {[str(RUN_PY), *map(str, args)]!r}\n"
+                f"runpy.run_path({str(RUN_PY)!r}, run_name='__main__')\n")
+        cmd = [sys.executable, "-c", code]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=subprocess_env())
+
+
+@pytest.fixture(scope="module")
+def base_run(subset_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("base_out")
+    result, text = quiet_run(subset_dir, out, seed=42)
+    return result, text, predictions(out)
+
+
+# ---- (a) the whole run -------------------------------------------------------
+
+def test_run_writes_both_prediction_files(base_run):
+    result, text, files = base_run
+    train, test = parse_predictions(files["train"]), parse_predictions(files["test"])
+    assert len(train) == N_TRAIN and len(test) == N_TEST
+    assert set(train) <= set(range(10)) and set(test) <= set(range(10))
+    assert len(set(test)) >= 5  # not a constant prediction
+    assert result["test_acc"] > 0.5
+    assert result["train_acc"] > 0.5
+    assert result["stopped"] == "done"
+    assert [m["epoch"] for m in result["history"]] == [1, 2]
+    assert "test accuracy" in text
+
+
+def test_test_accuracy_agrees_with_the_files(base_run, subset_dir):
+    result, _, files = base_run
+    truth = parse_predictions((subset_dir / CSV_NAMES["test_labels"]).read_bytes())
+    pred = parse_predictions(files["test"])
+    assert result["test_acc"] == pytest.approx(sum(p == t for p, t in zip(pred, truth)) / N_TEST)
+    truth = parse_predictions((subset_dir / CSV_NAMES["train_labels"]).read_bytes())
+    pred = parse_predictions(files["train"])
+    assert result["train_acc"] == pytest.approx(sum(p == t for p, t in zip(pred, truth)) / N_TRAIN)
+
+
+def test_run_without_test_labels(subset_dir, tmp_path):
+    data = data_copy(subset_dir, tmp_path / "data")
+    (data / CSV_NAMES["test_labels"]).unlink()
+    result, text = quiet_run(data, tmp_path / "out", epochs=1)
+    assert result["test_acc"] is None and "test accuracy" not in text
+    assert len(parse_predictions(predictions(tmp_path / "out")["test"])) == N_TEST
+
+
+# ---- (b) reproducibility ----------------------------------------------------
+
+def test_same_seed_same_files(base_run, subset_dir, tmp_path):
+    _, _, files = base_run
+    quiet_run(subset_dir, tmp_path, seed=42)
+    assert predictions(tmp_path) == files
+
+
+THREADS_SCRIPT = """
+import io, json, sys
+import pynn
+from pynn.report import Reporter
+data, out, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+settings["hidden"] = tuple(settings["hidden"])
+losses = []
+for run, threads in enumerate((1, 2, 1)):
+    result = pynn.run(pynn.Config(data_dir=data, out_dir=f"{out}/{run}", threads=threads,
+                                  **settings), reporter=Reporter(io.StringIO()))
+    assert pynn.get_threads() == threads
+    losses.append([m["train_loss"] for m in result["history"]])
+print(json.dumps(losses))
+"""
+
+
+@pytest.mark.parametrize("settings", [
+    dict(hidden=[32], batch_size=32, epochs=2),
+    # big enough for every parallel path: gemm, layer and optimizer kernels
+    dict(hidden=[256], batch_size=256, epochs=1, optimizer="sgd"),
+    dict(hidden=[256, 64], batch_size=256, epochs=1, activation="tanh"),
+], ids=["small", "wide-sgd", "wide-tanh"])
+def test_thread_count_does_not_change_results(subset_dir, tmp_path, settings):
+    """threads=1, then 2, then 1 again (in a subprocess, so the OpenMP workers
+    do not linger in the test process): byte-identical predictions."""
+    for run in range(3):
+        (tmp_path / str(run)).mkdir()
+    proc = subprocess.run([sys.executable, "-c", THREADS_SCRIPT, str(subset_dir), str(tmp_path),
+                           json.dumps(settings)], capture_output=True, text=True, timeout=120,
+                          env=subprocess_env())
+    assert proc.returncode == 0, proc.stderr
+    losses = json.loads(proc.stdout)
+    assert losses[0] == losses[1] == losses[2]
+    assert predictions(tmp_path / "0") == predictions(tmp_path / "1") == predictions(tmp_path / "2")
+
+
+def test_other_seed_other_files(base_run, subset_dir, tmp_path):
+    _, _, files = base_run
+    quiet_run(subset_dir, tmp_path, seed=0)
+    other = predictions(tmp_path)
+    assert other["train"] != files["train"] and other["test"] != files["test"]
+
+
+# ---- (c) the command line ---------------------------------------------------
+
+def test_cli_trains_and_reports(subset_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = cli("--data-dir", subset_dir, "--out-dir", out, "--epochs", 1, "--hidden", 16,
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("epoch   1 ") for line in lines), proc.stdout
+    assert any(line.startswith("test accuracy ") for line in lines), proc.stdout
+    files = predictions(out)
+    assert len(parse_predictions(files["train"])) == N_TRAIN
+    assert len(parse_predictions(files["test"])) == N_TEST
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # nothing written next to it
+
+
+# ---- (d) no NumPy -----------------------------------------------------------
+
+BLOCK_NUMPY = """
+import sys
+attempts = []
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('numpy', 'torch'):
+            attempts.append(name)
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+import atexit
+def check():
+    assert not attempts, attempts
+    assert 'numpy' not in sys.modules and 'torch' not in sys.modules
+    print('NUMPY-FREE', flush=True)
+atexit.register(check)
+"""
+
+
+def test_import_pynn_without_numpy(tmp_path):
+    code = ("import sys; sys.modules['numpy'] = None\n"
+            "import pynn, pynn.app, pynn.data, pynn.io, pynn.train\n"
+            "assert sys.modules['numpy'] is None\n"
+            "print('OK')\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == "OK\n", proc.stderr
+    code = BLOCK_NUMPY + "import pynn, pynn.app, pynn.data, pynn.io, pynn.train\n"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == "NUMPY-FREE\n", proc.stderr
+
+
+def test_cli_without_numpy(subset_dir, tmp_path):
+    args = ("--data-dir", subset_dir, "--out-dir", tmp_path, "--epochs", 1, "--hidden", 16)
+    proc = cli(*args, cwd=tmp_path, pre="import sys; sys.modules['numpy'] = None")
+    assert proc.returncode == 0, proc.stderr
+    assert "test accuracy" in proc.stdout
+    proc = cli(*args, cwd=tmp_path, pre=BLOCK_NUMPY)
+    assert proc.returncode == 0, proc.stderr
+    assert "test accuracy" in proc.stdout and proc.stdout.endswith("NUMPY-FREE\n")
+
+
+# ---- (e) bad input through the command line -----------------------------------
+
+OLD = {"train": b"old train predictions\n", "test": b"old test predictions\n"}
+
+
+def damage(path, line, new):
+    lines = path.read_bytes().split(b"\n")
+    lines[line - 1] = new(lines[line - 1])
+    path.write_bytes(b"\n".join(lines))
+
+
+def cli_with_bad_file(subset_dir, tmp_path, key, line, new):
+    data = data_copy(subset_dir, tmp_path / "data")
+    damage(data / CSV_NAMES[key], line, new)
+    out = tmp_path / "out"
+    out.mkdir()
+    for k, name in PREDICTION_NAMES.items():
+        (out / name).write_bytes(OLD[k])
+    proc = cli("--data-dir", data, "--out-dir", out, "--epochs", 1, "--hidden", 16,
+               cwd=tmp_path)
+    return proc, data / CSV_NAMES[key], out
+
+
+BAD_INPUTS = {
+    "train-vectors-empty-value": ("train_vectors", 1234, lambda b: b.replace(b",", b",,", 1)),
+    "train-vectors-short-line": ("train_vectors", 7, lambda b: b.rsplit(b",", 1)[0]),
+    "train-vectors-text": ("train_vectors", 1500, lambda b: b"abc," + b),
+    "train-vectors-blank-line": ("train_vectors", 3, lambda b: b""),
+    "train-labels-negative": ("train_labels", 42, lambda b: b"-1"),
+    "test-vectors-too-long": ("test_vectors", 250, lambda b: b + b",0"),
+    "test-vectors-nan": ("test_vectors", 500, lambda b: b"nan," + b.split(b",", 1)[1]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_cli_bad_input_file(subset_dir, tmp_path, case):
+    key, line, new = BAD_INPUTS[case]
+    proc, bad, out = cli_with_bad_file(subset_dir, tmp_path, key, line, new)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert proc.stderr.endswith("\n") and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: {bad}:{line}: "), proc.stderr
+    assert predictions(out) == OLD
+    assert sorted(os.listdir(out)) == sorted(PREDICTION_NAMES.values())  # no temp files
+
+
+def test_cli_missing_input_file(subset_dir, tmp_path):
+    data = data_copy(subset_dir, tmp_path / "data")
+    (data / CSV_NAMES["test_vectors"]).unlink()
+    (data / CSV_NAMES["test_vectors"]).mkdir()  # exists, but is a folder
+    proc = cli("--data-dir", data, "--out-dir", tmp_path, "--epochs", 1, "--hidden", 16,
+               cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"error: {data / CSV_NAMES['test_vectors']}: ")
+
+
+def test_cli_bad_test_labels_leave_predictions_untouched(subset_dir, tmp_path):
+    proc, bad, out = cli_with_bad_file(subset_dir, tmp_path, "test_labels", 77, lambda b: b"x")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"error: {bad}:77: ") and proc.stderr.count("\n") == 1
+    assert predictions(out) == OLD
+
+
+# ---- (f) output folder ------------------------------------------------------------
+
+def unwritable_cases(tmp_path):
+    cases = {"missing": tmp_path / "no" / "such" / "folder"}
+    a_file = tmp_path / "a_file"
+    a_file.write_bytes(b"")
+    cases["file"] = a_file
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        (ro / "probe").write_bytes(b"")  # root can write anyway (os.geteuid() == 0)
+        (ro / "probe").unlink()
+    except OSError:
+        cases["read-only"] = ro
+    return cases
+
+
+def test_cli_unusable_out_dir_fails_before_training(subset_dir, tmp_path):
+    for name, out in unwritable_cases(tmp_path).items():
+        t0 = time.perf_counter()
+        proc = cli("--data-dir", subset_dir, "--out-dir", out, "--epochs", 50, "--hidden", 64,
+                   cwd=tmp_path)
+        elapsed = time.perf_counter() - t0
+        assert proc.returncode == 2, (name, proc.stdout, proc.stderr)
+        assert proc.stderr.startswith(f"error: {out}: ") and proc.stderr.count("\n") == 1, \
+            proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert "epoch" not in proc.stdout and "model" not in proc.stdout, proc.stdout
+        assert elapsed < 20, elapsed
+    assert not (tmp_path / "no").exists()
+
+
+def test_run_unusable_out_dir_raises(subset_dir, tmp_path):
+    stream = io.StringIO()
+    cfg = Config(data_dir=str(subset_dir), out_dir=str(tmp_path / "missing"), epochs=1,
+                 hidden=(8,), threads=1)
+    with pytest.raises(pynn.PynnError, match="does not exist"):
+        pynn.run(cfg, reporter=Reporter(stream))
+    assert "epoch" not in stream.getvalue()
+
+
+# ---- (g) (h) (i) options -------------------------------------------------------
+
+def test_seed_outside_the_allowed_ones_prints_a_note(subset_dir, tmp_path):
+    result, text = quiet_run(subset_dir, tmp_path, seed=7)
+    notes = [line for line in text.splitlines() if line.startswith("note: ")]
+    assert any("seed 7" in line for line in notes), text
+    assert result["test_acc"] > 0.5
+    assert len(parse_predictions(predictions(tmp_path)["test"])) == N_TEST
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 42])
+def test_allowed_seed_prints_no_seed_note(subset_dir, tmp_path, seed):
+    _, text = quiet_run(subset_dir, tmp_path, seed=seed, epochs=1)
+    assert "note:" not in text
+
+
+def test_cli_seed_note(subset_dir, tmp_path):
+    proc = cli("--data-dir", subset_dir, "--out-dir", tmp_path, "--epochs", 1, "--hidden", 16,
+               "--seed", 1234, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "note: seed 1234" in proc.stdout
+
+
+def test_no_validation_part(subset_dir, tmp_path):
+    result, text = quiet_run(subset_dir, tmp_path, val_fraction=0.0)
+    assert result["val_acc"] is None
+    assert all(m["val_acc"] is None for m in result["history"])
+    assert "validation 0 rows" in text
+    assert result["test_acc"] > 0.5
+    files = predictions(tmp_path)
+    assert len(parse_predictions(files["train"])) == N_TRAIN
+    assert len(parse_predictions(files["test"])) == N_TEST
+
+
+def test_cli_val_fraction_zero(subset_dir, tmp_path):
+    proc = cli("--data-dir", subset_dir, "--out-dir", tmp_path, "--epochs", 1, "--hidden", 16,
+               "--val-fraction", 0, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "test accuracy" in proc.stdout
+
+
+def test_time_budget_stops_early(subset_dir, tmp_path):
+    t0 = time.perf_counter()
+    result, text = quiet_run(subset_dir, tmp_path, epochs=100000, time_budget=0.5)
+    elapsed = time.perf_counter() - t0
+    assert result["stopped"] == "time budget"
+    assert 1 <= len(result["history"]) < 100000
+    assert "time budget" in text and "stopped" in text
+    assert elapsed < 15, elapsed
+    files = predictions(tmp_path)
+    assert len(parse_predictions(files["train"])) == N_TRAIN
+    assert len(parse_predictions(files["test"])) == N_TEST
+    assert set(parse_predictions(files["test"])) <= set(range(10))
+
+
+def test_cli_time_budget(subset_dir, tmp_path):
+    proc = cli("--data-dir", subset_dir, "--out-dir", tmp_path, "--epochs", 100000,
+               "--hidden", 16, "--time-budget", 0.5, cwd=tmp_path, threads=None)
+    assert proc.returncode == 0, proc.stderr
+    assert "time budget" in proc.stdout and "test accuracy" in proc.stdout
+    assert len(parse_predictions(predictions(tmp_path)["test"])) == N_TEST

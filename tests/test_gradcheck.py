@@ -1,0 +1,268 @@
+"""Finite-difference gradient checks of whole small networks.
+
+Every parameter entry (and, where the network computes it, every input entry)
+is perturbed by +-eps; the central difference of the mean cross-entropy loss
+is compared with the analytic gradient from model.backward(loss.backward()).
+Everything runs in float32, so eps is large (1e-2) and the tolerance loose
+(2e-2 relative): still far tighter than what a wrong sign, a missing factor or
+a transposed gradient would give (see test_gradcheck_detects_wrong_gradients).
+
+ReLU kinks: a perturbation that moves a pre-activation across 0 makes the
+finite difference meaningless; the check asserts that never happens (the sign
+pattern of every activation input is the same at +eps and -eps as at 0).
+"""
+import random
+
+import pytest
+
+import reference as ref
+from pynn import CrossEntropyLoss, LeakyReLU, Linear, ReLU, Sequential, Tanh
+from pynn.tensor import Tensor
+
+EPS = 1e-2
+RTOL = 2e-2
+ATOL = 2e-4
+
+ACTS = {
+    "relu": ReLU,
+    "leaky_relu": LeakyReLU,           # slope 0.01
+    "leaky_relu_0.3": lambda: LeakyReLU(0.3),
+    "tanh": Tanh,
+}
+
+
+def build_one(act_name, seed, sizes, act_first):
+    rng = random.Random(seed)
+    act = ACTS[act_name]
+    layers = [act()] if act_first else []
+    for i, (c, oc) in enumerate(zip(sizes[:-1], sizes[1:])):
+        lin = Linear(c, oc, rng)
+        # non-zero biases, so that their gradients and the bias path are tested too
+        lin.bias.value.ptr[0:oc] = [rng.uniform(-0.3, 0.3) for _ in range(oc)]
+        layers.append(lin)
+        if i < len(sizes) - 2:
+            layers.append(act())
+    return Sequential(*layers), rng
+
+
+def make_batch(rng, B, D, V, away_from_zero=False):
+    if away_from_zero:  # inputs that stay clear of a ReLU kink when act_first
+        x = [rng.choice((-1, 1)) * rng.uniform(0.3, 1.5) for _ in range(B * D)]
+    else:
+        x = [rng.uniform(-1.5, 1.5) for _ in range(B * D)]
+    y = [rng.randrange(V) for _ in range(B)]
+    return Tensor.from_list(x, (B, D)), Tensor.from_list(y, (B,), "int32")
+
+
+def kink_inputs(model, x):
+    """All values entering a ReLU/LeakyReLU in a forward pass of x."""
+    vals, h = [], x
+    for layer in model.layers:
+        if isinstance(layer, (ReLU, LeakyReLU)):
+            vals += h.tolist()
+        h = layer.forward(h)
+    return vals
+
+
+def build(act_name, seed=0, sizes=(5, 7, 4, 3), B=6, act_first=False, margin=0.04):
+    """(model, x, y): Sequential(Linear, act, Linear, act, Linear) (an extra act
+    in front when act_first, so that the first Linear computes dL/dinput too)
+    and a batch of B random inputs.
+
+    With a kinked activation, seeds seed, seed+1, ... are tried (deterministic)
+    until every activation input is at least ``margin`` away from 0."""
+    for s in range(seed, seed + 200):
+        model, rng = build_one(act_name, s, sizes, act_first)
+        x, y = make_batch(rng, B, sizes[0], sizes[-1], away_from_zero=act_first)
+        if all(abs(v) >= margin for v in kink_inputs(model, x)):
+            return model, x, y
+    raise AssertionError("no seed keeps the activations clear of their kinks")
+
+
+def loss_and_pattern(model, loss_fn, x, y):
+    """(mean loss, sign pattern of every activation input)."""
+    pattern = []
+    h = x
+    for layer in model.layers:
+        if isinstance(layer, (ReLU, LeakyReLU)):
+            pattern.append(tuple(v > 0 for v in h.tolist()))
+        h = layer.forward(h)
+    loss, _ = loss_fn.forward(h, y)
+    return loss, pattern
+
+
+def analytic(model, loss_fn, x, y):
+    loss_fn.forward(model.forward(x), y)
+    dx = model.backward(loss_fn.backward())
+    grads = {id(p): p.grad.tolist() for p in model.parameters()}
+    return grads, (dx.tolist() if dx is not None else None)
+
+
+def numeric(model, loss_fn, x, y, tensor):
+    """Central differences of the loss w.r.t. every entry of ``tensor``."""
+    _, base = loss_and_pattern(model, loss_fn, x, y)
+    out = []
+    for i in range(tensor.size):
+        v0 = tensor.ptr[i]
+        tensor.ptr[i] = v0 + EPS
+        up = tensor.ptr[i]  # the float32 value actually stored
+        lp, pat_p = loss_and_pattern(model, loss_fn, x, y)
+        tensor.ptr[i] = v0 - EPS
+        down = tensor.ptr[i]
+        lm, pat_m = loss_and_pattern(model, loss_fn, x, y)
+        tensor.ptr[i] = v0
+        assert pat_p == base and pat_m == base, f"entry {i} crosses an activation kink"
+        out.append((lp - lm) / (up - down))
+    return out
+
+
+def mismatches(num, ana, what):
+    bad = []
+    for i, (n, a) in enumerate(zip(num, ana)):
+        if not abs(n - a) <= ATOL + RTOL * max(abs(n), abs(a)):
+            bad.append(f"{what}[{i}]: numeric {n:.6g} analytic {a:.6g}")
+    return bad
+
+
+def gradcheck(model, x, y, check_input=False):
+    """All mismatches between numeric and analytic gradients (empty: pass)."""
+    loss_fn = CrossEntropyLoss()
+    grads, dx = analytic(model, loss_fn, x, y)
+    bad, checked = [], 0
+    for k, p in enumerate(model.parameters()):
+        bad += mismatches(numeric(model, loss_fn, x, y, p.value), grads[id(p)],
+                          f"param{k}.{p.name}")
+        checked += p.value.size
+    if check_input:
+        assert dx is not None, "model.backward returned no input gradient"
+        bad += mismatches(numeric(model, loss_fn, x, y, x), dx, "input")
+        checked += x.size
+    return bad, checked, grads
+
+
+@pytest.mark.parametrize("act", list(ACTS))
+def test_whole_network_parameter_gradients(act):
+    model, x, y = build(act, seed=0)
+    bad, checked, grads = gradcheck(model, x, y)
+    assert checked == 5 * 7 + 7 + 7 * 4 + 4 + 4 * 3 + 3
+    assert not bad, "\n".join(bad)
+    # the check is not vacuous: most gradient entries are clearly non-zero
+    flat = [g for gs in grads.values() for g in gs]
+    assert sum(abs(g) > 1e-3 for g in flat) > len(flat) // 2
+
+
+@pytest.mark.parametrize("act", list(ACTS))
+def test_whole_network_input_gradient(act):
+    # an activation in front keeps the first Linear's input_grad=True, so
+    # model.backward returns dL/dx
+    model, x, y = build(act, seed=1, act_first=True)
+    assert model.layers[1].input_grad
+    bad, checked, _ = gradcheck(model, x, y, check_input=True)
+    assert checked == 89 + 30
+    assert not bad, "\n".join(bad)
+
+
+def test_explicit_input_grad_on_inner_linear():
+    # Linear(..., input_grad=True) not in first position: the Tanh's input gradient
+    rng = random.Random(2)
+    model = Sequential(Tanh(), Linear(4, 6, rng, input_grad=True), Tanh(), Linear(6, 3, rng))
+    x, y = make_batch(rng, 5, 4, 3)
+    bad, _, _ = gradcheck(model, x, y, check_input=True)
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("B", [1, 2, 33])
+def test_batch_sizes(B):
+    # B=1 and B > one 32-wide GEMM tile: the 1/B of the mean loss and the dbias sum
+    model, x, y = build("tanh", seed=3, B=B)
+    bad, _, _ = gradcheck(model, x, y)
+    assert not bad, "\n".join(bad)
+
+
+def test_first_linear_skips_input_gradient():
+    model, x, y = build("tanh", seed=0)
+    assert model.layers[0].input_grad is False
+    loss_fn = CrossEntropyLoss()
+    loss_fn.forward(model.forward(x), y)
+    assert model.backward(loss_fn.backward()) is None
+
+
+def test_backward_writes_not_accumulates():
+    model, x, y = build("relu", seed=0)
+    loss_fn = CrossEntropyLoss()
+    first, _ = analytic(model, loss_fn, x, y)
+    second, _ = analytic(model, loss_fn, x, y)
+    assert first == second
+
+
+def test_gradient_of_loss_wrt_logits():
+    # the loss alone: d(mean CE)/dlogits = (softmax - onehot) / B, by differences
+    rng = random.Random(4)
+    B, V = 3, 5
+    logits = Tensor.from_list([rng.uniform(-2, 2) for _ in range(B * V)], (B, V))
+    y = Tensor.from_list([0, 4, 2], (B,), "int32")
+    loss_fn = CrossEntropyLoss()
+    loss_fn.forward(logits, y)
+    ana = loss_fn.backward().tolist()
+    num = []
+    for i in range(B * V):
+        v0 = logits.ptr[i]
+        logits.ptr[i] = v0 + EPS
+        lp, up = loss_fn.forward(logits, y)[0], logits.ptr[i]
+        logits.ptr[i] = v0 - EPS
+        lm, down = loss_fn.forward(logits, y)[0], logits.ptr[i]
+        logits.ptr[i] = v0
+        num.append((lp - lm) / (up - down))
+    assert not mismatches(num, ana, "dlogits")
+    probs, _, _, _ = ref.softmax_ce(logits.tolist(), [0, 4, 2], B, V)
+    ref.assert_close(ana, ref.softmax_ce_backward(probs, [0, 4, 2], B, V), rel=1e-5,
+                     abs_=1e-7)
+
+
+def test_gradcheck_detects_wrong_gradients():
+    """The comparison can fail: corrupt the analytic gradient in the ways a
+    buggy backward would (sign, factor 2, a transposed/shuffled weight gradient)
+    and check that every corruption is caught."""
+    model, x, y = build("tanh", seed=0)
+    loss_fn = CrossEntropyLoss()
+    grads, _ = analytic(model, loss_fn, x, y)
+    w = model.parameters()[2]  # the (4, 7) weight of the second Linear
+    num = numeric(model, loss_fn, x, y, w.value)
+    ana = grads[id(w)]
+    assert not mismatches(num, ana, "w")
+    wrong = {
+        "sign": [-g for g in ana],
+        "double": [2 * g for g in ana],
+        "missing 1/B": [6 * g for g in ana],
+        "transposed": ref.transpose(ana, 4, 7),  # (7,4) read as (4,7)
+        "one entry off": [g + (0.05 if i == 3 else 0.0) for i, g in enumerate(ana)],
+    }
+    for name, g in wrong.items():
+        assert mismatches(num, g, "w"), f"a {name} gradient went unnoticed"
+
+
+class _TanhBackwardFromInput(Tanh):
+    """A plausible bug: tanh_backward fed the input instead of the saved output."""
+
+    def _df(self, dinp, dout):
+        from pynn._kernels import lib
+        lib.tanh_backward(dinp.ptr, dout.ptr, self._inp.ptr, dout.size)
+
+
+class _LeakyBackwardWrongSlope(LeakyReLU):
+    """A plausible bug: the backward pass forgets the negative slope."""
+
+    def _df(self, dinp, dout):
+        from pynn._kernels import lib
+        lib.leaky_relu_backward(dinp.ptr, dout.ptr, self._inp.ptr, 0.0, dout.size)
+
+
+@pytest.mark.parametrize("mutant", [_TanhBackwardFromInput, _LeakyBackwardWrongSlope])
+def test_gradcheck_detects_buggy_layer(mutant):
+    ACTS["mutant"] = lambda: mutant(0.3) if mutant is _LeakyBackwardWrongSlope else mutant()
+    try:
+        model, x, y = build("mutant", seed=0)
+    finally:
+        del ACTS["mutant"]
+    bad, _, _ = gradcheck(model, x, y)
+    assert len(bad) > 5

@@ -1,0 +1,213 @@
+"""End-to-end learning: XOR, loss reduction with SGD and Adam, the lr schedule."""
+import math
+import random
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from pynn import SGD, Adam, CrossEntropyLoss, Linear, Sequential, Tanh, mlp
+from pynn.tensor import Tensor
+from pynn.train import accuracy, fit, lr_factor
+
+XOR_X = [0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0]
+XOR_Y = [0, 1, 1, 0]
+
+
+def train_steps(model, opt, x, y, steps):
+    """Full-batch steps; returns the list of losses (before each step)."""
+    loss_fn, losses = CrossEntropyLoss(), []
+    for _ in range(steps):
+        loss, _ = loss_fn.forward(model.forward(x), y)
+        losses.append(loss)
+        model.backward(loss_fn.backward())
+        opt.step()
+    return losses
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_xor_with_adam(seed):
+    rng = random.Random(seed)
+    model = Sequential(Linear(2, 8, rng), Tanh(), Linear(8, 2, rng))
+    x = Tensor.from_list(XOR_X, (4, 2))
+    y = Tensor.from_list(XOR_Y, (4,), "int32")
+    losses = train_steps(model, Adam(model.parameters(), lr=0.05), x, y, 300)
+    assert all(math.isfinite(v) for v in losses)
+    assert model.predict(x).tolist() == XOR_Y
+    assert losses[-1] < 0.05 < losses[0]
+    assert accuracy(model, x, y) == 1.0
+
+
+def blobs(rng, n, d, k, spread=0.7):
+    """n points in k Gaussian clusters in d dimensions."""
+    centers = [[rng.uniform(-2, 2) for _ in range(d)] for _ in range(k)]
+    xs, ys = [], []
+    for i in range(n):
+        c = i % k
+        xs += [m + rng.gauss(0.0, spread) for m in centers[c]]
+        ys.append(c)
+    return Tensor.from_list(xs, (n, d)), Tensor.from_list(ys, (n,), "int32")
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "sgd_wd", "adam", "adamw"])
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh"])
+def test_optimizers_reduce_loss(opt_name, activation):
+    rng = random.Random(7)
+    x, y = blobs(rng, 90, 6, 3)
+    model = mlp([6, 16, 8, 3], activation, rng)
+    opt = {"sgd": lambda p: SGD(p, lr=0.05, momentum=0.9),
+           "sgd_wd": lambda p: SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-3),
+           "adam": lambda p: Adam(p, lr=0.01),
+           "adamw": lambda p: Adam(p, lr=0.01, weight_decay=1e-2)}[opt_name](model.parameters())
+    before = accuracy(model, x, y)
+    losses = train_steps(model, opt, x, y, 60)
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < 0.5 * losses[0]
+    assert accuracy(model, x, y) >= max(before, 0.8)
+
+
+def test_zero_lr_changes_nothing():
+    rng = random.Random(3)
+    x, y = blobs(rng, 12, 4, 2)
+    for make in (lambda p: SGD(p, lr=0.0), lambda p: Adam(p, lr=0.0)):
+        model = mlp([4, 5, 2], "relu", rng)
+        before = [p.value.tolist() for p in model.parameters()]
+        losses = train_steps(model, make(model.parameters()), x, y, 3)
+        assert [p.value.tolist() for p in model.parameters()] == before
+        assert losses[0] == losses[-1]
+
+
+@pytest.mark.parametrize("make", [lambda p: SGD(p, lr=0.1, momentum=0.0, weight_decay=0.5),
+                                  lambda p: Adam(p, lr=0.1, weight_decay=0.5)],
+                         ids=["sgd", "adamw"])
+def test_weight_decay_applies_to_weights_only(make):
+    # zero gradients: only the decay acts, shrinking weights by lr*wd = 5 %
+    model = Sequential(Linear(3, 2, random.Random(0)))
+    w, b = model.parameters()
+    b.value.ptr[0:2] = [1.0, -1.0]
+    w0 = w.value.tolist()
+    make(model.parameters()).step()  # grads are all zero after construction
+    assert w.value.tolist() == pytest.approx([v * 0.95 for v in w0], rel=1e-6)
+    assert b.value.tolist() == [1.0, -1.0]
+
+
+def test_training_is_deterministic():
+    def run():
+        rng = random.Random(11)
+        x, y = blobs(rng, 40, 5, 4)
+        model = mlp([5, 12, 4], "tanh", rng)
+        losses = train_steps(model, Adam(model.parameters(), lr=0.01), x, y, 20)
+        return losses, [p.value.tolist() for p in model.parameters()]
+    assert run() == run()
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 10, 1000])
+def test_predict_in_chunks_matches_one_forward(batch_size):
+    rng = random.Random(9)
+    x, _ = blobs(rng, 10, 4, 3)
+    model = mlp([4, 6, 5], "leaky_relu", rng)
+    logits = model.forward(x).tolist()
+    want = [max(range(5), key=lambda v: (logits[b * 5 + v], -v)) for b in range(10)]
+    assert model.predict(x, batch_size=batch_size).tolist() == want
+
+
+class _Reporter:
+    def __init__(self):
+        self.epochs, self.notes = [], []
+
+    def epoch(self, m):
+        self.epochs.append(m)
+
+    def note(self, text):
+        self.notes.append(text)
+
+
+def test_fit_learns_blobs_and_keeps_best():
+    rng = random.Random(5)
+    x, y = blobs(rng, 120, 4, 3, spread=0.5)
+    xv, yv = blobs(random.Random(5), 60, 4, 3, spread=0.5)  # same centers
+    model = mlp([4, 16, 3], "relu", rng)
+    cfg = SimpleNamespace(batch_size=16, epochs=8, warmup_epochs=1, schedule="cosine")
+    reporter = _Reporter()
+    history, best, stopped = fit(model, Adam(model.parameters(), lr=0.01), x, y,
+                                 rows=range(120), x_val=xv, y_val=yv, cfg=cfg,
+                                 reporter=reporter, rng=rng,
+                                 deadline=time.perf_counter() + 60)
+    assert stopped == "done"
+    assert len(history) == len(reporter.epochs) == 8
+    assert best == max(h["val_acc"] for h in history) >= 0.9
+    assert accuracy(model, xv, yv) == best  # the model is left at its best epoch
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    # cosine schedule: the last step's lr is close to 0
+    assert history[-1]["lr"] < 0.01 * 0.05
+
+
+def test_fit_only_touches_the_given_rows():
+    # rows outside ``rows`` carry an invalid label: the loss would raise on them
+    rng = random.Random(6)
+    x, y = blobs(rng, 64, 4, 2, spread=0.4)
+    labels = y.tolist()
+    rows = [i for i in range(64) if i % 4]
+    for i in range(0, 64, 4):
+        labels[i] = 99
+    y = Tensor.from_list(labels, (64,), "int32")
+    model = mlp([4, 8, 2], "tanh", rng)
+    cfg = SimpleNamespace(batch_size=8, epochs=3, warmup_epochs=0, schedule="constant")
+    history, best, stopped = fit(model, SGD(model.parameters(), lr=0.05), x, y, rows=rows,
+                                 x_val=None, y_val=None, cfg=cfg, reporter=_Reporter(),
+                                 rng=rng, deadline=time.perf_counter() + 60)
+    assert stopped == "done" and best is None and len(history) == 3
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_fit_gives_up_after_repeated_divergence():
+    from pynn import PynnError
+    rng = random.Random(8)
+    x, y = blobs(rng, 32, 4, 2)
+    model = mlp([4, 8, 2], "relu", rng)
+    cfg = SimpleNamespace(batch_size=8, epochs=5, warmup_epochs=0, schedule="constant")
+    reporter = _Reporter()
+    with pytest.raises(PynnError, match="diverged"):
+        fit(model, Adam(model.parameters(), lr=1e30), x, y, rows=range(32), x_val=x,
+            y_val=y, cfg=cfg, reporter=reporter, rng=rng, deadline=time.perf_counter() + 60)
+    assert len(reporter.notes) == 3  # MAX_RECOVERIES notes, then the error
+
+
+# ---- learning-rate schedule -------------------------------------------------------
+
+def test_lr_cosine_without_warmup():
+    total = 1000
+    assert lr_factor(0, total, 0, "cosine") == 1.0
+    assert lr_factor(total // 2, total, 0, "cosine") == pytest.approx(0.5)
+    assert lr_factor(total - 1, total, 0, "cosine") == pytest.approx(0.0, abs=1e-5)
+    assert lr_factor(total, total, 0, "cosine") == pytest.approx(0.0, abs=1e-12)
+    f = [lr_factor(s, total, 0, "cosine") for s in range(total)]
+    assert all(a >= b for a, b in zip(f, f[1:]))  # never increases
+    assert all(0.0 <= v <= 1.0 for v in f)
+
+
+def test_lr_warmup_ramps_linearly_then_cosine():
+    total, warmup = 200, 10
+    ramp = [lr_factor(s, total, warmup, "cosine") for s in range(warmup)]
+    assert ramp == pytest.approx([(s + 1) / warmup for s in range(warmup)])
+    steps = [b - a for a, b in zip(ramp, ramp[1:])]
+    assert steps == pytest.approx([1 / warmup] * (warmup - 1))  # linear
+    assert ramp[-1] == 1.0
+    assert lr_factor(warmup, total, warmup, "cosine") == 1.0  # cosine starts at 1
+    mid = warmup + (total - warmup) // 2
+    assert lr_factor(mid, total, warmup, "cosine") == pytest.approx(0.5)
+    assert lr_factor(total - 1, total, warmup, "cosine") < 1e-3
+
+
+def test_lr_constant_schedule():
+    assert [lr_factor(s, 50, 0, "constant") for s in range(50)] == [1.0] * 50
+    assert lr_factor(0, 50, 5, "constant") == pytest.approx(0.2)
+    assert lr_factor(4, 50, 5, "constant") == 1.0
+    assert lr_factor(49, 50, 5, "constant") == 1.0
+
+
+def test_lr_warmup_longer_than_training():
+    # total <= warmup: ramp, then a flat 1 (no division by zero)
+    assert lr_factor(0, 3, 5, "cosine") == pytest.approx(0.2)
+    assert lr_factor(5, 5, 5, "cosine") == 1.0
+    assert lr_factor(0, 0, 0, "cosine") == 1.0
