@@ -39,8 +39,30 @@ void pynn_scale_shift(float *x, int64_t n, float scale, float shift) {
     for (int64_t i = 0; i < n; i++) x[i] = x[i] * scale + shift;
 }
 
+/* splitmix64 (Steele, Lea, Flood 2014): a tiny, well-mixed 64-bit generator */
+static uint64_t splitmix64(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+void pynn_shuffle(int32_t *idx, int64_t n, uint64_t seed) {
+    /* i from the top down, swap with a uniform j in [0, i]; the modulo bias
+     * of a 64-bit draw is below 2^-32 for any n that fits in int32 */
+    uint64_t state = seed;
+    for (int64_t i = n - 1; i > 0; i--) {
+        const int64_t j = (int64_t)(splitmix64(&state) % (uint64_t)(i + 1));
+        const int32_t t = idx[i];
+        idx[i] = idx[j];
+        idx[j] = t;
+    }
+}
+
 void pynn_gather_rows(float *out, const float *inp, const int32_t *idx, int B, int C) {
-    /* out is (B,C), inp is (N,C): out[i,:] = inp[idx[i],:] */
+    /* out is (B,C), inp is (N,C): out[i,:] = inp[idx[i],:]. Rows are scattered
+     * over a large array, so this waits on memory: two threads wait in parallel */
+#pragma omp parallel for schedule(static) if ((int64_t)B * C >= 16384)
     for (int i = 0; i < B; i++)
         memcpy(out + (size_t)i * C, inp + (size_t)idx[i] * C, (size_t)C * sizeof(float));
 }

@@ -43,7 +43,7 @@
 #define MC 128 /* an A block MC x KC stays in L2 */
 #endif
 /* below this many flops a parallel region costs more than it saves */
-#define PARALLEL_MIN_FLOPS 200000.0
+#define PARALLEL_MIN_FLOPS 50000.0
 
 #ifdef _OPENMP
 #include <omp.h>

@@ -66,6 +66,9 @@ void pynn_moments(const float *x, const int32_t *idx, int64_t n, int64_t C, doub
                   double *var);
 /* x = x * scale + shift, in place, x is (n,) */
 void pynn_scale_shift(float *x, int64_t n, float scale, float shift);
+/* Fisher-Yates shuffle of idx (n,) in place, driven by splitmix64 from seed:
+ * the same seed gives the same order on every machine. */
+void pynn_shuffle(int32_t *idx, int64_t n, uint64_t seed);
 /* out[i,:] = inp[idx[i],:]; out is (B,C), inp is (N,C), idx is (B,) in [0,N) */
 void pynn_gather_rows(float *out, const float *inp, const int32_t *idx, int B, int C);
 /* out[i] = inp[idx[i]]; out, idx are (B,) */

@@ -18,21 +18,23 @@ class Tensor:
     Views (``rows``, ``view``) share memory and keep their base alive.
     """
 
-    __slots__ = ("shape", "dtype", "ptr", "_base")
+    __slots__ = ("shape", "dtype", "ptr", "size", "_base")
 
     def __init__(self, shape, dtype="float32"):
         self.shape = tuple(int(s) for s in shape)
         if any(s < 0 for s in self.shape):
             raise ValueError(f"negative dimension in shape {self.shape}")
         self.dtype = dtype
+        self.size = prod(self.shape)
         # max(1, .): cffi refuses zero-length arrays; a (0, C) tensor is legal
-        self.ptr = ffi.new(f"{_CTYPES[dtype]}[]", max(1, prod(self.shape)))
+        self.ptr = ffi.new(f"{_CTYPES[dtype]}[]", max(1, self.size))
         self._base = None
 
     @classmethod
     def _wrap(cls, ptr, shape, dtype, base):
         t = cls.__new__(cls)
         t.ptr, t.shape, t.dtype, t._base = ptr, tuple(shape), dtype, base
+        t.size = prod(t.shape)
         return t
 
     @classmethod
@@ -43,10 +45,6 @@ class Tensor:
             raise ValueError(f"{len(values)} values do not fill shape {t.shape}")
         t.ptr[0:t.size] = values
         return t
-
-    @property
-    def size(self):
-        return prod(self.shape)
 
     @property
     def nbytes(self):
