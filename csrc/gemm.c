@@ -37,10 +37,10 @@
 #define MR 8 /* tile height: MR x 2 accumulator registers */
 #endif
 #ifndef KC
-#define KC 256 /* a B micro-panel KC x NR stays in L1 */
+#define KC 1024 /* a B micro-panel KC x NR stays in L1 */
 #endif
 #ifndef MC
-#define MC 128 /* an A block MC x KC stays in L2 */
+#define MC 256 /* an A block MC x KC stays in L2 */
 #endif
 /* below this many flops a parallel region costs more than it saves */
 #define PARALLEL_MIN_FLOPS 50000.0
@@ -50,31 +50,83 @@
 #endif
 
 /* ---- packing ------------------------------------------------------------- */
+/* Two of the four packings are plain copies (op(A) stored (K,M), op(B) stored
+ * (K,N): the panel rows are already contiguous). The other two transpose, and
+ * done one float at a time they cost as much as the multiplication itself; so
+ * full 8x8 blocks go through an in-register transpose where AVX is there. */
 
-/* op(A) rows [i0, i0+mc) x cols [p0, p0+kc) -> MR-row panels: dst[panel][p][i] */
-static void pack_a_panel(float *dst, const float *A, int ta, int M, int K, int i0,
-                         int p0, int kc) {
+#if defined(__AVX__)
+#include <immintrin.h>
+/* dst[q*ldd + r] = src[r*lds + q] for r, q < 8 */
+static inline void transpose8x8(const float *src, size_t lds, float *dst, size_t ldd) {
+    __m256 r0 = _mm256_loadu_ps(src + 0 * lds), r1 = _mm256_loadu_ps(src + 1 * lds);
+    __m256 r2 = _mm256_loadu_ps(src + 2 * lds), r3 = _mm256_loadu_ps(src + 3 * lds);
+    __m256 r4 = _mm256_loadu_ps(src + 4 * lds), r5 = _mm256_loadu_ps(src + 5 * lds);
+    __m256 r6 = _mm256_loadu_ps(src + 6 * lds), r7 = _mm256_loadu_ps(src + 7 * lds);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(dst + 0 * ldd, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(dst + 1 * ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(dst + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(dst + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(dst + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(dst + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(dst + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+#define HAVE_TRANSPOSE8 1
+#endif
+
+/* dst[p*w + r] = src[(r0 + r)*lds + p0 + p] for r < w, p < kc, zero for rows r0+r >= rows:
+ * a transposing copy of w rows (w = MR or NR) of a matrix stored row-major */
+static void pack_transposed(float *dst, const float *src, size_t lds, int rows, int r0,
+                            int p0, int kc, int w) {
+    int r = 0;
+#if HAVE_TRANSPOSE8
+    for (; r + 8 <= w && r0 + r + 8 <= rows; r += 8) {
+        int p = 0;
+        for (; p + 8 <= kc; p += 8)
+            transpose8x8(src + (size_t)(r0 + r) * lds + p0 + p, lds, dst + (size_t)p * w + r, w);
+        for (; p < kc; p++)
+            for (int q = 0; q < 8; q++)
+                dst[(size_t)p * w + r + q] = src[(size_t)(r0 + r + q) * lds + p0 + p];
+    }
+#endif
+    for (; r < w; r++) /* the rest, one float at a time */
+        for (int p = 0; p < kc; p++)
+            dst[(size_t)p * w + r] = r0 + r < rows ? src[(size_t)(r0 + r) * lds + p0 + p] : 0.0f;
+}
+
+/* dst[p*w + c] = src[(p0 + p)*lds + c0 + c] for c < w, zero for columns c0+c >= cols */
+static void pack_copy(float *dst, const float *src, size_t lds, int cols, int c0, int p0,
+                      int kc, int w) {
+    const int valid = cols - c0 < w ? cols - c0 : w;
     for (int p = 0; p < kc; p++) {
-        for (int i = 0; i < MR; i++) {
-            int row = i0 + i;
-            float v = 0.0f;
-            if (row < M) v = ta ? A[(size_t)(p0 + p) * M + row] : A[(size_t)row * K + p0 + p];
-            dst[p * MR + i] = v;
-        }
+        const float *row = src + (size_t)(p0 + p) * lds + c0;
+        float *out = dst + (size_t)p * w;
+        for (int c = 0; c < valid; c++) out[c] = row[c];
+        for (int c = valid; c < w; c++) out[c] = 0.0f;
     }
 }
 
-/* op(B) rows [p0, p0+kc) x cols [j0, j0+NR) -> dst[p][j] */
+/* op(A) rows [i0, i0+MR) x cols [p0, p0+kc) -> one MR-row panel: dst[p][i] */
+static void pack_a_panel(float *dst, const float *A, int ta, int M, int K, int i0,
+                         int p0, int kc) {
+    if (ta) pack_copy(dst, A, (size_t)M, M, i0, p0, kc, MR);        /* A is (K,M) */
+    else pack_transposed(dst, A, (size_t)K, M, i0, p0, kc, MR);     /* A is (M,K) */
+}
+
+/* op(B) rows [p0, p0+kc) x cols [j0, j0+NR) -> one NR-column panel: dst[p][j] */
 static void pack_b_panel(float *dst, const float *Bm, int tb, int N, int K, int j0,
                          int p0, int kc) {
-    for (int p = 0; p < kc; p++) {
-        for (int j = 0; j < NR; j++) {
-            int col = j0 + j;
-            float v = 0.0f;
-            if (col < N) v = tb ? Bm[(size_t)col * K + p0 + p] : Bm[(size_t)(p0 + p) * N + col];
-            dst[p * NR + j] = v;
-        }
-    }
+    if (tb) pack_transposed(dst, Bm, (size_t)K, N, j0, p0, kc, NR); /* B is (N,K) */
+    else pack_copy(dst, Bm, (size_t)N, N, j0, p0, kc, NR);          /* B is (K,N) */
 }
 
 /* ---- the micro-kernel ---------------------------------------------------- */
@@ -174,6 +226,18 @@ void pynn_gemm_release(void) {
 
 /* ---- the driver ---------------------------------------------------------- */
 
+#ifndef _OPENMP
+static int omp_get_thread_num(void) { return 0; }
+static int omp_get_num_threads(void) { return 1; }
+static int omp_get_max_threads(void) { return 1; }
+#endif
+
+/* [lo, hi): thread t's contiguous share of n items among nth threads */
+static void share(int n, int t, int nth, int *lo, int *hi) {
+    *lo = (int)((int64_t)n * t / nth);
+    *hi = (int)((int64_t)n * (t + 1) / nth);
+}
+
 void pynn_gemm(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
                const float *bias, float *Cm, int accumulate) {
     if (M <= 0 || N <= 0) return;
@@ -188,36 +252,49 @@ void pynn_gemm(int ta, int tb, int M, int N, int K, const float *A, const float 
     const int n_panels = (N + NR - 1) / NR;
     const int kc_max = K < KC ? K : KC;
     const int mc_max = M < MC ? ((M + MR - 1) / MR) * MR : MC;
-    if (!ensure(&work_b, &work_b_size, (size_t)n_panels * NR * kc_max) ||
+    const int max_threads = omp_get_max_threads();
+    /* every thread packs the B panel it is working on into its own slot */
+    const size_t b_slot = (size_t)NR * kc_max;
+    if (!ensure(&work_b, &work_b_size, b_slot * max_threads) ||
         !ensure(&work_a, &work_a_size, (size_t)mc_max * kc_max)) {
         abort(); /* out of memory for a few hundred KB: nothing sensible left */
     }
-    float *Bp = work_b, *Ap = work_a;
+    float *const Ap = work_a;
     const int parallel = 2.0 * M * N * K >= PARALLEL_MIN_FLOPS;
     (void)parallel;
 
 #pragma omp parallel if (parallel)
-    for (int pc = 0; pc < K; pc += KC) {
-        const int kc = K - pc < KC ? K - pc : KC;
+    {
+        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+        float *const Bp = work_b + (size_t)tid * b_slot;
+        for (int pc = 0; pc < K; pc += KC) {
+            const int kc = K - pc < KC ? K - pc : KC;
+            for (int ic = 0; ic < M; ic += MC) {
+                const int mc = M - ic < MC ? M - ic : MC;
+                const int m_panels = (mc + MR - 1) / MR;
+                /* the A block is shared: packed by all, complete after the barrier */
 #pragma omp for schedule(static)
-        for (int jp = 0; jp < n_panels; jp++)
-            pack_b_panel(Bp + (size_t)jp * NR * kc, Bm, tb, N, K, jp * NR, pc, kc);
-        for (int ic = 0; ic < M; ic += MC) {
-            const int mc = M - ic < MC ? M - ic : MC;
-            const int m_panels = (mc + MR - 1) / MR;
-#pragma omp for schedule(static)
-            for (int ip = 0; ip < m_panels; ip++)
-                pack_a_panel(Ap + (size_t)ip * MR * kc, A, ta, M, K, ic + ip * MR, pc, kc);
-            /* tiles, panel-major: a thread's contiguous share reuses B panels */
-#pragma omp for schedule(static)
-            for (int t = 0; t < n_panels * m_panels; t++) {
-                const int jp = t / m_panels, ip = t % m_panels;
-                const int i0 = ic + ip * MR, j0 = jp * NR;
-                const int mr = M - i0 < MR ? M - i0 : MR;
-                const int nr = N - j0 < NR ? N - j0 : NR;
-                micro_kernel(kc, Ap + (size_t)ip * MR * kc, Bp + (size_t)jp * NR * kc,
-                             Cm + (size_t)i0 * N + j0, N, mr, nr, accumulate || pc > 0,
-                             (pc == 0 && bias) ? bias + j0 : NULL);
+                for (int ip = 0; ip < m_panels; ip++)
+                    pack_a_panel(Ap + (size_t)ip * MR * kc, A, ta, M, K, ic + ip * MR, pc, kc);
+                /* an equal share of the MR x NR tiles, column panel by column
+                 * panel; each B panel is packed once by each thread that needs it */
+                int t_lo, t_hi, packed = -1;
+                share(n_panels * m_panels, tid, nth, &t_lo, &t_hi);
+                for (int t = t_lo; t < t_hi; t++) {
+                    const int jp = t / m_panels, ip = t % m_panels;
+                    if (jp != packed) {
+                        pack_b_panel(Bp, Bm, tb, N, K, jp * NR, pc, kc);
+                        packed = jp;
+                    }
+                    const int i0 = ic + ip * MR, j0 = jp * NR;
+                    const int mr = M - i0 < MR ? M - i0 : MR;
+                    const int nr = N - j0 < NR ? N - j0 : NR;
+                    micro_kernel(kc, Ap + (size_t)ip * MR * kc, Bp, Cm + (size_t)i0 * N + j0, N,
+                                 mr, nr, accumulate || pc > 0, (pc == 0 && bias) ? bias + j0 : NULL);
+                }
+                if (ic + MC < M || pc + KC < K) { /* A is packed again: wait for all */
+#pragma omp barrier
+                }
             }
         }
     }

@@ -24,11 +24,15 @@ void dense_backward(float *dinp, float *dweight, float *dbias, const float *dout
      * dbias[o]     = sum_b dout[b,o]                   (OC,)   */
     if (dinp) pynn_gemm(0, 0, B, C, OC, dout, weight, NULL, dinp, 0);
     pynn_gemm(1, 0, OC, C, B, dout, inp, NULL, dweight, 0);
-    if (dbias) {
-        for (int o = 0; o < OC; o++) dbias[o] = 0.0f;
-        for (int b = 0; b < B; b++) {
-            const float *row = dout + (size_t)b * OC;
-            for (int o = 0; o < OC; o++) dbias[o] += row[o];
+    if (dbias) { /* column sums, in blocks of 64 columns so threads can share them */
+#pragma omp parallel for schedule(static) if ((int64_t)B * OC >= 16384)
+        for (int o0 = 0; o0 < OC; o0 += 64) {
+            const int o1 = OC - o0 < 64 ? OC : o0 + 64;
+            for (int o = o0; o < o1; o++) dbias[o] = 0.0f;
+            for (int b = 0; b < B; b++) {
+                const float *row = dout + (size_t)b * OC;
+                for (int o = o0; o < o1; o++) dbias[o] += row[o];
+            }
         }
     }
 }
