@@ -18,6 +18,9 @@ class Reporter:
                   f"{cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch_size}, "
                   f"{cfg.epochs} epochs, seed {cfg.seed}, threads {threads}")
 
+    def progress(self, epoch, step, steps, seconds):
+        """Within an epoch: nothing yet (a terminal progress bar belongs here)."""
+
     def epoch(self, m):
         val = f"{m['val_acc'] * 100:6.2f}%" if m["val_acc"] is not None else "   n/a "
         self.line(f"epoch {m['epoch']:3d}  loss {m['train_loss']:.4f}  "

@@ -45,6 +45,7 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
     good = model.state()  # last weights known to be finite
     best_acc, best = None, None
     history, step, stopped = [], 0, "done"
+    progress_every = max(1, steps // 50)  # the progress line is redrawn ~50 times an epoch
     try:
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
@@ -70,6 +71,8 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
                 optimizer.step()
                 step += 1
                 loss_sum, hits, seen = loss_sum + loss * B, hits + correct, seen + B
+                if b % progress_every == 0:
+                    reporter.progress(epoch, b + 1, steps, time.perf_counter() - t0)
                 if time.perf_counter() > deadline:
                     stopped = "time budget"
                     break

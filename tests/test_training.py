@@ -121,6 +121,9 @@ class _Reporter:
     def note(self, text):
         self.notes.append(text)
 
+    def progress(self, epoch, step, steps, seconds):
+        pass
+
 
 def test_fit_learns_blobs_and_keeps_best():
     rng = random.Random(5)
