@@ -134,6 +134,7 @@ static void pack_b_panel(float *dst, const float *Bm, int tb, int N, int K, int 
  * a and b are packed panels; load_c adds the existing C; mr <= MR, nr <= NR. */
 #if defined(__GNUC__)
 typedef float vfloat __attribute__((vector_size(VEC * sizeof(float))));
+typedef int32_t vint __attribute__((vector_size(VEC * sizeof(float))));
 
 static inline vfloat loadu(const float *p) {
     vfloat v;
@@ -144,7 +145,7 @@ static inline void storeu(float *p, vfloat v) { memcpy(p, &v, sizeof v); }
 
 static void micro_kernel(int kc, const float *restrict a, const float *restrict b,
                          float *restrict c, int ldc, int mr, int nr, int load_c,
-                         const float *restrict bias) {
+                         const float *restrict bias, int relu) {
     vfloat acc[MR][2];
 #pragma GCC unroll 32
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (vfloat){0};
@@ -165,6 +166,10 @@ static void micro_kernel(int kc, const float *restrict a, const float *restrict 
             float *cr = c + (size_t)i * ldc;
             vfloat r0 = acc[i][0] + bias0, r1 = acc[i][1] + bias1;
             if (load_c) r0 += loadu(cr), r1 += loadu(cr + VEC);
+            if (relu) { /* (r > 0) is all-ones or zero per lane: a branch-free max */
+                r0 = (vfloat)((vint)(r0 > 0) & (vint)r0);
+                r1 = (vfloat)((vint)(r1 > 0) & (vint)r1);
+            }
             storeu(cr, r0);
             storeu(cr + VEC, r1);
         }
@@ -176,14 +181,15 @@ static void micro_kernel(int kc, const float *restrict a, const float *restrict 
         float *cr = c + (size_t)i * ldc;
         for (int j = 0; j < nr; j++) {
             float r = tile[i][j] + (bias ? bias[j] : 0.0f);
-            cr[j] = load_c ? cr[j] + r : r;
+            r = load_c ? cr[j] + r : r;
+            cr[j] = relu && !(r > 0.0f) ? 0.0f : r;
         }
     }
 }
 #else /* portable plain C: the same arithmetic, left to the auto-vectorizer */
 static void micro_kernel(int kc, const float *restrict a, const float *restrict b,
                          float *restrict c, int ldc, int mr, int nr, int load_c,
-                         const float *restrict bias) {
+                         const float *restrict bias, int relu) {
     float acc[MR][NR] = {{0}};
     for (int p = 0; p < kc; p++)
         for (int i = 0; i < MR; i++)
@@ -192,7 +198,8 @@ static void micro_kernel(int kc, const float *restrict a, const float *restrict 
         float *cr = c + (size_t)i * ldc;
         for (int j = 0; j < nr; j++) {
             float r = acc[i][j] + (bias ? bias[j] : 0.0f);
-            cr[j] = load_c ? cr[j] + r : r;
+            r = load_c ? cr[j] + r : r;
+            cr[j] = relu && !(r > 0.0f) ? 0.0f : r;
         }
     }
 }
@@ -239,13 +246,15 @@ static void share(int n, int t, int nth, int *lo, int *hi) {
 }
 
 void pynn_gemm(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
-               const float *bias, float *Cm, int accumulate) {
+               const float *bias, float *Cm, int flags) {
+    const int accumulate = flags & PYNN_GEMM_ACCUMULATE, relu = flags & PYNN_GEMM_RELU;
     if (M <= 0 || N <= 0) return;
     if (K <= 0) { /* empty sum: C = bias (or C += bias) */
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++) {
                 float r = bias ? bias[j] : 0.0f;
-                Cm[(size_t)i * N + j] = accumulate ? Cm[(size_t)i * N + j] + r : r;
+                r = accumulate ? Cm[(size_t)i * N + j] + r : r;
+                Cm[(size_t)i * N + j] = relu && !(r > 0.0f) ? 0.0f : r;
             }
         return;
     }
@@ -290,7 +299,8 @@ void pynn_gemm(int ta, int tb, int M, int N, int K, const float *A, const float 
                     const int mr = M - i0 < MR ? M - i0 : MR;
                     const int nr = N - j0 < NR ? N - j0 : NR;
                     micro_kernel(kc, Ap + (size_t)ip * MR * kc, Bp, Cm + (size_t)i0 * N + j0, N,
-                                 mr, nr, accumulate || pc > 0, (pc == 0 && bias) ? bias + j0 : NULL);
+                                 mr, nr, accumulate || pc > 0, (pc == 0 && bias) ? bias + j0 : NULL,
+                                 relu && pc + kc == K);
                 }
                 if (ic + MC < M || pc + KC < K) { /* A is packed again: wait for all */
 #pragma omp barrier

@@ -6,6 +6,8 @@
 
 /* element-wise loops are split across threads only when they are this long */
 #define PAR_MIN 65536
+/* inside a layer call the threads are awake anyway: split smaller loops */
+#define PAR_MIN_FUSED 8192
 
 /* ---- Linear -------------------------------------------------------------- */
 
@@ -35,6 +37,24 @@ void dense_backward(float *dinp, float *dweight, float *dbias, const float *dout
             }
         }
     }
+}
+
+/* ---- Linear + ReLU, fused ------------------------------------------------ */
+
+void dense_relu_forward(float *out, const float *inp, const float *weight, const float *bias,
+                        int B, int C, int OC) {
+    /* out = max(inp . weight^T + bias, 0): the max is taken as C is stored */
+    pynn_gemm(0, 1, B, OC, C, inp, weight, bias, out, PYNN_GEMM_RELU);
+}
+
+void dense_relu_backward(float *dinp, float *dweight, float *dbias, float *dout,
+                         const float *out, const float *inp, const float *weight, int B, int C,
+                         int OC) {
+    /* the ReLU passes the gradient where it passed the value: dz = dout * (out > 0) */
+    const int64_t N = (int64_t)B * OC;
+#pragma omp parallel for schedule(static) if (N >= PAR_MIN_FUSED)
+    for (int64_t i = 0; i < N; i++) dout[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+    dense_backward(dinp, dweight, dbias, dout, inp, weight, B, C, OC);
 }
 
 /* ---- activations: out and inp are (N,), any shape flattened ------------- */

@@ -81,14 +81,19 @@ int64_t pynn_count_equal(const int32_t *a, const int32_t *b, int64_t n);
 int pynn_all_finite(const float *x, int64_t n);
 
 /* ---- GEMM (gemm.c) ------------------------------------------------------- */
+/* flags of pynn_gemm */
+enum {
+    PYNN_GEMM_ACCUMULATE = 1, /* C += product, instead of C = product */
+    PYNN_GEMM_RELU = 2        /* C = max(C, 0) at the end (fused activation) */
+};
 /* C = op(A) . op(B) (+ bias[j] on every row when bias != NULL)
  *   op(A) is (M,K): A is (M,K) when ta == 0, (K,M) when ta == 1
  *   op(B) is (K,N): B is (K,N) when tb == 0, (N,K) when tb == 1
  *   C is (M,N); all matrices contiguous (leading dimension = row length);
- *   accumulate != 0 adds to C instead of overwriting it.
+ *   flags: PYNN_GEMM_ACCUMULATE, PYNN_GEMM_RELU (or 0).
  * The result does not depend on the thread count (K is never split). */
 void pynn_gemm(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
-               const float *bias, float *Cm, int accumulate);
+               const float *bias, float *Cm, int flags);
 /* Frees the cached packing workspace (tests and leak checks call it). */
 void pynn_gemm_release(void);
 
@@ -99,6 +104,15 @@ void dense_forward(float *out, const float *inp, const float *weight, const floa
 /* dinp is (B,C) or NULL (first layer), dweight is (OC,C), dbias is (OC,) or NULL */
 void dense_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                     const float *inp, const float *weight, int B, int C, int OC);
+/* Linear followed by ReLU, fused: out = max(inp . weight^T + bias, 0), the
+ * ReLU applied in the GEMM's epilogue; shapes as in dense_forward. */
+void dense_relu_forward(float *out, const float *inp, const float *weight, const float *bias,
+                        int B, int C, int OC);
+/* Its backward: dout (B,OC) is first masked IN PLACE by out > 0 (the ReLU's
+ * derivative), then dense_backward; out is the forward's (B,OC) output. */
+void dense_relu_backward(float *dinp, float *dweight, float *dbias, float *dout,
+                         const float *out, const float *inp, const float *weight, int B, int C,
+                         int OC);
 /* ReLU: out = max(inp, 0), all (N,) */
 void relu_forward(float *out, const float *inp, int64_t N);
 void relu_backward(float *dinp, const float *dout, const float *inp, int64_t N);

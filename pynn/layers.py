@@ -48,6 +48,9 @@ class Linear(Module):
 
     Weights start He-uniform (right for ReLU-like activations), biases zero.
     ``input_grad=False`` skips dL/dinp: the first layer never needs it.
+    ``relu=True`` fuses a following ReLU into this layer's C calls (Sequential
+    sets it when a ReLU follows): one call each way instead of two, and the
+    max(., 0) is applied while the GEMM stores its result.
     """
 
     def __init__(self, in_features, out_features, rng, input_grad=True):
@@ -56,8 +59,8 @@ class Linear(Module):
         w = [rng.uniform(-bound, bound) for _ in range(out_features * in_features)]
         self.weight = Parameter("weight", Tensor.from_list(w, (out_features, in_features)), True)
         self.bias = Parameter("bias", Tensor((out_features,)), False)
-        self.input_grad = input_grad
-        self._out, self._dinp, self._inp = {}, {}, None
+        self.input_grad, self.relu = input_grad, False
+        self._out, self._dinp, self._inp, self._y = {}, {}, None, None
 
     def parameters(self):
         return [self.weight, self.bias]
@@ -66,8 +69,9 @@ class Linear(Module):
         B, C, OC = inp.shape[0], self.in_features, self.out_features
         check(inp, (B, C), what="Linear input")
         out = self._buffer(self._out, (B, OC))
-        lib.dense_forward(out.ptr, inp.ptr, self.weight.value.ptr, self.bias.value.ptr, B, C, OC)
-        self._inp = inp
+        kernel = lib.dense_relu_forward if self.relu else lib.dense_forward
+        kernel(out.ptr, inp.ptr, self.weight.value.ptr, self.bias.value.ptr, B, C, OC)
+        self._inp, self._y = inp, out
         return out
 
     def backward(self, dout):
@@ -75,9 +79,13 @@ class Linear(Module):
         B, C, OC = inp.shape[0], self.in_features, self.out_features
         check(dout, (B, OC), what="Linear dout")
         dinp = self._buffer(self._dinp, (B, C)) if self.input_grad else None
-        lib.dense_backward(dinp.ptr if dinp else ffi.NULL, self.weight.grad.ptr,
-                           self.bias.grad.ptr, dout.ptr, inp.ptr, self.weight.value.ptr,
-                           B, C, OC)
+        w, dinp_ptr = self.weight, dinp.ptr if dinp else ffi.NULL
+        if self.relu:  # dout is masked in place by the ReLU's derivative first
+            lib.dense_relu_backward(dinp_ptr, w.grad.ptr, self.bias.grad.ptr, dout.ptr,
+                                    self._y.ptr, inp.ptr, w.value.ptr, B, C, OC)
+        else:
+            lib.dense_backward(dinp_ptr, w.grad.ptr, self.bias.grad.ptr, dout.ptr, inp.ptr,
+                               w.value.ptr, B, C, OC)
         return dinp
 
     def __repr__(self):

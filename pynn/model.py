@@ -1,23 +1,37 @@
-"""Sequential: layers applied in order; backward in reverse."""
+"""Sequential: layers applied in order; backward in reverse. mlp() builds one."""
 from ._kernels import lib
-from .layers import ACTIVATIONS, Linear
+from .layers import ACTIVATIONS, Linear, ReLU
 from .tensor import Tensor
 
 
 class Sequential:
+    """Layers applied in order; backward in reverse.
+
+    Two optimizations, both invisible in the results: the first Linear does
+    not compute dL/d(input pixels), which nobody needs; and a Linear directly
+    followed by a ReLU runs both as one fused C call each way (the ReLU is
+    then skipped: ``steps`` lists what actually runs).
+    """
+
     def __init__(self, *layers):
         self.layers = list(layers)
-        first = next((l for l in self.layers if isinstance(l, Linear)), None)
-        if first is not None and first is self.layers[0]:
-            first.input_grad = False  # nobody needs dL/d(input pixels)
+        if self.layers and isinstance(self.layers[0], Linear):
+            self.layers[0].input_grad = False
+        self.steps = []
+        for layer in self.layers:
+            prev = self.steps[-1] if self.steps else None
+            if isinstance(layer, ReLU) and isinstance(prev, Linear) and not prev.relu:
+                prev.relu = True  # fused into the Linear
+            else:
+                self.steps.append(layer)
 
     def forward(self, x):
-        for layer in self.layers:
+        for layer in self.steps:
             x = layer.forward(x)
         return x
 
     def backward(self, dout):
-        for layer in reversed(self.layers):
+        for layer in reversed(self.steps):
             dout = layer.backward(dout)
         return dout
 

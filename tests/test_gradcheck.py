@@ -54,14 +54,25 @@ def make_batch(rng, B, D, V, away_from_zero=False):
     return Tensor.from_list(x, (B, D)), Tensor.from_list(y, (B,), "int32")
 
 
+def activation_inputs(model, x):
+    """Per kinked activation, the values entering it in a forward pass of x:
+    before a ReLU/LeakyReLU module, or before the max of a Linear with a
+    fused ReLU (what Sequential makes of Linear followed by ReLU)."""
+    inputs, h = [], x
+    for layer in model.steps:
+        if isinstance(layer, (ReLU, LeakyReLU)):
+            inputs.append(h.tolist())
+        elif isinstance(layer, Linear) and layer.relu:
+            layer.relu = False
+            inputs.append(layer.forward(h).tolist())
+            layer.relu = True
+        h = layer.forward(h)
+    return inputs, h
+
+
 def kink_inputs(model, x):
     """All values entering a ReLU/LeakyReLU in a forward pass of x."""
-    vals, h = [], x
-    for layer in model.layers:
-        if isinstance(layer, (ReLU, LeakyReLU)):
-            vals += h.tolist()
-        h = layer.forward(h)
-    return vals
+    return [v for values in activation_inputs(model, x)[0] for v in values]
 
 
 def build(act_name, seed=0, sizes=(5, 7, 4, 3), B=6, act_first=False, margin=0.04):
@@ -81,12 +92,8 @@ def build(act_name, seed=0, sizes=(5, 7, 4, 3), B=6, act_first=False, margin=0.0
 
 def loss_and_pattern(model, loss_fn, x, y):
     """(mean loss, sign pattern of every activation input)."""
-    pattern = []
-    h = x
-    for layer in model.layers:
-        if isinstance(layer, (ReLU, LeakyReLU)):
-            pattern.append(tuple(v > 0 for v in h.tolist()))
-        h = layer.forward(h)
+    inputs, h = activation_inputs(model, x)
+    pattern = [tuple(v > 0 for v in values) for values in inputs]
     loss, _ = loss_fn.forward(h, y)
     return loss, pattern
 
@@ -266,3 +273,28 @@ def test_gradcheck_detects_buggy_layer(mutant):
         del ACTS["mutant"]
     bad, _, _ = gradcheck(model, x, y)
     assert len(bad) > 5
+
+
+def test_fused_linear_relu_matches_separate_layers():
+    """Sequential fuses Linear+ReLU into one C call each way; the result must
+    be exactly that of the two layers run one after the other."""
+    rng = random.Random(3)
+    fused = Sequential(Linear(9, 33, rng), ReLU(), Linear(33, 4, rng))
+    assert fused.layers[0].relu and len(fused.steps) == 2
+    first, last = Linear(9, 33, rng), Linear(33, 4, rng)
+    for mine, theirs in ((first, fused.layers[0]), (last, fused.layers[2])):
+        for p, q in zip(mine.parameters(), theirs.parameters()):
+            p.value.copy_(q.value)
+    x = Tensor.from_list([rng.uniform(-2, 2) for _ in range(7 * 9)], (7, 9))
+    y = Tensor.from_list([rng.randrange(4) for _ in range(7)], dtype="int32")
+    loss_a, loss_b = CrossEntropyLoss(), CrossEntropyLoss()
+    la, _ = loss_a.forward(fused.forward(x), y)
+    fused.backward(loss_a.backward())
+    first.input_grad = False
+    relu = ReLU()
+    lb, _ = loss_b.forward(last.forward(relu.forward(first.forward(x))), y)
+    first.backward(relu.backward(last.backward(loss_b.backward())))
+    assert la == lb
+    for mine, theirs in ((first, fused.layers[0]), (last, fused.layers[2])):
+        for p, q in zip(mine.parameters(), theirs.parameters()):
+            assert p.grad.tolist() == q.grad.tolist()

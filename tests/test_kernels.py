@@ -222,6 +222,48 @@ def test_dense_backward(B, C, OC, with_dinp, with_dbias):
         assert all(math.isnan(v) for v in db.tolist())
 
 
+@pytest.mark.parametrize("B,C,OC", DENSE_SHAPES + [(64, 20, 130)])  # last: parallel mask
+@pytest.mark.parametrize("threads", [1, 2])
+def test_dense_relu_forward_backward(B, C, OC, threads):
+    """The fused Linear+ReLU pair against Linear then ReLU, done by hand."""
+    lib.pynn_set_threads(threads)
+    rng = random.Random(B * 11 + C * 5 + OC)
+    inp, w, b = ref.rand_list(rng, B * C), ref.rand_list(rng, OC * C), ref.rand_list(rng, OC)
+    out = ref.tensor([NAN] * (B * OC))
+    lib.dense_relu_forward(out.ptr, ref.tensor(inp).ptr, ref.tensor(w).ptr, ref.tensor(b).ptr,
+                           B, C, OC)
+    z, mag = ref.matmul(0, 1, B, OC, C, inp, w, b)
+    got = out.tolist()
+    assert all(v >= 0.0 for v in got)  # also: no NaN left from the garbage
+    assert ref.max_rel_err(got, ref.relu(z), mag) <= gemm_tolerance(C)
+
+    dout = ref.rand_list(rng, B * OC)
+    tdout = ref.tensor(dout)
+    dinp, dw, db = (ref.tensor([NAN] * n) for n in (B * C, OC * C, OC))
+    lib.dense_relu_backward(dinp.ptr, dw.ptr, db.ptr, tdout.ptr, out.ptr, ref.tensor(inp).ptr,
+                            ref.tensor(w).ptr, B, C, OC)
+    dz = [d if y > 0 else 0.0 for d, y in zip(dout, got)]
+    assert tdout.tolist() == pytest.approx(dz, abs=0)  # masked in place, as documented
+    want_dinp, want_dw, want_db = ref.dense_backward(dz, inp, w, B, C, OC)
+    _, mag_dw = ref.matmul(1, 0, OC, C, B, dz, inp)
+    assert ref.max_rel_err(dw.tolist(), want_dw, mag_dw) <= gemm_tolerance(B)
+    _, mag_dinp = ref.matmul(0, 0, B, C, OC, dz, w)
+    assert ref.max_rel_err(dinp.tolist(), want_dinp, mag_dinp) <= gemm_tolerance(OC)
+    ref.assert_close(db.tolist(), want_db, rel=1e-5, abs_=1e-6 * B, what="dbias")
+
+
+def test_gemm_relu_flag_with_accumulate():
+    """PYNN_GEMM_RELU applies max(., 0) to the final sum, after accumulation."""
+    M, N, K = 9, 35, 6
+    rng = random.Random(5)
+    A, B, C0 = ref.rand_list(rng, M * K), ref.rand_list(rng, K * N), ref.rand_list(rng, M * N)
+    tC = ref.tensor(C0)
+    lib.pynn_gemm(0, 0, M, N, K, ref.tensor(A).ptr, ref.tensor(B).ptr, ffi.NULL, tC.ptr,
+                  lib.PYNN_GEMM_ACCUMULATE | lib.PYNN_GEMM_RELU)
+    want, mag = ref.matmul(0, 0, M, N, K, A, B, None, C0)
+    assert ref.max_rel_err(tC.tolist(), ref.relu(want), mag) <= gemm_tolerance(K)
+
+
 def test_dense_empty_batch():
     # a (0, C) batch is legal: forward writes nothing, backward writes zero gradients
     C, OC = 5, 3
