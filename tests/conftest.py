@@ -3,7 +3,18 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
+from pynn.io import CSV_NAMES
+
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "scripts"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+# the small data subset of end-to-end tests: first rows of the real course data
+N_TRAIN, N_TEST = 2000, 500
+SUBSET = {"train_vectors": N_TRAIN, "train_labels": N_TRAIN,
+          "test_vectors": N_TEST, "test_labels": N_TEST}
+HAVE_DATA = all((DATA_DIR / CSV_NAMES[k]).exists() for k in SUBSET)
 
 
 def load_script(name):
@@ -13,3 +24,24 @@ def load_script(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def head(path, n):
+    out = []
+    with open(path, "rb") as f:
+        for line in f:
+            out.append(line)
+            if len(out) == n:
+                break
+    return b"".join(out)
+
+
+@pytest.fixture(scope="session")
+def subset_dir(tmp_path_factory):
+    """A data folder with the first rows of the four course CSVs."""
+    if not HAVE_DATA:
+        pytest.skip("the course CSVs in data/ are missing")
+    folder = tmp_path_factory.mktemp("subset_data")
+    for key, n in SUBSET.items():
+        (folder / CSV_NAMES[key]).write_bytes(head(DATA_DIR / CSV_NAMES[key], n))
+    return folder

@@ -17,36 +17,12 @@ from pynn import Config
 from pynn.io import CSV_NAMES, PREDICTION_NAMES
 from pynn.report import Reporter
 
-from conftest import SCRIPTS_DIR
+from conftest import HAVE_DATA, N_TEST, N_TRAIN, SCRIPTS_DIR  # and the subset_dir fixture
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = ROOT / "data"
 RUN_PY = SCRIPTS_DIR / "run.py"
-N_TRAIN, N_TEST = 2000, 500
-SUBSET = {"train_vectors": N_TRAIN, "train_labels": N_TRAIN,
-          "test_vectors": N_TEST, "test_labels": N_TEST}
 
-if not all((DATA_DIR / CSV_NAMES[k]).exists() for k in SUBSET):
+if not HAVE_DATA:
     pytest.skip("the course CSVs in data/ are missing", allow_module_level=True)
-
-
-def head(path, n):
-    out = []
-    with open(path, "rb") as f:
-        for line in f:
-            out.append(line)
-            if len(out) == n:
-                break
-    return b"".join(out)
-
-
-@pytest.fixture(scope="session")
-def subset_dir(tmp_path_factory):
-    """A data folder with the first rows of the four course CSVs."""
-    folder = tmp_path_factory.mktemp("subset_data")
-    for key, n in SUBSET.items():
-        (folder / CSV_NAMES[key]).write_bytes(head(DATA_DIR / CSV_NAMES[key], n))
-    return folder
 
 
 def data_copy(subset_dir, dest):
