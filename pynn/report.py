@@ -1,25 +1,62 @@
 """What the user sees. The only module that prints."""
+import shutil
 import sys
 
 
 class Reporter:
+    """Prints a run's progress and results to ``stream`` (stdout by default).
+
+    On a terminal, a progress bar is redrawn in place within each epoch: a
+    carriage return ``\\r`` moves the cursor back to the start of the line,
+    so the next draw overwrites the last. Anywhere else (a pipe, a log file,
+    CI) a ``\\r`` would only clutter the output, so there is just one line
+    per epoch.
+    """
+
+    BAR = 24  # characters of the bar itself
+
     def __init__(self, stream=None):
         self.stream = stream or sys.stdout
+        isatty = getattr(self.stream, "isatty", None)
+        self.tty = bool(isatty and isatty())
+        self.batch_size = 1
+        self._drawn = 0  # width of the progress line on screen (0: none)
 
     def line(self, text=""):
+        self._erase()
         print(text, file=self.stream, flush=True)
 
     def note(self, text):
         self.line(f"note: {text}")
 
     def start(self, model, n_train, n_val, cfg, threads):
+        self.batch_size = min(cfg.batch_size, n_train)  # as fit() uses it
         self.line(f"model {model}")
         self.line(f"train {n_train} rows, validation {n_val} rows, "
                   f"{cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch_size}, "
                   f"{cfg.epochs} epochs, seed {cfg.seed}, threads {threads}")
 
     def progress(self, epoch, step, steps, seconds):
-        """Within an epoch: nothing yet (a terminal progress bar belongs here)."""
+        """Within an epoch, on a terminal: bar, samples/s and time left."""
+        if not self.tty:
+            return
+        rate = step * self.batch_size / seconds if seconds > 0 else 0.0
+        left = (steps - step) * seconds / step if step else 0.0
+        filled = self.BAR * step // max(1, steps)
+        text = (f"epoch {epoch:3d}  [{'#' * filled}{'.' * (self.BAR - filled)}] "
+                f"{step}/{steps}  {rate:,.0f} samples/s  ETA {left:4.1f}s")
+        # never wider than the terminal: a wrapped line cannot be redrawn by \r
+        text = text[:shutil.get_terminal_size().columns - 1]
+        # pad with spaces to cover a longer previous draw
+        self.stream.write("\r" + text.ljust(self._drawn))
+        self.stream.flush()
+        self._drawn = len(text)
+
+    def _erase(self):
+        """Blank the progress line (if any) so the next line starts clean."""
+        if self._drawn:
+            self.stream.write("\r" + " " * self._drawn + "\r")
+            self._drawn = 0
 
     def epoch(self, m):
         val = f"{m['val_acc'] * 100:6.2f}%" if m["val_acc"] is not None else "   n/a "
