@@ -1,12 +1,18 @@
-"""run(config): the whole PV021 run - load, split, normalize, train, predict, write."""
+"""run(config): the whole PV021 run - load, split, normalize, train, predict,
+write, evaluate, report."""
+import json
 import random
 import time
+from dataclasses import asdict
 from pathlib import Path
 
+from . import html_report
 from ._kernels import lib
 from .config import ALLOWED_SEEDS
 from .data import Normalizer, gather, load_labels, load_vectors, split
-from .io import CSV_NAMES, PREDICTION_NAMES, check_writable, write_predictions
+from .io import (CSV_NAMES, PREDICTION_NAMES, RUN_FILES, check_writable, new_run_folder,
+                 write_json, write_predictions, write_text)
+from .metrics import class_names, evaluate
 from .model import mlp
 from .optim import OPTIMIZERS
 from .report import Reporter
@@ -20,7 +26,8 @@ def build_optimizer(cfg, params):
 
 
 def run(cfg, reporter=None):
-    """Train on cfg.data_dir, write the two prediction files into cfg.out_dir.
+    """Train on cfg.data_dir, write the two prediction files
+    into cfg.out_dir, and a run folder with the report into cfg.out_dir/cfg.runs_dir.
 
     Returns a dict of results. Raises PynnError for bad input."""
     start = time.perf_counter()
@@ -46,12 +53,13 @@ def run(cfg, reporter=None):
     reporter.start(model, len(rows), len(val_rows), cfg, lib.pynn_get_threads())
     history, val_acc, stopped = fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter,
                                     rng, start + cfg.time_budget)
+    trained = time.perf_counter()
 
     # predictions: training rows in input order, then the test set (its first use)
     train_pred = model.predict(x)
     x_test = norm(load_vectors(data / CSV_NAMES["test_vectors"], width=x.shape[1]))
     test_pred = model.predict(x_test)
-    test_acc = None
+    y_test, test_acc = None, None
     labels_path = data / CSV_NAMES["test_labels"]
     if labels_path.exists():  # final evaluation only; never used before this line
         y_test = load_labels(labels_path, count=x_test.shape[0], classes=classes)
@@ -61,6 +69,42 @@ def run(cfg, reporter=None):
     write_predictions(out / PREDICTION_NAMES["test"], test_pred)
     train_acc = lib.pynn_count_equal(train_pred.ptr, y.ptr, y.shape[0]) / y.shape[0]
     seconds = time.perf_counter() - start
+
+    # evaluation: per class, on the validation part and (if labelled) the test set
+    t0 = time.perf_counter()
+    val_pred = model.predict(x_val) if x_val is not None else None
+    results = {"validation": evaluate(y_val, val_pred, classes) if x_val is not None else None,
+               "test": evaluate(y_test, test_pred, classes) if y_test is not None else None}
+    for title, key in (("validation", "validation"), ("test (final evaluation)", "test")):
+        if results[key] is not None:
+            reporter.evaluation(title, results[key])
     reporter.summary(val_acc, test_acc, seconds)
+    run_dir = None
+    if cfg.runs_dir:
+        summary = {"run": None, "model": repr(model), "loaded_from": None,
+                   "stopped": stopped, "epochs": len(history), "classes": class_names(classes),
+                   "train_acc": train_acc, "val_acc": val_acc, "test_acc": test_acc, **results,
+                   "timings": {"train_seconds": trained - start, "total_seconds": seconds}}
+        images = (html_report.misclassified(x_val, y_val, val_pred, classes, norm,
+                                            [r + 1 for r in val_rows])
+                  if x_val is not None else [])
+        run_dir = write_run_folder(out / cfg.runs_dir, cfg, history, summary, images, t0)
+        reporter.saved(f"report ({summary['timings']['report_seconds']:.2f}s)",
+                       run_dir / RUN_FILES["report"])
     return {"history": history, "val_acc": val_acc, "test_acc": test_acc,
-            "train_acc": train_acc, "stopped": stopped, "seconds": seconds}
+            "train_acc": train_acc, "stopped": stopped, "seconds": seconds, **results,
+            "run_dir": run_dir}
+
+
+def write_run_folder(parent, cfg, history, summary, images, t0):
+    """parent/<timestamp>/: config.json, metrics.jsonl (one epoch a line),
+    report.html and summary.json. ``t0``: when evaluation began (for timing)."""
+    folder = new_run_folder(parent)
+    summary["run"] = folder.name
+    config = asdict(cfg)
+    write_json(folder / RUN_FILES["config"], config)
+    write_text(folder / RUN_FILES["metrics"], "".join(json.dumps(m) + "\n" for m in history))
+    write_text(folder / RUN_FILES["report"], html_report.build(summary, history, config, images))
+    summary["timings"]["report_seconds"] = time.perf_counter() - t0
+    write_json(folder / RUN_FILES["summary"], summary)
+    return folder

@@ -23,3 +23,4 @@ class Config:
     schedule: str = "cosine"       # "cosine" decay to 0 over the run, or "constant"
     warmup_epochs: float = 0.0     # linear warm-up before the schedule
     time_budget: float = 480.0     # seconds of training; the course allows 600 in all
+    runs_dir: str = "runs"         # run folders go here (relative to out_dir); "": none

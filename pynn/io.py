@@ -4,9 +4,11 @@ Writes are atomic: a temporary file in the destination folder, then
 ``os.replace``. A failed or killed run never leaves a truncated file, and
 an earlier file of the same name stays untouched until the new one is whole.
 """
+import json
 import mmap
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from .errors import PynnError
@@ -19,6 +21,9 @@ CSV_NAMES = {
     "test_labels": "fashion_mnist_test_labels.csv",
 }
 PREDICTION_NAMES = {"train": "train_predictions.csv", "test": "test_predictions.csv"}
+# The files of a run folder (runs/<timestamp>/, see app.py).
+RUN_FILES = {"config": "config.json", "metrics": "metrics.jsonl",
+             "summary": "summary.json", "report": "report.html"}
 
 
 def write_atomic(path, chunks):
@@ -43,6 +48,35 @@ def write_predictions(path, labels):
     """One integer per line, in input order; ``labels`` is an int32 Tensor."""
     text = "\n".join(map(str, labels.tolist()))
     write_atomic(path, [text.encode("ascii"), b"\n"])
+
+
+def write_text(path, text):
+    """A UTF-8 text file."""
+    write_atomic(path, [text.encode("utf-8")])
+
+
+def write_json(path, value):
+    """``value`` as indented JSON (readable in an editor, diffable)."""
+    write_text(path, json.dumps(value, indent=1) + "\n")
+
+
+def new_run_folder(parent):
+    """Create and return ``parent/<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``... when a
+    run in the same second already took the name)."""
+    parent = Path(parent)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 1000):
+            folder = parent / (stamp if n == 1 else f"{stamp}-{n}")
+            try:
+                folder.mkdir()
+                return folder
+            except FileExistsError:
+                continue
+    except OSError as e:
+        raise PynnError(f"{parent}: cannot create a run folder ({e.strerror})") from None
+    raise PynnError(f"{parent}: too many run folders named {stamp}-*")
 
 
 def check_writable(folder):

@@ -64,12 +64,33 @@ class Reporter:
                   f"train {m['train_acc'] * 100:6.2f}%  val {val}  "
                   f"lr {m['lr']:.2e}  {m['seconds']:5.2f}s")
 
+    def evaluation(self, title, result):
+        """Per-class precision/recall/accuracy and the confusion matrix of one
+        labelled set (``result`` from pynn.metrics.evaluate)."""
+        rows, cm = result["per_class"], result["confusion"]
+        width = max(11, *(len(r["class"]) for r in rows))
+        self.line()
+        self.line(f"{title}: {result['count']} images, accuracy {result['accuracy'] * 100:.2f}%")
+        self.line(f"  {'class':<{width}}  precision  recall  accuracy  support")
+        for r in rows:
+            self.line(f"  {r['class']:<{width}}  {r['precision'] * 100:8.2f}%"
+                      f" {r['recall'] * 100:6.2f}%  {r['accuracy'] * 100:7.2f}%  {r['support']:7d}")
+        cell = max(4, len(str(max(map(max, cm)))) + 1)
+        self.line(f"  confusion matrix (rows: true class, columns: predicted class)")
+        self.line(f"  {'':<{width + 4}}" + "".join(f"{k:>{cell}}" for k in range(len(cm))))
+        for k, (r, counts) in enumerate(zip(rows, cm)):
+            self.line(f"  {k:>2}  {r['class']:<{width}}" + "".join(f"{c:>{cell}}" for c in counts))
+
     def summary(self, val_acc, test_acc, seconds):
+        self.line()
         if val_acc is not None:
             self.line(f"final validation accuracy {val_acc * 100:.2f}%")
         if test_acc is not None:
             self.line(f"test accuracy {test_acc * 100:.2f}%")
         self.line(f"total time {seconds:.1f}s")
+
+    def saved(self, what, path):
+        self.line(f"{what}: {path}")
 
 
 def error(text):

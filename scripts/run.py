@@ -30,6 +30,8 @@ HELP = {
     "schedule": "learning-rate schedule: cosine or constant",
     "warmup_epochs": "epochs of linear learning-rate warm-up",
     "time_budget": "seconds after which training stops (best weights are kept)",
+    "runs_dir": "folder for run folders <timestamp>/ with report.html, metrics and "
+                "summary, relative to --out-dir; '' writes none",
 }
 CHOICES = {"activation": ("relu", "leaky_relu", "tanh"), "optimizer": ("adam", "sgd"),
            "schedule": ("cosine", "constant")}
@@ -54,6 +56,8 @@ def parser():
         default = getattr(defaults, f.name)
         kind = hidden_sizes if f.name == "hidden" else type(default)
         shown = ",".join(map(str, default)) if f.name == "hidden" else default
+        if default == "":
+            shown = "none"
         if f.name == "data_dir":
             default = str(ROOT / "data")
         if f.name == "out_dir":
@@ -77,11 +81,18 @@ def main(argv=None):
     cfg = Config(**vars(args))
     try:
         data = Path(cfg.data_dir)
+        if not data.is_dir():
+            raise pynn.PynnError(f"{data}: " + ("not a folder" if data.exists() else "no such folder"))
         needed = ("train_vectors", "train_labels", "test_vectors")
-        if not all((data / CSV_NAMES[k]).exists() for k in needed):
+        missing = [k for k in needed if not (data / CSV_NAMES[k]).exists()]
+        if missing:
             import prepare_data  # the IDX files shipped in data/ -> course CSVs
 
-            prepare_data.prepare(data)
+            try:
+                prepare_data.prepare(data)
+            except FileNotFoundError as e:
+                raise pynn.PynnError(f"{data / CSV_NAMES[missing[0]]}: no such file, "
+                                     f"and it cannot be made: {e}") from None
         pynn.run(cfg)
     except pynn.PynnError as e:
         error(e)
@@ -89,6 +100,15 @@ def main(argv=None):
     except (OSError, ValueError) as e:  # e.g. from prepare_data
         error(e)
         return 2
+    except MemoryError as e:
+        error(f"out of memory{f' ({e})' if str(e) else ''}")
+        return 2
+    except KeyboardInterrupt:
+        # a Ctrl-C during training ends training only (fit() catches it); this
+        # one came while loading, predicting or writing: prediction files are
+        # replaced whole or not at all (pynn.io.write_atomic)
+        error("interrupted")
+        return 130
     return 0
 
 

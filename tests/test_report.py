@@ -1,9 +1,23 @@
-"""What a run shows: the terminal progress bar."""
+"""What a run shows: the terminal progress bar, the printed per-class results,
+and the run folder (config.json, metrics.jsonl, summary.json, report.html)."""
+import base64
 import io
+import json
 import os
+import re
 import shutil
+import struct
+import zlib
+from dataclasses import asdict
+from html.parser import HTMLParser
+from pathlib import Path
 
-from pynn import Config
+import pytest
+
+import pynn
+from pynn import Config, Normalizer, Tensor
+from pynn.html_report import MISCLASSIFIED_CAP, misclassified, nice_ticks, pct, png_gray
+from pynn.io import CSV_NAMES, RUN_FILES, new_run_folder
 from pynn.report import Reporter
 
 
@@ -58,6 +72,17 @@ def test_progress_bar_on_a_terminal():
             assert line.split("\r")[-2] == " " * len(bar)
 
 
+def test_progress_bar_in_a_real_run(subset_dir, tmp_path):
+    stream = TTY()
+    pynn.run(Config(data_dir=str(subset_dir), out_dir=str(tmp_path), hidden=(8,), epochs=2,
+                    threads=1, runs_dir=""), reporter=Reporter(stream))
+    lines = stream.getvalue().split("\n")
+    drawn = [line for line in lines if "\r" in line]
+    assert len(drawn) == 2 and all("samples/s" in line for line in drawn)
+    assert [line.rsplit("\r", 1)[-1][:15] for line in drawn] == ["epoch   1  loss",
+                                                                  "epoch   2  loss"]
+
+
 def test_progress_bar_fits_the_terminal(monkeypatch):
     monkeypatch.setattr(shutil, "get_terminal_size", lambda *a: os.terminal_size((40, 20)))
     stream = TTY()
@@ -65,3 +90,216 @@ def test_progress_bar_fits_the_terminal(monkeypatch):
     reporter.start("MODEL", 640, 100, Config(batch_size=64), 1)
     reporter.progress(1, 5, 10, 0.5)
     assert all(len(part) <= 39 for part in stream.getvalue().split("\n")[-1].split("\r"))
+
+
+# ---- the run folder of a real (small) run -----------------------------------------
+
+class Tags(HTMLParser):
+    """Checks that tags balance; collects text by (tag, class, data-set) of
+    the enclosing elements, and every img src."""
+
+    VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.errors, self.texts, self.images = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs)
+        if tag not in self.VOID:
+            self.stack.append((tag, attrs.get("class"), attrs.get("data-set")))
+
+    def handle_startendtag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs))
+
+    def handle_endtag(self, tag):
+        if tag in self.VOID:
+            return
+        if not self.stack or self.stack[-1][0] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+        else:
+            self.stack.pop()
+
+    def handle_data(self, data):
+        if data.strip():
+            self.texts.append((tuple(self.stack), data.strip()))
+
+    def inside(self, tag, cls=None, which=None, leaf=None):
+        """Texts within an element (tag, class, data-set), optionally directly
+        inside a leaf element of class ``leaf``."""
+        return [text for stack, text in self.texts
+                if any(t == tag and (cls is None or c == cls) and (which is None or w == which)
+                       for t, c, w in stack)
+                and (leaf is None or stack[-1][1] == leaf)]
+
+
+def parse(html):
+    tags = Tags()
+    tags.feed(html)
+    tags.close()
+    return tags
+
+
+def small_run(data, out, **kwargs):
+    settings = dict(hidden=(16,), epochs=2, batch_size=32, threads=1)
+    settings.update(kwargs)
+    cfg = Config(data_dir=str(data), out_dir=str(out), **settings)
+    stream = io.StringIO()
+    return cfg, pynn.run(cfg, reporter=Reporter(stream)), stream.getvalue()
+
+
+@pytest.fixture(scope="module")
+def full_run(subset_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report_out")
+    cfg, result, text = small_run(subset_dir, out)
+    folder = result["run_dir"]
+    files = {k: (folder / name).read_text("utf-8") for k, name in RUN_FILES.items()}
+    return cfg, result, text, folder, files
+
+
+def test_run_folder_files(full_run):
+    cfg, result, text, folder, files = full_run
+    assert folder.parent.name == "runs" and re.fullmatch(r"\d{8}-\d{6}", folder.name)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(RUN_FILES.values())
+    assert json.loads(files["config"]) == json.loads(json.dumps(asdict(cfg)))
+    epochs = [json.loads(line) for line in files["metrics"].splitlines()]
+    assert epochs == result["history"] and len(epochs) == 2
+    summary = json.loads(files["summary"])
+    assert summary["val_acc"] == result["val_acc"] and summary["test_acc"] == result["test_acc"]
+    assert summary["validation"] == result["validation"]
+    assert summary["test"] == result["test"]
+    assert summary["validation"]["accuracy"] == result["val_acc"]  # the best model is kept
+    assert summary["test"]["accuracy"] == result["test_acc"]
+    assert summary["classes"][0] == "T-shirt/top"
+    assert set(summary["timings"]) >= {"train_seconds", "total_seconds", "report_seconds"}
+    assert f"report ({summary['timings']['report_seconds']:.2f}s): {folder}" in text
+
+
+def test_report_is_balanced_html_with_svg(full_run):
+    html = full_run[4]["report"]
+    assert html.startswith("<!DOCTYPE html>")
+    tags = parse(html)
+    assert tags.errors == [] and tags.stack == []
+    assert html.count("<svg") == 4  # loss, accuracy, two confusion matrices
+    assert "http" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")  # offline
+    assert len(html.encode()) < 400_000
+
+
+def test_report_numbers_match_summary(full_run):
+    files = full_run[4]
+    summary, tags = json.loads(files["summary"]), parse(files["report"])
+    for which in ("validation", "test"):
+        result = summary[which]
+        counts = tags.inside("svg", "confusion", which, leaf="count")
+        assert list(map(int, counts)) == [c for row in result["confusion"] for c in row]
+        cells = tags.inside("table", "per-class", which)
+        expected = ["class", "precision", "recall", "accuracy", "support"]
+        for r in result["per_class"]:
+            expected += [r["class"], pct(r["precision"]), pct(r["recall"]), pct(r["accuracy"]),
+                         str(r["support"])]
+        assert cells == expected
+        assert tags.inside("b", "accuracy", which) == [pct(result["accuracy"])]
+    assert pct(summary["val_acc"]) in files["report"] and pct(summary["test_acc"]) in files["report"]
+
+
+def test_report_misclassified_images(full_run, subset_dir):
+    cfg, result, _, _, files = full_run
+    images = parse(files["report"]).images
+    wrong = result["validation"]["count"] - round(result["validation"]["accuracy"]
+                                                  * result["validation"]["count"])
+    assert 0 < len(images) <= min(wrong, MISCLASSIFIED_CAP)
+    lines = (subset_dir / CSV_NAMES["train_vectors"]).read_text().splitlines()
+    for img in images[:5]:
+        # the pixels drawn are the CSV's own (un-normalized) values
+        line = int(re.search(r"line (\d+)", img["alt"]).group(1))
+        raw = [int(v) for v in lines[line - 1].split(",")]
+        assert decode_png(base64.b64decode(img["src"].split(",", 1)[1])) == (28, 28, raw)
+
+
+def test_printed_per_class_results(full_run):
+    _, result, text, _, _ = full_run
+    assert "validation: " in text and "test (final evaluation): " in text
+    assert "Ankle boot" in text and "confusion matrix" in text
+    row = result["test"]["per_class"][1]
+    assert f"  Trouser      {row['precision'] * 100:8.2f}%" in text
+
+
+def test_report_without_validation_or_test_labels(subset_dir, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for key in ("train_vectors", "train_labels", "test_vectors"):
+        (data / CSV_NAMES[key]).write_bytes((subset_dir / CSV_NAMES[key]).read_bytes())
+    _, result, text = small_run(data, tmp_path, val_fraction=0.0, epochs=1)
+    assert result["validation"] is None and result["test"] is None
+    html = (result["run_dir"] / RUN_FILES["report"]).read_text()
+    tags = parse(html)
+    assert tags.errors == [] and tags.stack == [] and tags.images == []
+    assert html.count("<svg") == 2 and "confusion" not in html
+    assert "validation:" not in text
+
+
+def test_no_run_folder_when_runs_dir_is_empty(subset_dir, tmp_path):
+    _, result, text = small_run(subset_dir, tmp_path, runs_dir="", epochs=1)
+    assert result["run_dir"] is None and not (tmp_path / "runs").exists()
+    assert "report" not in text
+
+
+def test_run_folders_of_the_same_second_differ(tmp_path):
+    folders = [new_run_folder(tmp_path / "runs") for _ in range(3)]
+    assert len(set(folders)) == 3 and all(f.is_dir() for f in folders)
+
+
+# ---- pieces ------------------------------------------------------------------------
+
+def decode_png(data):
+    """(width, height, pixels) of an 8-bit grayscale PNG without filters, checking CRCs."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks = 8, {}
+    while pos < len(data):
+        (length,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + length]
+        assert struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])[0] == zlib.crc32(kind + body)
+        chunks[kind] = chunks.get(kind, b"") + body
+        pos += 12 + length
+    width, height, depth, color = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    assert (depth, color) == (8, 0) and b"IEND" in chunks
+    raw = zlib.decompress(chunks[b"IDAT"])
+    rows = [raw[r * (width + 1):(r + 1) * (width + 1)] for r in range(height)]
+    assert all(row[0] == 0 for row in rows)
+    return width, height, [v for row in rows for v in row[1:]]
+
+
+def test_png_round_trip():
+    pixels = [(7 * i) % 256 for i in range(5 * 3)]
+    assert decode_png(png_gray(5, 3, pixels)) == (5, 3, pixels)
+
+
+def test_misclassified_undoes_the_normalization():
+    raw = [[(31 * r + c) % 256 for c in range(16)] for r in range(4)]
+    x = Tensor.from_list([v for row in raw for v in row], (4, 16))
+    norm = Normalizer.fit(x)
+    norm(x)
+    truth = Tensor.from_list([0, 1, 1, 0], dtype="int32")
+    pred = Tensor.from_list([0, 0, 1, 1], dtype="int32")
+    picked = misclassified(x, truth, pred, 2, norm, lines=[10, 11, 12, 13])
+    assert picked == [(raw[3], 0, 1, 13), (raw[1], 1, 0, 11)]  # sorted by true class
+    # at most cap images; without ``lines`` a caption shows the row number from 1
+    assert misclassified(x, truth, pred, 2, norm, cap=1) == [(raw[1], 1, 0, 2)]
+
+
+@pytest.mark.parametrize("lo, hi, ticks", [
+    (0.0, 1.0, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]),
+    (83.27, 96.36, [80, 85, 90, 95, 100]),
+    (0.1063, 0.4639, [0.1, 0.2, 0.3, 0.4, 0.5]),
+    (1, 15, list(range(0, 16, 5))),
+])
+def test_nice_ticks(lo, hi, ticks):
+    assert nice_ticks(lo, hi)[0] == pytest.approx(ticks)
+
+
+def test_nice_ticks_of_a_flat_series():
+    ticks, _ = nice_ticks(0.9, 0.9)
+    assert ticks[0] < 0.9 < ticks[-1]

@@ -1,0 +1,285 @@
+"""report.html: a run's results as one self-contained page, no plotting library.
+
+Everything is drawn by hand and inlined, so the file opens offline and can be
+mailed or archived as is:
+
+* line plots are SVG: a <polyline> per series, a tick and a label per
+  "nice" value on each axis (see ``nice_ticks``), a legend;
+* the confusion matrix is an SVG heat map: one <rect> per cell, darker for a
+  larger share of its row (its true class), with the count written on it;
+* misclassified images are tiny grayscale PNGs, encoded here with zlib and
+  struct (``png_gray``), inlined as data: URIs and scaled up by the browser.
+
+The page is built from plain Python data (the summary dict of app.py, the
+epoch history, the config); nothing here reads or writes files.
+"""
+import base64
+import html
+import math
+import struct
+import zlib
+
+MISCLASSIFIED_CAP = 60  # images in the grid: keeps the report a few hundred KB at most
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e")  # series colours, in order
+
+CSS = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 24px auto; max-width: 1180px;
+       color: #222; padding: 0 16px; }
+h1 { font-size: 22px; } h2 { font-size: 18px; margin-top: 28px; border-bottom: 1px solid #ccc; }
+.headline { font-size: 16px; }
+.plots, .sets { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
+table { border-collapse: collapse; }
+td, th { padding: 2px 8px; text-align: right; border-bottom: 1px solid #eee; }
+th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
+svg text { font-family: system-ui, sans-serif; }
+.grid { display: flex; flex-wrap: wrap; gap: 8px; }
+figure { margin: 0; width: 96px; text-align: center; font-size: 11px; }
+figure img { width: 84px; height: 84px; image-rendering: pixelated; display: block;
+             margin: 0 auto 2px; border: 1px solid #999; }
+.wrong { color: #c00; }
+"""
+
+
+# ---- numbers to text ---------------------------------------------------------
+
+def esc(value):
+    """Text made safe to put inside HTML or SVG (escapes <, >, &, quotes)."""
+    return html.escape(str(value))
+
+
+def pct(fraction, digits=2):
+    """0.90217 -> "90.22%" (the one format for every accuracy on the page)."""
+    return "n/a" if fraction is None else f"{fraction * 100:.{digits}f}%"
+
+
+# ---- line plots ----------------------------------------------------------------
+
+def nice_ticks(lo, hi, count=5):
+    """About ``count`` round tick values covering [lo, hi]: steps of 1, 2 or 5
+    times a power of ten, as people draw axes by hand."""
+    if hi - lo < 1e-12:  # a flat series: open up a small range around it
+        pad = abs(lo) * 0.05 or 1.0
+        lo, hi = lo - pad, hi + pad
+    raw = (hi - lo) / count
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first, last = math.floor(lo / step), math.ceil(hi / step)
+    digits = max(0, -math.floor(math.log10(step)))
+    return [round(k * step, digits) for k in range(first, last + 1)], digits
+
+
+def line_plot(title, series, xlabel, ylabel, width=540, height=320):
+    """An SVG line plot. ``series``: list of (name, [(x, y), ...]); x are epochs."""
+    left, right, top, bottom = 64, 16, 34, 46
+    pw, ph = width - left - right, height - top - bottom
+    points = [p for _, pts in series for p in pts]
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    x0, x1 = min(xs), max(xs)  # the x axis spans the epochs exactly
+    if x1 == x0:
+        x0, x1 = x0 - 1, x1 + 1
+    xticks = [t for t in nice_ticks(x0, x1, count=min(15, x1 - x0))[0]
+              if x0 <= t <= x1 and t == int(t)]  # whole epochs only
+    yticks, ydigits = nice_ticks(min(ys), max(ys))  # the y axis: from tick to tick
+    y0, y1 = yticks[0], yticks[-1]
+
+    def sx(x):
+        return left + (x - x0) / (x1 - x0) * pw
+
+    def sy(y):
+        return top + (y1 - y) / (y1 - y0) * ph
+
+    out = [f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+           f'height="{height}" viewBox="0 0 {width} {height}" role="img">',
+           f'<title>{esc(title)}</title>',
+           f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="15" '
+           f'font-weight="bold">{esc(title)}</text>']
+    for t in yticks:  # horizontal grid lines with their labels
+        y = sy(t)
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#e4e4e4"/>')
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" '
+                   f'font-size="11">{t:.{ydigits}f}</text>')
+    for t in xticks:
+        x = sx(t)
+        out.append(f'<line x1="{x:.1f}" y1="{top + ph}" x2="{x:.1f}" y2="{top + ph + 5}" stroke="#444"/>')
+        out.append(f'<text x="{x:.1f}" y="{top + ph + 18}" text-anchor="middle" '
+                   f'font-size="11">{t:g}</text>')
+    out.append(f'<path d="M{left},{top} V{top + ph} H{left + pw}" fill="none" stroke="#444"/>')
+    out.append(f'<text x="{left + pw / 2}" y="{height - 6}" text-anchor="middle" '
+               f'font-size="12">{esc(xlabel)}</text>')
+    out.append(f'<text transform="translate(14 {top + ph / 2}) rotate(-90)" '
+               f'text-anchor="middle" font-size="12">{esc(ylabel)}</text>')
+    for (name, pts), color in zip(series, PALETTE):
+        coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
+        out.append(f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="2"/>')
+        for x, y in pts:  # a dot per epoch; hovering shows the value
+            out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}">'
+                       f'<title>{esc(name)}, epoch {x:g}: {y:.{ydigits + 2}f}</title></circle>')
+    for i, ((name, _), color) in enumerate(zip(series, PALETTE)):  # legend, top right
+        y = top + 10 + 18 * i
+        out.append(f'<line x1="{left + pw - 120}" y1="{y}" x2="{left + pw - 96}" y2="{y}" '
+                   f'stroke="{color}" stroke-width="3"/>')
+        out.append(f'<text x="{left + pw - 90}" y="{y + 4}" font-size="12">{esc(name)}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def training_plots(history):
+    """The loss plot and the accuracy plot of a run's epochs (empty: no epochs)."""
+    if not history:
+        return ""
+    loss = [(m["epoch"], m["train_loss"]) for m in history]
+    acc = [("train", [(m["epoch"], m["train_acc"] * 100) for m in history])]
+    if any(m["val_acc"] is not None for m in history):
+        acc.append(("validation", [(m["epoch"], m["val_acc"] * 100) for m in history
+                                   if m["val_acc"] is not None]))
+    return ('<div class="plots">'
+            + line_plot("Training loss", [("train loss", loss)], "epoch", "cross-entropy loss")
+            + line_plot("Accuracy", acc, "epoch", "accuracy (%)") + "</div>")
+
+
+# ---- confusion matrix ------------------------------------------------------------
+
+def confusion_svg(cm, names, which, cell=40):
+    """The confusion matrix as a heat map: rows are true classes, columns are
+    predictions. A cell's shade is its share of the row, square-rooted so that
+    a few mistakes still show; the count is written on every cell."""
+    n = len(cm)
+    left, top = 104, 96
+    size = cell * n
+    width, height = left + size + 56, top + size + 30  # right: room for slanted labels
+    out = [f'<svg class="confusion" data-set="{esc(which)}" xmlns="http://www.w3.org/2000/svg" '
+           f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">',
+           f'<title>{esc(which)} confusion matrix</title>']
+    for k, name in enumerate(names):
+        y = top + k * cell + cell / 2 + 4
+        out.append(f'<text x="{left - 6}" y="{y}" text-anchor="end" font-size="11">{esc(name)}</text>')
+        x = left + k * cell + cell / 2
+        out.append(f'<text transform="translate({x + 4} {top - 6}) rotate(-55)" '
+                   f'font-size="11">{esc(name)}</text>')
+    for t, row in enumerate(cm):
+        total = sum(row) or 1
+        for p, count in enumerate(row):
+            share = (count / total) ** 0.5
+            # white (share 0) to dark blue (share 1)
+            r, g, b = (round(255 - (255 - c) * share) for c in (8, 48, 107))
+            x, y = left + p * cell, top + t * cell
+            out.append(f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" '
+                       f'fill="rgb({r},{g},{b})" stroke="#fff"><title>true {esc(names[t])}, '
+                       f'predicted {esc(names[p])}: {count}</title></rect>')
+            ink = "#fff" if share > 0.6 else "#222"
+            out.append(f'<text class="count" x="{x + cell / 2}" y="{y + cell / 2 + 4}" '
+                       f'text-anchor="middle" font-size="11" fill="{ink}">{count}</text>')
+    out.append(f'<text x="{left + size / 2}" y="{height - 8}" text-anchor="middle" '
+               f'font-size="12">predicted class</text>')
+    out.append(f'<text transform="translate(12 {top + size / 2}) rotate(-90)" '
+               f'text-anchor="middle" font-size="12">true class</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def per_class_table(result, which):
+    head = ("<tr><th>class</th><th>precision</th><th>recall</th><th>accuracy</th>"
+            "<th>support</th></tr>")
+    rows = "".join(f"<tr><td>{esc(r['class'])}</td><td>{pct(r['precision'])}</td>"
+                   f"<td>{pct(r['recall'])}</td><td>{pct(r['accuracy'])}</td>"
+                   f"<td>{r['support']}</td></tr>" for r in result["per_class"])
+    return f'<table class="per-class" data-set="{esc(which)}">{head}{rows}</table>'
+
+
+def evaluation_section(title, which, result, names):
+    if result is None:
+        return ""
+    return (f"<h2>{esc(title)}</h2>"
+            f'<p>{result["count"]} images, accuracy <b class="accuracy" data-set="{esc(which)}">'
+            f'{pct(result["accuracy"])}</b>. Accuracy per class is one-vs-rest; '
+            f"0/0 counts as 0.</p>"
+            f'<div class="sets">{per_class_table(result, which)}'
+            f"{confusion_svg(result['confusion'], names, which)}</div>")
+
+
+# ---- images ------------------------------------------------------------------------
+
+def png_gray(width, height, pixels):
+    """A grayscale PNG file (bytes) of ``pixels``: width*height ints 0..255,
+    row by row. A PNG is a signature and chunks (length, type, data, CRC);
+    the image data is zlib-compressed rows, each led by a filter byte (0: none)."""
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    rows = b"".join(b"\0" + bytes(pixels[r * width:(r + 1) * width]) for r in range(height))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit gray, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
+
+
+def misclassified(x, truth, pred, classes, norm, lines=None, cap=MISCLASSIFIED_CAP):
+    """Up to ``cap`` wrongly predicted rows of x as (pixels 0..255, true, predicted,
+    line), at most cap / classes of each true class so that every class shows.
+
+    x holds normalized values; ``norm`` (mean, std) undoes that: pixel =
+    value * std + mean. ``lines``: each row's line in the CSV (shown in captions)."""
+    side = math.isqrt(x.shape[1])
+    if side * side != x.shape[1]:
+        return []  # not square images
+    truth, pred = truth.tolist(), pred.tolist()
+    per_class = max(1, cap // classes)
+    taken, picked = {}, []
+    for i, (t, p) in enumerate(zip(truth, pred)):
+        if t != p and taken.get(t, 0) < per_class and len(picked) < cap:
+            taken[t] = taken.get(t, 0) + 1
+            values = x.rows(i, i + 1).tolist()
+            pixels = [min(255, max(0, round(v * norm.std + norm.mean))) for v in values]
+            picked.append((pixels, t, p, lines[i] if lines else i + 1))
+    picked.sort(key=lambda item: item[1])  # grouped by true class
+    return picked
+
+
+def image_grid(images, names):
+    if not images:
+        return ""
+    figures = []
+    for pixels, t, p, line in images:
+        side = math.isqrt(len(pixels))
+        uri = "data:image/png;base64," + base64.b64encode(png_gray(side, side, pixels)).decode()
+        figures.append(f'<figure><img src="{uri}" alt="validation image, line {line}"/>'
+                       f"<figcaption>{esc(names[t])}<br/>"
+                       f'<span class="wrong">as {esc(names[p])}</span><br/>line {line}'
+                       "</figcaption></figure>")
+    return (f"<h2>Misclassified validation images ({len(images)} shown)</h2>"
+            "<p>Caption: the true class, the predicted class, the image's line in the "
+            "training CSV.</p>"
+            f'<div class="grid">{"".join(figures)}</div>')
+
+
+# ---- the page ------------------------------------------------------------------------
+
+def build(summary, history, config, images):
+    """The whole report.html as a string."""
+    names = summary["classes"]
+    t = summary["timings"]
+    facts = [f"validation accuracy <b>{pct(summary['val_acc'])}</b>",
+             f"test accuracy <b>{pct(summary['test_acc'])}</b>",
+             f"accuracy on all training rows {pct(summary['train_acc'])}"]
+    if summary["loaded_from"]:
+        run = f"model loaded from {esc(summary['loaded_from'])}, no training"
+    else:
+        run = (f"{summary['epochs']} epochs ({esc(summary['stopped'])}), "
+               f"training {t['train_seconds']:.1f} s")
+    config_rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>"
+                          for k, v in config.items())
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8"/>',
+        f"<title>pynn run {esc(summary['run'])}</title><style>{CSS}</style></head><body>",
+        f"<h1>pynn run {esc(summary['run'])}</h1>",
+        f'<p class="headline">{", ".join(facts)}</p>',
+        f"<p>{esc(summary['model'])}; {run}; total {t['total_seconds']:.1f} s.</p>",
+        "<h2>Training</h2>" + (training_plots(history) or "<p>No epochs in this run.</p>"),
+        evaluation_section("Validation set", "validation", summary["validation"], names),
+        evaluation_section("Test set (final evaluation)", "test", summary["test"], names),
+        image_grid(images, names),
+        f'<h2>Configuration</h2><table class="config">{config_rows}</table>',
+        "</body></html>",
+    ]
+    return "\n".join(p for p in parts if p) + "\n"
