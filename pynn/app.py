@@ -1,15 +1,16 @@
-"""run(config): the whole PV021 run - load, split, normalize, train, predict,
-write, evaluate, report."""
+"""run(config): the whole PV021 run - load, split, normalize, train (or load a
+saved model), predict, write, evaluate, report."""
 import json
 import random
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-from . import html_report
+from . import html_report, serialize
 from ._kernels import lib
 from .config import ALLOWED_SEEDS
 from .data import Normalizer, gather, load_labels, load_vectors, split
+from .errors import PynnError
 from .io import (CSV_NAMES, PREDICTION_NAMES, RUN_FILES, check_writable, new_run_folder,
                  write_json, write_predictions, write_text)
 from .metrics import class_names, evaluate
@@ -26,7 +27,7 @@ def build_optimizer(cfg, params):
 
 
 def run(cfg, reporter=None):
-    """Train on cfg.data_dir, write the two prediction files
+    """Train on cfg.data_dir (or load cfg.load), write the two prediction files
     into cfg.out_dir, and a run folder with the report into cfg.out_dir/cfg.runs_dir.
 
     Returns a dict of results. Raises PynnError for bad input."""
@@ -36,23 +37,38 @@ def run(cfg, reporter=None):
     if cfg.seed not in ALLOWED_SEEDS:
         reporter.note(f"seed {cfg.seed}: the course allows only {ALLOWED_SEEDS}")
     check_writable(out)
+    if cfg.save:  # checked before training, not after it
+        if Path(cfg.save).is_dir():
+            raise PynnError(f"{cfg.save}: is a folder; --save needs a file name")
+        check_writable(Path(cfg.save).parent)
+    loaded = serialize.load(cfg.load) if cfg.load else None  # (model, Normalizer)
     lib.pynn_set_threads(cfg.threads)
     rng = random.Random(cfg.seed)
 
     # training data: the only data that shapes the model
-    x = load_vectors(data / CSV_NAMES["train_vectors"])
-    y = load_labels(data / CSV_NAMES["train_labels"], count=x.shape[0])
-    classes = max(y.tolist()) + 1
-    rows, val_rows = split(x.shape[0], cfg.val_fraction, rng)
-    norm = Normalizer.fit(x, rows)  # statistics of the training part only
-    norm(x)
-    x_val, y_val = (gather(x, val_rows), gather(y, val_rows)) if val_rows else (None, None)
-
-    model = mlp([x.shape[1], *cfg.hidden, classes], cfg.activation, rng)
-    optimizer = build_optimizer(cfg, model.parameters())
-    reporter.start(model, len(rows), len(val_rows), cfg, lib.pynn_get_threads())
-    history, val_acc, stopped = fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter,
-                                    rng, start + cfg.time_budget)
+    inputs = loaded[0].layers[0].in_features if loaded else None
+    x = load_vectors(data / CSV_NAMES["train_vectors"], width=inputs)
+    if loaded:
+        # a saved model: its own normalization; no training, so no validation part
+        model, norm = loaded
+        classes = model.layers[-1].out_features
+        y = load_labels(data / CSV_NAMES["train_labels"], count=x.shape[0], classes=classes)
+        norm(x)
+        val_rows, x_val, y_val = [], None, None
+        reporter.loaded(model, cfg.load)
+        history, val_acc, stopped = [], None, "loaded"
+    else:
+        y = load_labels(data / CSV_NAMES["train_labels"], count=x.shape[0])
+        classes = max(y.tolist()) + 1
+        rows, val_rows = split(x.shape[0], cfg.val_fraction, rng)
+        norm = Normalizer.fit(x, rows)  # statistics of the training part only
+        norm(x)
+        x_val, y_val = (gather(x, val_rows), gather(y, val_rows)) if val_rows else (None, None)
+        model = mlp([x.shape[1], *cfg.hidden, classes], cfg.activation, rng)
+        optimizer = build_optimizer(cfg, model.parameters())
+        reporter.start(model, len(rows), len(val_rows), cfg, lib.pynn_get_threads())
+        history, val_acc, stopped = fit(model, optimizer, x, y, rows, x_val, y_val, cfg,
+                                        reporter, rng, start + cfg.time_budget)
     trained = time.perf_counter()
 
     # predictions: training rows in input order, then the test set (its first use)
@@ -67,6 +83,8 @@ def run(cfg, reporter=None):
     # written last: a run that fails on any input leaves earlier files untouched
     write_predictions(out / PREDICTION_NAMES["train"], train_pred)
     write_predictions(out / PREDICTION_NAMES["test"], test_pred)
+    if cfg.save:
+        serialize.save(cfg.save, model, norm)
     train_acc = lib.pynn_count_equal(train_pred.ptr, y.ptr, y.shape[0]) / y.shape[0]
     seconds = time.perf_counter() - start
 
@@ -79,9 +97,11 @@ def run(cfg, reporter=None):
         if results[key] is not None:
             reporter.evaluation(title, results[key])
     reporter.summary(val_acc, test_acc, seconds)
+    if cfg.save:
+        reporter.saved("model", cfg.save)
     run_dir = None
     if cfg.runs_dir:
-        summary = {"run": None, "model": repr(model), "loaded_from": None,
+        summary = {"run": None, "model": repr(model), "loaded_from": cfg.load or None,
                    "stopped": stopped, "epochs": len(history), "classes": class_names(classes),
                    "train_acc": train_acc, "val_acc": val_acc, "test_acc": test_acc, **results,
                    "timings": {"train_seconds": trained - start, "total_seconds": seconds}}

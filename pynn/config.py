@@ -24,3 +24,5 @@ class Config:
     warmup_epochs: float = 0.0     # linear warm-up before the schedule
     time_budget: float = 480.0     # seconds of training; the course allows 600 in all
     runs_dir: str = "runs"         # run folders go here (relative to out_dir); "": none
+    save: str = ""                 # file to save the trained model to ("": don't)
+    load: str = ""                 # saved model to predict with, skipping training

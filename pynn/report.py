@@ -36,6 +36,9 @@ class Reporter:
                   f"{cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch_size}, "
                   f"{cfg.epochs} epochs, seed {cfg.seed}, threads {threads}")
 
+    def loaded(self, model, path):
+        self.line(f"model {model} loaded from {path} (no training)")
+
     def progress(self, epoch, step, steps, seconds):
         """Within an epoch, on a terminal: bar, samples/s and time left."""
         if not self.tty:

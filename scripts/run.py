@@ -32,6 +32,8 @@ HELP = {
     "time_budget": "seconds after which training stops (best weights are kept)",
     "runs_dir": "folder for run folders <timestamp>/ with report.html, metrics and "
                 "summary, relative to --out-dir; '' writes none",
+    "save": "file to save the trained model to",
+    "load": "saved model (--save) to predict with; no training",
 }
 CHOICES = {"activation": ("relu", "leaky_relu", "tanh"), "optimizer": ("adam", "sgd"),
            "schedule": ("cosine", "constant")}
