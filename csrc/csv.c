@@ -7,9 +7,12 @@
  *
  * The parser trusts nothing in the bytes: every read is inside [buf, buf+n),
  * every write inside the (rows, cols) output the caller allocated from the
- * first pass, and numbers are built without strtod (no locale, no nan/inf).
+ * first pass (or none: out == NULL only checks the file), and numbers pass our
+ * own grammar before strtof sees them (no locale, no nan/inf/hex).
  */
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "pynn.h"
@@ -57,11 +60,23 @@ static void set_err(pynn_csv_error *err, int code, int64_t line, int64_t value,
     err->token_start = token_start;
 }
 
+/* The sizes a caller passes: checked, not trusted (a caller bug must not
+ * become a write outside out). */
+static int bad_call(const char *buf, int64_t n, int64_t rows, int64_t cols) {
+    return (buf == NULL && n != 0) || n < 0 || rows < 0 || cols < 1 ||
+           (rows > 0 && cols > INT64_MAX / rows);
+}
+
 int pynn_csv_shape(const char *buf, int64_t n, int64_t *rows, int64_t *cols,
                    pynn_csv_error *err) {
     cursor c;
     int64_t s, e, last_data = 0, first_cols = 0;
     set_err(err, PYNN_CSV_OK, 0, 0, 0, 0);
+    *rows = *cols = 0;
+    if (bad_call(buf, n, 0, 1)) {
+        set_err(err, PYNN_CSV_BAD_CALL, 0, 0, 0, 0);
+        return PYNN_CSV_BAD_CALL;
+    }
     cursor_init(&c, buf, n);
     while (next_line(&c, &s, &e)) {
         if (s == e) continue; /* blank: an error only if data follows (pass 2) */
@@ -80,9 +95,15 @@ int pynn_csv_shape(const char *buf, int64_t n, int64_t *rows, int64_t *cols,
     return PYNN_CSV_OK;
 }
 
-/* Parse the decimal number in [s, e) (already trimmed) into *out.
- * Grammar: [+-] digits [. digits] [(e|E) [+-] digits], at least one digit
- * before the exponent. Returns PYNN_CSV_OK, _BAD_TOKEN, _LONG_TOKEN or _OVERFLOW. */
+/* Parse the decimal number in [p, e) (already trimmed) into *out, correctly
+ * rounded to float32. Grammar: [+-] digits [. digits] [(e|E) [+-] digits] with
+ * at least one digit before the exponent; nothing else (no nan, inf, hex).
+ * Returns PYNN_CSV_OK, _BAD_TOKEN, _LONG_TOKEN or _OVERFLOW (underflow is 0).
+ *
+ * After the grammar check the token is rewritten as "[-]DIGITSeEXP" (the
+ * decimal point folded into the exponent) and handed to strtof: no decimal
+ * point means no locale, and glibc's strtof rounds exactly, also for tokens
+ * with more significant digits than a double holds. */
 static int parse_float(const char *p, const char *e, float *out) {
     if (e - p > MAX_TOKEN) return PYNN_CSV_LONG_TOKEN;
     /* fast path: a plain small integer, which is every pixel of the course data */
@@ -95,44 +116,35 @@ static int parse_float(const char *p, const char *e, float *out) {
             return PYNN_CSV_OK;
         }
     }
-    int neg = 0;
-    if (p < e && (*p == '+' || *p == '-')) neg = (*p++ == '-');
-    uint64_t mant = 0;
-    int digits = 0, exp10 = 0, sig = 0;
-    for (; p < e && is_digit(*p); p++, digits++) {
-        if (sig < 19) {
-            if (mant || *p != '0') mant = mant * 10 + (uint64_t)(*p - '0'), sig += (mant != 0);
-        } else {
-            exp10++; /* digits past the 19th only scale */
-        }
+    char text[MAX_TOKEN + 16]; /* sign, <= 64 digits, "e", sign, <= 9 exponent digits */
+    int len = 0, digits = 0;
+    long exp10 = 0;
+    if (p < e && (*p == '+' || *p == '-')) {
+        if (*p == '-') text[len++] = '-';
+        p++;
     }
-    if (p < e && *p == '.') {
-        for (p++; p < e && is_digit(*p); p++, digits++) {
-            if (sig < 19) {
-                if (mant || *p != '0') mant = mant * 10 + (uint64_t)(*p - '0'), sig += (mant != 0);
-                exp10--;
-            }
-        }
-    }
+    for (; p < e && is_digit(*p); p++) text[len++] = *p, digits++;
+    if (p < e && *p == '.')
+        for (p++; p < e && is_digit(*p); p++) text[len++] = *p, digits++, exp10--;
     if (digits == 0) return PYNN_CSV_BAD_TOKEN;
     if (p < e && (*p == 'e' || *p == 'E')) {
         p++;
-        int eneg = 0, edigits = 0, ev = 0;
+        int eneg = 0, edigits = 0;
+        long ev = 0;
         if (p < e && (*p == '+' || *p == '-')) eneg = (*p++ == '-');
+        /* capped: past 10^6 the value is 0 or out of range whatever follows */
         for (; p < e && is_digit(*p); p++, edigits++)
-            if (ev < 100000) ev = ev * 10 + (*p - '0');
+            if (ev < 1000000) ev = ev * 10 + (*p - '0');
         if (edigits == 0) return PYNN_CSV_BAD_TOKEN;
         exp10 += eneg ? -ev : ev;
     }
     if (p != e) return PYNN_CSV_BAD_TOKEN;
-    double v = (double)mant;
-    if (mant != 0) {
-        if (exp10 < -400) v = 0.0; /* underflows to zero, which is fine */
-        else if (exp10 > 400) v = INFINITY;
-        else v *= pow(10.0, (double)exp10);
-    }
-    const float f = (float)(neg ? -v : v); /* round first: 3.4028235e38 is FLT_MAX */
-    if (!isfinite(v) || isinf(f)) return PYNN_CSV_OVERFLOW;
+    /* |exp10| < 10^7 + 64: at most 9 characters with its sign */
+    len += snprintf(text + len, sizeof text - (size_t)len, "e%ld", exp10);
+    char *end;
+    const float f = strtof(text, &end);
+    if (end != text + len) return PYNN_CSV_BAD_TOKEN; /* cannot happen: the grammar was checked */
+    if (isinf(f)) return PYNN_CSV_OVERFLOW;
     *out = f;
     return PYNN_CSV_OK;
 }
@@ -166,7 +178,7 @@ static int64_t parse_line(const char *buf, int64_t s, int64_t e, float *dst, int
         while (p < end && is_digit(*p) && p - ts < 9) v = v * 10 + (uint32_t)(*p++ - '0');
         float val = (float)v;
         if (p == ts || (p < end && *p != ',')) { /* general path */
-            const char *comma = memchr(ts, ',', (size_t)(end - ts));
+            const char *comma = end > ts ? memchr(ts, ',', (size_t)(end - ts)) : NULL;
             const char *te = comma ? comma : end, *a = ts, *b = te;
             while (a < b && is_space(*a)) a++;
             while (b > a && is_space(b[-1])) b--;
@@ -177,7 +189,7 @@ static int64_t parse_line(const char *buf, int64_t s, int64_t e, float *dst, int
             }
             p = te;
         }
-        if (k < cols) dst[k] = val;
+        if (k < cols && dst) dst[k] = val;
         k++;
         if (p >= end) return k;
         p++; /* the comma */
@@ -189,13 +201,17 @@ int pynn_csv_parse_floats(const char *buf, int64_t n, float *out, int64_t rows,
     cursor c;
     int64_t s, e, row = 0;
     set_err(err, PYNN_CSV_OK, 0, 0, 0, 0);
+    if (bad_call(buf, n, rows, cols)) {
+        set_err(err, PYNN_CSV_BAD_CALL, 0, 0, 0, 0);
+        return PYNN_CSV_BAD_CALL;
+    }
     cursor_init(&c, buf, n);
     while (row < rows && next_line(&c, &s, &e)) {
         if (s == e) {
             set_err(err, PYNN_CSV_BLANK_LINE, c.line, 0, 0, s);
             return err->code;
         }
-        int64_t k = parse_line(buf, s, e, out + row * cols, cols, c.line, err);
+        int64_t k = parse_line(buf, s, e, out ? out + row * cols : NULL, cols, c.line, err);
         if (k < 0) return err->code;
         if (k != cols) {
             set_err(err, PYNN_CSV_COUNT, c.line, 0, k, s);
@@ -215,6 +231,10 @@ int pynn_csv_parse_labels(const char *buf, int64_t n, int32_t *out, int64_t rows
     cursor c;
     int64_t s, e, row = 0;
     set_err(err, PYNN_CSV_OK, 0, 0, 0, 0);
+    if (bad_call(buf, n, rows, 1)) {
+        set_err(err, PYNN_CSV_BAD_CALL, 0, 0, 0, 0);
+        return PYNN_CSV_BAD_CALL;
+    }
     cursor_init(&c, buf, n);
     while (row < rows && next_line(&c, &s, &e)) {
         if (s == e) {
@@ -246,7 +266,8 @@ int pynn_csv_parse_labels(const char *buf, int64_t n, int32_t *out, int64_t rows
             set_err(err, PYNN_CSV_NOT_LABEL, c.line, 1, 0, ts);
             return PYNN_CSV_NOT_LABEL;
         }
-        out[row++] = (int32_t)v;
+        if (out) out[row] = (int32_t)v;
+        row++;
     }
     if (row != rows) {
         set_err(err, PYNN_CSV_TOO_MANY, c.line, 0, row, 0);

@@ -36,7 +36,8 @@ enum {
     PYNN_CSV_OVERFLOW = 5,     /* a number too large for float32 / int32    */
     PYNN_CSV_NOT_LABEL = 6,    /* a label that is not a non-negative integer*/
     PYNN_CSV_TOO_MANY = 7,     /* more lines or values than the buffer holds*/
-    PYNN_CSV_LONG_TOKEN = 8    /* a token longer than 64 bytes              */
+    PYNN_CSV_LONG_TOKEN = 8,   /* a token longer than 64 bytes              */
+    PYNN_CSV_BAD_CALL = 9      /* negative sizes or a NULL buffer (a bug)   */
 };
 /* Where the parser stopped and why: line is 1-based, value is the 1-based
  * index of the offending value within its line, found is the count found. */
@@ -52,10 +53,11 @@ typedef struct {
  * final newline are accepted. Returns 0 or an error code (filled into err). */
 int pynn_csv_shape(const char *buf, int64_t n, int64_t *rows, int64_t *cols,
                    pynn_csv_error *err);
-/* Second pass: out is (rows, cols) float32, every line must hold cols values. */
+/* Second pass: out is (rows, cols) float32, every line must hold cols values.
+ * out == NULL: only check the lines (no output; for files too odd to size it). */
 int pynn_csv_parse_floats(const char *buf, int64_t n, float *out, int64_t rows,
                           int64_t cols, pynn_csv_error *err);
-/* Labels: one non-negative integer per line, out is (rows,) int32. */
+/* Labels: one non-negative integer per line, out is (rows,) int32 (or NULL). */
 int pynn_csv_parse_labels(const char *buf, int64_t n, int32_t *out, int64_t rows,
                           pynn_csv_error *err);
 

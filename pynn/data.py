@@ -18,34 +18,67 @@ _MESSAGES = {
     lib.PYNN_CSV_NOT_LABEL: "label is not a non-negative integer: {token!r}",
     lib.PYNN_CSV_LONG_TOKEN: "value {value} is longer than 64 characters",
     lib.PYNN_CSV_TOO_MANY: "file changed while it was read",
+    lib.PYNN_CSV_BAD_CALL: "internal error: the CSV parser was called with bad sizes",
 }
+# Labels are class numbers 0, 1, ...: the model gets one output per class, so
+# a label of 2147483647 would ask for an output layer of 2**31 units.
+MAX_CLASSES = 1000
+# Whole files that are not CSV text, known by their first bytes.
+_SIGNATURES = {
+    b"\xff\xfe": "UTF-16 text; save it as UTF-8 (or ASCII)",
+    b"\xfe\xff": "UTF-16 text; save it as UTF-8 (or ASCII)",
+    b"\x1f\x8b": "gzip-compressed; decompress it first (gunzip)",
+    b"PK\x03\x04": "a zip archive; extract the CSV first",
+}
+# Bytes that never occur in CSV text: control characters, and bytes that are
+# not UTF-8 at all.
+_BINARY = frozenset(set(range(32)) - {9, 13} | {127, 0xC0, 0xC1} | set(range(0xF5, 256)))
+_NUMBER_CHARS = frozenset("0123456789+-.eE \t")
+
+
+def _raw_token(buf, start):
+    """The bytes of the offending token (at most 24), up to a comma or newline."""
+    end = start
+    while end < len(buf) and end - start < 24 and buf[end] not in b",\n":
+        end += 1
+    return bytes(buf[start:end])
 
 
 def _token(buf, start):
     """The offending token as text, for the message (at most 24 characters)."""
-    end = start
-    while end < len(buf) and end - start < 24 and buf[end] not in b",\n":
-        end += 1
-    return buf[start:end].rstrip(b"\r").decode("utf-8", "backslashreplace")
+    return _raw_token(buf, start).rstrip(b"\r").decode("utf-8", "backslashreplace")
 
 
-def _raise(path, buf, err, cols):
+def _raise(path, buf, err, cols, labels=False):
     code, line = err.code, err.line
+    for magic, what in _SIGNATURES.items():
+        if code != lib.PYNN_CSV_EMPTY and buf[:len(magic)] == magic:
+            raise PynnError(f"{path}: not CSV text but {what}")
     if code == lib.PYNN_CSV_EMPTY:
         raise PynnError(f"{path}: file is empty")
     if code == lib.PYNN_CSV_COUNT:
         values = "value" if cols == 1 else "values"
         raise PynnError(f"{path}:{line}: expected {cols} {values}, found {err.found}")
+    if code in (lib.PYNN_CSV_BAD_CALL, lib.PYNN_CSV_TOO_MANY):
+        raise PynnError(f"{path}: " + _MESSAGES[code])
+    raw = _raw_token(buf, err.token_start)
     token = _token(buf, err.token_start)
-    if "\r" in token:
+    if "\r" in token and set(token) <= _NUMBER_CHARS | {"\r"}:
         raise PynnError(f"{path}:{line}: lines end in a lone CR (old Mac line endings); "
                         "use LF or CRLF")
+    if any(b in _BINARY for b in raw):
+        raise PynnError(f"{path}:{line}: binary data, not CSV text: {raw[:8]!r}...")
     header = token[:1].isalpha() and code in (lib.PYNN_CSV_BAD_TOKEN, lib.PYNN_CSV_NOT_LABEL)
     if header and line == 1:
         raise PynnError(f"{path}:1: looks like a header row ({token!r}); "
                         "the course format has none: remove the first line")
     if code == lib.PYNN_CSV_BAD_TOKEN and token.strip() == "":
         raise PynnError(f"{path}:{line}: value {err.value} is empty")
+    if labels and code == lib.PYNN_CSV_OVERFLOW:
+        raise PynnError(f"{path}:{line}: label {token} is too large: "
+                        f"labels are class numbers 0 to {MAX_CLASSES - 1}")
+    if labels and code == lib.PYNN_CSV_LONG_TOKEN:
+        raise PynnError(f"{path}:{line}: label is longer than 64 characters")
     raise PynnError(f"{path}:{line}: " + _MESSAGES[code].format(value=err.value, token=token))
 
 
@@ -61,38 +94,60 @@ def load_vectors(path, width=None):
 
     ``width``, when given, is the D every line must have (the test vectors
     must match the training vectors)."""
-    buf = read_bytes(path)
+    return parse_vectors(read_bytes(path), path, width)
+
+
+def parse_vectors(buf, name, width=None):
+    """load_vectors on the bytes ``buf``; ``name`` names them in messages."""
     err = ffi.new("pynn_csv_error *")
-    rows, cols = _shape(path, buf, err)
-    if width is not None and cols != width:
-        raise PynnError(f"{path}:1: expected {width} values, found {cols}")
-    x = Tensor((rows, cols))
+    rows, cols = _shape(name, buf, err)
+    if width is not None:
+        cols = width  # the parser names the first line with another count
+    # A valid line holds cols values of at least one character and cols - 1
+    # commas: a file too short for rows x cols values has a bad line (say, one
+    # of a million commas), found without sizing an array by it.
+    if 2 * rows * cols > len(buf) + 1:
+        lib.pynn_csv_parse_floats(ffi.from_buffer(buf), len(buf), ffi.NULL, rows, cols, err)
+        _raise(name, buf, err, cols)
+    x = _tensor(name, (rows, cols), "float32")
     if lib.pynn_csv_parse_floats(ffi.from_buffer(buf), len(buf), x.ptr, rows, cols, err) != lib.PYNN_CSV_OK:
-        _raise(path, buf, err, cols)
+        _raise(name, buf, err, cols)
     return x
+
+
+def _tensor(name, shape, dtype):
+    try:
+        return Tensor(shape, dtype)
+    except MemoryError:
+        raise PynnError(f"{name}: too large: no memory for {' x '.join(map(str, shape))} "
+                        "values") from None
 
 
 def load_labels(path, count=None, classes=None):
     """(N,) int32 Tensor from a CSV with one non-negative integer per line.
 
     ``count``: the number of vectors they belong to; ``classes``: labels must
-    be below it."""
-    buf = read_bytes(path)
+    be below it (and always below MAX_CLASSES)."""
+    return parse_labels(read_bytes(path), path, count, classes)
+
+
+def parse_labels(buf, name, count=None, classes=None):
+    """load_labels on the bytes ``buf``; ``name`` names them in messages."""
     err = ffi.new("pynn_csv_error *")
-    rows, cols = _shape(path, buf, err)
-    if cols != 1:
-        raise PynnError(f"{path}:1: expected 1 value, found {cols}")
-    y = Tensor((rows,), "int32")
+    rows, _ = _shape(name, buf, err)  # a line with a comma: the parser names it
+    y = _tensor(name, (rows,), "int32")
     if lib.pynn_csv_parse_labels(ffi.from_buffer(buf), len(buf), y.ptr, rows, err) != lib.PYNN_CSV_OK:
-        _raise(path, buf, err, 1)
+        _raise(name, buf, err, 1, labels=True)
     if count is not None and rows != count:
-        raise PynnError(f"{path}: {rows} labels, but the vectors have {count} lines")
-    if classes is not None:
-        big = max(y.tolist())
-        if big >= classes:
-            line = y.tolist().index(big) + 1
-            raise PynnError(f"{path}:{line}: label {big} is not one of the "
-                            f"{classes} classes seen in training")
+        raise PynnError(f"{name}: {rows} labels, but the vectors have {count} lines")
+    values = y.tolist()
+    big = max(values)
+    if classes is not None and big >= classes:
+        raise PynnError(f"{name}:{values.index(big) + 1}: label {big} is not one of the "
+                        f"{classes} classes seen in training")
+    if big >= MAX_CLASSES:
+        raise PynnError(f"{name}:{values.index(big) + 1}: label {big} is too large: "
+                        f"labels are class numbers 0 to {MAX_CLASSES - 1}")
     return y
 
 
