@@ -9,6 +9,7 @@ from pathlib import Path
 from . import html_report, serialize
 from ._kernels import lib
 from .config import ALLOWED_SEEDS
+from .cpu import default_threads
 from .data import Normalizer, gather, load_labels, load_vectors, split
 from .errors import PynnError
 from .io import (CSV_NAMES, PREDICTION_NAMES, RUN_FILES, check_writable, new_run_folder,
@@ -42,7 +43,7 @@ def run(cfg, reporter=None):
             raise PynnError(f"{cfg.save}: is a folder; --save needs a file name")
         check_writable(Path(cfg.save).parent)
     loaded = serialize.load(cfg.load) if cfg.load else None  # (model, Normalizer)
-    lib.pynn_set_threads(cfg.threads)
+    lib.pynn_set_threads(cfg.threads or default_threads())
     rng = random.Random(cfg.seed)
 
     # training data: the only data that shapes the model

@@ -19,7 +19,7 @@ class Config:
     weight_decay: float = 0.0
     val_fraction: float = 0.1
     seed: int = 42
-    threads: int = 0               # 0: all cores, at most 16
+    threads: int = 0               # 0: free cores, at most 16 (pynn/cpu.py)
     schedule: str = "cosine"       # "cosine" decay to 0 over the run, or "constant"
     warmup_epochs: float = 0.0     # linear warm-up before the schedule
     time_budget: float = 480.0     # seconds of training; the course allows 600 in all

@@ -26,7 +26,7 @@ HELP = {
     "weight_decay": "weight decay on weights (not biases)",
     "val_fraction": "part of the training set held out for validation (0 allowed)",
     "seed": "random seed (the course allows 0, 1, 2, 3, 42)",
-    "threads": "kernel threads (0: all cores, at most 16)",
+    "threads": "kernel threads (0: the free cores, at most 16)",
     "schedule": "learning-rate schedule: cosine or constant",
     "warmup_epochs": "epochs of linear learning-rate warm-up",
     "time_budget": "seconds after which training stops (best weights are kept)",
