@@ -30,9 +30,14 @@ def accuracy(model, x, y):
 def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline):
     """Train on the given rows of x (N, D) / y (N,) for cfg.epochs epochs (or
     until ``deadline``, a perf_counter time, or Ctrl-C); leave the model at its
-    best validation accuracy.
+    best validation accuracy (always finite weights).
 
-    Returns (history, best validation accuracy or None, why it stopped)."""
+    A non-finite loss, or non-finite weights at the end of an epoch, restore
+    the last finite weights and halve the learning rate; the fourth time, fit
+    raises PynnError (no predictions come from a diverged model).
+
+    Returns (history, best validation accuracy or None, why it stopped: "done",
+    "time budget" or "interrupted")."""
     loss_fn = CrossEntropyLoss()
     n, d = len(rows), x.shape[1]
     B = min(cfg.batch_size, n)
@@ -46,6 +51,19 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
     best_acc, best = None, None
     history, step, stopped = [], 0, "done"
     progress_every = max(1, steps // 50)  # the progress line is redrawn ~50 times an epoch
+
+    def diverged(epoch, what):
+        """Weights back to the last finite ones and half the learning rate; the
+        (MAX_RECOVERIES + 1)th time, stop with an error."""
+        nonlocal recoveries, lr_scale
+        recoveries += 1
+        if recoveries > MAX_RECOVERIES:
+            raise PynnError(f"training diverged ({what}) {recoveries} times; try a lower --lr")
+        lr_scale *= 0.5
+        model.load_state(good)
+        optimizer.reset()
+        reporter.note(f"{what} at epoch {epoch}: weights restored, learning rate halved")
+
     try:
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
@@ -57,15 +75,7 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
                 lib.pynn_gather_labels(yb.ptr, y.ptr, idx.ptr + b * B, B)
                 loss, correct = loss_fn.forward(model.forward(xb), yb)
                 if not math.isfinite(loss):
-                    recoveries += 1
-                    if recoveries > MAX_RECOVERIES:
-                        raise PynnError("training diverged (non-finite loss) "
-                                        f"{recoveries} times; try a lower --lr")
-                    lr_scale *= 0.5
-                    model.load_state(good)
-                    optimizer.reset()
-                    reporter.note(f"non-finite loss at epoch {epoch}: weights restored, "
-                                  f"learning rate halved")
+                    diverged(epoch, "non-finite loss")
                     continue
                 model.backward(loss_fn.backward())
                 optimizer.step()
@@ -76,16 +86,22 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
                 if time.perf_counter() > deadline:
                     stopped = "time budget"
                     break
-            val_acc = accuracy(model, x_val, y_val) if x_val is not None else None
-            if all(lib.pynn_all_finite(p.value.ptr, p.value.size) for p in model.parameters()):
+            # A ReLU maps NaN to 0, so NaN weights can hide behind a finite loss:
+            # only an epoch that ends with finite weights may become good or best.
+            finite = all(lib.pynn_all_finite(p.value.ptr, p.value.size)
+                         for p in model.parameters())
+            val_acc = accuracy(model, x_val, y_val) if x_val is not None and finite else None
+            if finite:
                 good = model.state()
-            if val_acc is not None and (best_acc is None or val_acc > best_acc):
-                best_acc, best = val_acc, model.state()
+                if val_acc is not None and (best_acc is None or val_acc > best_acc):
+                    best_acc, best = val_acc, model.state()
             m = {"epoch": epoch, "train_loss": loss_sum / max(1, seen),
                  "train_acc": hits / max(1, seen), "val_acc": val_acc,
                  "lr": optimizer.lr, "seconds": time.perf_counter() - t0}
             history.append(m)
             reporter.epoch(m)
+            if not finite:
+                diverged(epoch, "non-finite weights")
             if stopped != "done":
                 reporter.note(f"stopped after epoch {epoch}: {stopped} reached")
                 break
