@@ -7,16 +7,18 @@ ALLOWED_SEEDS = (0, 1, 2, 3, 42)  # the PV021 rules allow only these fixed seeds
 
 @dataclass
 class Config:
+    # The defaults are the best a default run reached in about 30 s on a
+    # 2-core machine, chosen by VALIDATION accuracy only (README: "Defaults").
     data_dir: str = "data"
     out_dir: str = "."
-    hidden: tuple = (256, 128)
+    hidden: tuple = (1024, 512)
     activation: str = "relu"
     epochs: int = 15
-    batch_size: int = 64
+    batch_size: int = 128
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9          # SGD only
-    weight_decay: float = 0.0
+    weight_decay: float = 0.05     # AdamW: decoupled, weights only
     val_fraction: float = 0.1
     seed: int = 42
     threads: int = 0               # 0: free cores, at most 16 (pynn/cpu.py)
