@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# scripts/sanitize.sh [pytest args] - the C kernels under AddressSanitizer + UBSan.
+#
+# 1. Builds csrc/*.c with PYNN_SANITIZE=1 (pyproject_build/build_kernels.py)
+#    into a temporary folder, next to links to the pynn/*.py files: a second
+#    pynn package that the normal build (pynn/_kernels*.so) never sees.
+# 2. Runs the whole test suite against it (pytest args replace "tests"), with
+#    libasan preloaded into the uninstrumented python; a sanitizer report ends
+#    the test process (and so fails the run). tests/test_sanitize.py checks
+#    that the instrumented build is the one loaded and that ASan and LSan fire. The fuzz tests run PYNN_FUZZ_EXAMPLES inputs each
+#    (default here 2500: 10 000 in all, plus the 100-example smoke runs).
+# 3. Leak check: a small training run (scripts/leakcheck.py) under
+#    LeakSanitizer; any leak whose stack passes through pynn's C code fails.
+#
+#   PYTHON=/tmp/v/bin/python scripts/sanitize.sh        # default .venv/bin/python
+#   PYNN_FUZZ_EXAMPLES=50000 scripts/sanitize.sh tests/test_fuzz.py   # fuzz longer
+#   KEEP=1 ...                                          # keep the build folder
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PY=${PYTHON:-$ROOT/.venv/bin/python}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/pynn-sanitize.XXXXXX")
+if [ -z "${KEEP:-}" ]; then trap 'rm -rf "$WORK"' EXIT; else echo "build kept in $WORK"; fi
+
+echo "== sanitizer build (ASan + UBSan) in $WORK =="
+# build_kernels.py names its sources relative to the project root and cffi
+# compiles in its tmpdir: a copy of csrc/ there keeps the objects out of csrc/.
+mkdir -p "$WORK/build" "$WORK/pynn"
+cp -r "$ROOT/csrc" "$WORK/build/csrc"
+(cd "$ROOT" && PYNN_SANITIZE=1 "$PY" - "$WORK/build" <<'EOF'
+import sys
+sys.path.insert(0, "pyproject_build")
+from build_kernels import ffibuilder
+ffibuilder.compile(tmpdir=sys.argv[1], verbose=False)
+EOF
+)
+mv "$WORK"/build/pynn/_kernels.*.so "$WORK/pynn/"
+for f in "$ROOT"/pynn/*; do
+    case "$(basename "$f")" in _kernels*|__pycache__) ;; *) ln -s "$f" "$WORK/pynn/" ;; esac
+done
+
+LIBASAN=$(gcc -print-file-name=libasan.so)
+if [ ! -e "$LIBASAN" ]; then
+    echo "error: gcc has no libasan.so (install libgcc-N-dev for gcc N)" >&2
+    exit 2
+fi
+# python itself is not instrumented: its exit-time leaks are not ours (step 3
+# looks at leaks separately); a failed huge allocation must be a MemoryError,
+# as without ASan, not an abort.
+export LD_PRELOAD="$LIBASAN"
+export ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:abort_on_error=0:halt_on_error=1"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+export PYTHONPATH="$WORK"            # this pynn first (python -m puts the cwd first: $WORK)
+export PYNN_SANITIZED="$WORK/pynn"   # tests/test_sanitize.py checks that it is the one loaded
+export PYNN_FUZZ_EXAMPLES=${PYNN_FUZZ_EXAMPLES:-2500}
+export PYTHONDONTWRITEBYTECODE=1 OMP_WAIT_POLICY=PASSIVE
+
+[ $# -eq 0 ] && set -- tests
+args=()
+for a in "$@"; do  # test paths are relative to the project; pytest runs in $WORK
+    if [ -e "$ROOT/$a" ]; then args+=("$ROOT/$a"); else args+=("$a"); fi
+done
+echo "== tests against the sanitizer build (fuzz: $PYNN_FUZZ_EXAMPLES examples per test) =="
+(cd "$WORK" && "$PY" -m pytest -q -p no:cacheprovider --rootdir "$ROOT" \
+    -c "$ROOT/pyproject.toml" "${args[@]}")
+
+echo "== leak check (LeakSanitizer) =="
+mkdir -p "$WORK/lsan"
+(cd "$WORK" && ASAN_OPTIONS="detect_leaks=1:allocator_may_return_null=1" \
+    LSAN_OPTIONS="exitcode=0:log_path=$WORK/lsan/report" \
+    "$PY" "$ROOT/scripts/leakcheck.py")
+env -u LD_PRELOAD "$PY" "$ROOT/scripts/leakcheck.py" --verdict "$WORK"/lsan/report*
