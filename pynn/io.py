@@ -4,9 +4,11 @@ Writes are atomic: a temporary file in the destination folder, then
 ``os.replace``. A failed or killed run never leaves a truncated file, and
 an earlier file of the same name stays untouched until the new one is whole.
 """
+import contextlib
 import json
 import mmap
 import os
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +30,33 @@ RUN_FILES = {"config": "config.json", "metrics": "metrics.jsonl",
 
 def write_atomic(path, chunks):
     """Write the byte strings ``chunks`` to ``path`` via a temporary file."""
-    path = Path(path)
+    write_files_atomic([(path, chunks)])
+
+
+def write_files_atomic(files):
+    """Write several files, [(path, chunks)], so that they change together:
+    each goes whole into a temporary file beside it first, then all are
+    renamed, one right after the other, with Ctrl-C held back until the last
+    rename. A failure or Ctrl-C before that leaves every earlier file as it
+    was and no temporary file; only a SIGKILL or a power cut between two
+    renames (microseconds) can split them (and leaves a hidden .tmp file)."""
+    staged = []
+    try:
+        for path, chunks in files:
+            path = Path(path)
+            staged.append((_stage(path, chunks), path))
+        with _sigint_held():
+            for tmp, path in staged:
+                os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in staged:
+            _discard(tmp)  # renamed ones are gone already
+        raise
+
+
+def _stage(path, chunks):
+    """A complete temporary file ``.<name>.XXXX.tmp`` beside ``path`` holding the
+    chunks, on disk (fsync); returns its name."""
     tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.",
                                       suffix=".tmp", delete=False)
     try:
@@ -38,16 +66,49 @@ def write_atomic(path, chunks):
             tmp.flush()
             os.fsync(tmp.fileno())
         os.chmod(tmp.name, 0o644)  # NamedTemporaryFile creates it as 0600
-        os.replace(tmp.name, path)
     except BaseException:
-        os.unlink(tmp.name)
+        _discard(tmp.name)
         raise
+    return tmp.name
+
+
+def _discard(name):
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name)
+
+
+@contextlib.contextmanager
+def _sigint_held():
+    """Ctrl-C (SIGINT) during the block takes effect after it, as usual then."""
+    caught = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    except ValueError:  # not the main thread: signals are the main thread's business
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught and callable(previous):
+            previous(signal.SIGINT, None)  # default_int_handler: KeyboardInterrupt
+        elif caught and previous == signal.SIG_DFL:
+            signal.raise_signal(signal.SIGINT)
 
 
 def write_predictions(path, labels):
     """One integer per line, in input order; ``labels`` is an int32 Tensor."""
-    text = "\n".join(map(str, labels.tolist()))
-    write_atomic(path, [text.encode("ascii"), b"\n"])
+    write_atomic(path, _prediction_chunks(labels))
+
+
+def write_prediction_files(files):
+    """Several prediction files, {path: int32 labels Tensor}, that change
+    together (write_files_atomic): an interrupted run leaves all old or all new."""
+    write_files_atomic([(path, _prediction_chunks(labels)) for path, labels in files.items()])
+
+
+def _prediction_chunks(labels):
+    return ["\n".join(map(str, labels.tolist())).encode("ascii"), b"\n"]
 
 
 def write_text(path, text):

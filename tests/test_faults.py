@@ -157,21 +157,21 @@ def test_sigkill_during_training_leaves_old_files(tmp_path):
     assert predictions(out) == OLD and temp_files(out) == []
 
 
-# A fault planted in pynn.io.write_atomic while it writes one prediction file:
-# half of the first chunk goes out, then the signal.
+# A fault planted in pynn.io._stage (every atomic write goes through it) while
+# it writes one prediction file: half of the first chunk goes out, then the signal.
 FAULT_IN_WRITE = """
 import os, signal, pynn.io
-_write = pynn.io.write_atomic
-def write_atomic(path, chunks):
+_stage = pynn.io._stage
+def stage(path, chunks):
     if os.path.basename(str(path)) != {name!r}:
-        return _write(path, chunks)
+        return _stage(path, chunks)
     def faulty():
         for chunk in chunks:
             yield chunk[:len(chunk) // 2]
             os.kill(os.getpid(), signal.{sig})
             yield chunk[len(chunk) // 2:]
-    return _write(path, faulty())
-pynn.io.write_atomic = write_atomic
+    return _stage(path, faulty())
+pynn.io._stage = stage
 """
 
 
@@ -393,3 +393,63 @@ def test_unwritable_out_dir_is_named_before_training(tmp_path, monkeypatch, caps
     captured = capsys.readouterr()
     assert captured.err == f"error: {out}: output folder is not writable (Permission denied)\n"
     assert "epoch" not in captured.out and "model" not in captured.out
+
+
+# ---- several files that change together -----------------------------------------
+
+def labels(values):
+    return Tensor.from_list(values, dtype="int32")
+
+
+def test_prediction_files_change_together_or_not_at_all(tmp_path, monkeypatch):
+    from pynn import io as pio
+    paths = {k: tmp_path / n for k, n in PREDICTION_NAMES.items()}
+    old_predictions(tmp_path)
+    stage = pio._stage
+
+    def interrupted_on_the_second(path, chunks):
+        if path == paths["test"]:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives while the test file is staged
+        return stage(path, chunks)
+
+    monkeypatch.setattr(pio, "_stage", interrupted_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        pio.write_prediction_files({paths["train"]: labels([1, 2]), paths["test"]: labels([3])})
+    assert predictions(tmp_path) == OLD and temp_files(tmp_path) == []
+    monkeypatch.setattr(pio, "_stage", stage)
+    pio.write_prediction_files({paths["train"]: labels([1, 2]), paths["test"]: labels([3])})
+    assert predictions(tmp_path) == {"train": b"1\n2\n", "test": b"3\n"}
+
+
+def test_ctrl_c_during_the_renames_waits_for_the_last(tmp_path, monkeypatch):
+    from pynn import io as pio
+    paths = {k: tmp_path / n for k, n in PREDICTION_NAMES.items()}
+    old_predictions(tmp_path)
+    replace = os.replace
+
+    def replace_then_sigint(src, dst):
+        replace(src, dst)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(pio.os, "replace", replace_then_sigint)
+    with pytest.raises(KeyboardInterrupt):  # raised, but after both renames
+        pio.write_prediction_files({paths["train"]: labels([4]), paths["test"]: labels([5])})
+    monkeypatch.undo()
+    assert predictions(tmp_path) == {"train": b"4\n", "test": b"5\n"}
+    assert temp_files(tmp_path) == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_interrupt_just_after_the_rename_stays_an_interrupt(tmp_path, monkeypatch):
+    """It once became FileNotFoundError: the clean-up unlinked a renamed file."""
+    from pynn import io as pio
+    replace = os.replace
+
+    def replace_then_interrupt(src, dst):
+        replace(src, dst)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pio.os, "replace", replace_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        pio.write_atomic(tmp_path / "p.csv", [b"1\n"])
+    assert (tmp_path / "p.csv").read_bytes() == b"1\n" and temp_files(tmp_path) == []
