@@ -115,6 +115,19 @@ def parse_vectors(buf, name, width=None):
     return x
 
 
+def check_vectors(path, width=None):
+    """What load_vectors(path, width) would raise, without loading anything:
+    one pass of the C parser that keeps no value (out == NULL). For checking
+    the test file's format before training, without using its contents."""
+    buf = read_bytes(path)
+    err = ffi.new("pynn_csv_error *")
+    rows, cols = _shape(path, buf, err)
+    cols = width if width is not None else cols
+    if lib.pynn_csv_parse_floats(ffi.from_buffer(buf), len(buf), ffi.NULL, rows, cols, err) != lib.PYNN_CSV_OK:
+        _raise(path, buf, err, cols)
+    return rows, cols
+
+
 def _tensor(name, shape, dtype):
     try:
         return Tensor(shape, dtype)

@@ -455,3 +455,14 @@ def test_check_only_pass_and_bad_calls():
     assert lib.pynn_csv_shape(ffi.NULL, 5, rows, cols, err) == lib.PYNN_CSV_BAD_CALL
     assert lib.pynn_csv_shape(ffi.NULL, 0, rows, cols, err) == lib.PYNN_CSV_EMPTY
     assert list(out) == [0.0] * 4  # never written
+
+
+def test_check_vectors_finds_what_load_vectors_finds(tmp_path):
+    from pynn.data import check_vectors
+    good = write(tmp_path, "1,2,3\n4,5,6\n", "good.csv")
+    assert check_vectors(good) == (2, 3) and check_vectors(good, width=3) == (2, 3)
+    for text, width in [("1,2,3\n4,5\n", None), ("1,2\n3,4\n", 3), ("1,2\nx,3\n", None),
+                        ("", None), ("1\n\n2\n", None)]:
+        path = write(tmp_path, text)
+        assert error_of(check_vectors, path, width=width) == error_of(load_vectors, path,
+                                                                      width=width)
