@@ -10,15 +10,15 @@ from . import html_report, serialize
 from ._kernels import lib
 from .config import ALLOWED_SEEDS
 from .cpu import default_threads
-from .data import Normalizer, gather, load_labels, load_vectors, split
+from .data import Normalizer, check_vectors, gather, load_labels, load_vectors, split
 from .errors import PynnError
 from .io import (CSV_NAMES, PREDICTION_NAMES, RUN_FILES, check_writable, new_run_folder,
-                 write_json, write_predictions, write_text)
+                 write_json, write_prediction_files, write_text)
 from .metrics import class_names, evaluate
 from .model import mlp
 from .optim import OPTIMIZERS
 from .report import Reporter
-from .train import accuracy, fit
+from .train import fit
 
 
 def build_optimizer(cfg, params):
@@ -49,6 +49,9 @@ def run(cfg, reporter=None):
     # training data: the only data that shapes the model
     inputs = loaded[0].layers[0].in_features if loaded else None
     x = load_vectors(data / CSV_NAMES["train_vectors"], width=inputs)
+    # a broken test file is reported now, not after minutes of training: its
+    # format is checked (0.02 s); its values are read only for the prediction
+    check_vectors(data / CSV_NAMES["test_vectors"], width=x.shape[1])
     if loaded:
         # a saved model: its own normalization; no training, so no validation part
         model, norm = loaded
@@ -82,8 +85,8 @@ def run(cfg, reporter=None):
         y_test = load_labels(labels_path, count=x_test.shape[0], classes=classes)
         test_acc = lib.pynn_count_equal(test_pred.ptr, y_test.ptr, y_test.shape[0]) / y_test.shape[0]
     # written last: a run that fails on any input leaves earlier files untouched
-    write_predictions(out / PREDICTION_NAMES["train"], train_pred)
-    write_predictions(out / PREDICTION_NAMES["test"], test_pred)
+    write_prediction_files({out / PREDICTION_NAMES["train"]: train_pred,
+                            out / PREDICTION_NAMES["test"]: test_pred})
     if cfg.save:
         serialize.save(cfg.save, model, norm)
     train_acc = lib.pynn_count_equal(train_pred.ptr, y.ptr, y.shape[0]) / y.shape[0]

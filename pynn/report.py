@@ -79,7 +79,7 @@ class Reporter:
             self.line(f"  {r['class']:<{width}}  {r['precision'] * 100:8.2f}%"
                       f" {r['recall'] * 100:6.2f}%  {r['accuracy'] * 100:7.2f}%  {r['support']:7d}")
         cell = max(4, len(str(max(map(max, cm)))) + 1)
-        self.line(f"  confusion matrix (rows: true class, columns: predicted class)")
+        self.line("  confusion matrix (rows: true class, columns: predicted class)")
         self.line(f"  {'':<{width + 4}}" + "".join(f"{k:>{cell}}" for k in range(len(cm))))
         for k, (r, counts) in enumerate(zip(rows, cm)):
             self.line(f"  {k:>2}  {r['class']:<{width}}" + "".join(f"{c:>{cell}}" for c in counts))

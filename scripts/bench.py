@@ -8,7 +8,8 @@ Prints, for pynn (and PyTorch with --torch, if importable; never a dependency):
     against 784, 256, 128, 10): NT = forward, NN = dL/dinput, TN = dL/dweight;
   - seconds and samples/s of one training epoch of 784-256-128-10, batch 64,
     Adam lr 1e-3 (60 000 rows, the real loop: pynn.train.fit), at 1 thread
-    and at all threads (thread scaling);
+    and at all threads (thread scaling); the same for the default run's
+    network and batch size (pynn.config.Config);
   - CSV parse time and MB/s of the course CSVs (when data/ has them).
 Timings are the best of --repeat runs: the machine is noisy, the minimum is
 the figure least disturbed by it. Nothing here asserts anything.
@@ -144,13 +145,13 @@ def synthetic_data(n, d, classes, seed=0):
     return x, y
 
 
-def pynn_epoch(x, y, threads, epochs=1):
+def pynn_epoch(x, y, threads, epochs=1, hidden=(256, 128), batch=EPOCH_BATCH, wd=0.0):
     """Seconds of the fastest of `epochs` epochs of the real training loop."""
     pynn.set_threads(threads)
-    cfg = Config(epochs=epochs, batch_size=EPOCH_BATCH, lr=1e-3, schedule="constant")
+    cfg = Config(epochs=epochs, batch_size=batch, schedule="constant")
     rng = random.Random(0)
-    model = mlp([784, 256, 128, 10], "relu", rng)
-    opt = Adam(model.parameters(), 1e-3)
+    model = mlp([784, *hidden, 10], "relu", rng)
+    opt = Adam(model.parameters(), 1e-3, weight_decay=wd)
     history, _, _ = fit(model, opt, x, y, list(range(x.shape[0])), None, None, cfg,
                         _Quiet(), rng, time.perf_counter() + 1e9)
     return min(m["seconds"] for m in history)
@@ -199,6 +200,18 @@ def bench_epoch(threads, repeat, torch):
         ratio = record("ratio_epoch_time_pynn_over_torch", tn / tt, "x")
         print(f"  torch {threads:2d} threads: {tt:7.3f} s  ({steps * EPOCH_BATCH / tt:9.0f} samples/s)"
               f"   pynn/torch time {ratio:.3f}")
+
+    d = Config()  # the default run's network and batch: what ./run.sh trains
+    name = "-".join(map(str, (784, *d.hidden, 10)))
+    print(f"\nTraining epoch of the default run: {name}, batch {d.batch_size}, AdamW; "
+          f"best of {repeat}")
+    kw = dict(hidden=d.hidden, batch=d.batch_size, wd=d.weight_decay)
+    d1 = record("default_epoch_seconds_1thread", pynn_epoch(x, y, 1, repeat, **kw), "s")
+    dn = record(f"default_epoch_seconds_{threads}threads", pynn_epoch(x, y, threads, repeat, **kw),
+                "s")
+    record("default_thread_speedup", d1 / dn, "x")
+    print(f"  pynn   1 thread : {d1:7.3f} s")
+    print(f"  pynn  {threads:2d} threads: {dn:7.3f} s   speed-up {d1 / dn:.2f}x")
     pynn.set_threads(threads)
 
 

@@ -5,7 +5,6 @@ test_predictions.csv. Every option's default comes from pynn.config.Config.
     python scripts/run.py [--hidden 256,128] [--epochs 15] [...]
 """
 import argparse
-import os
 import sys
 from dataclasses import fields
 from pathlib import Path

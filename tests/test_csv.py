@@ -214,7 +214,7 @@ def test_header_row(tmp_path):
     header = ",".join(f"pixel{i}" for i in range(1, 4))
     path = write(tmp_path, f"{header}\n1,2,3\n4,5,6\n")
     assert "header" in error_at(load_vectors, path, 1)
-    path = write(tmp_path, f"\ufefflabel,a,b\r\n1,2,3\r\n", "bom_header.csv")
+    path = write(tmp_path, "\ufefflabel,a,b\r\n1,2,3\r\n", "bom_header.csv")
     assert "header" in error_at(load_vectors, path, 1)
 
 

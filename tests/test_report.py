@@ -10,7 +10,6 @@ import struct
 import zlib
 from dataclasses import asdict
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 
