@@ -5,19 +5,23 @@
  *   backward  dinp(B,C)   = dout(B,OC) . weight(OC,C)   ta=0 tb=0  ("NN")
  *             dweight(OC,C) = dout(B,OC)^T . inp(B,C)   ta=1 tb=0  ("TN")
  *
- * The method is the one of BLIS/GotoBLAS, kept small:
- *   for each block of KC rows of op(B)          (pc loop)
- *     pack op(B)[pc:pc+KC, :] into panels NR columns wide   -> Bp (L1-sized panels)
- *     for each block of MC rows of op(A)        (ic loop)
- *       pack op(A)[ic:ic+MC, pc:pc+KC] into panels MR rows tall -> Ap (L2-sized)
- *       for every (NR panel, MR panel) pair: the micro-kernel adds an
- *       MR x NR tile of C, held in registers for the whole KC loop.
- * Packing makes every layout look the same to the micro-kernel, so there is one
- * kernel and no explicit transpose. Panels are zero-padded at the edges; the
- * kernel computes full tiles and stores only the valid part.
+ * The method is the one of BLIS/GotoBLAS, kept small. C is cut into tiles of
+ * MR x NR; a micro-kernel keeps one tile in registers (MR x 2 vectors) while
+ * it runs along K, each step one vector pair of op(B) times MR broadcast
+ * values of op(A):
+ *   for each block of KC values of K                          (pc loop)
+ *     for each tile of this thread, column panel by column panel:
+ *       pack op(B)[pc:pc+KC, panel] into NR-wide rows (once per panel) -> Bp
+ *       micro-kernel: C tile (+)= op(A)[tile rows, pc:pc+KC] . Bp
+ * op(B) is packed because the kernel wants NR consecutive values of a row of
+ * op(B): a copy when B is (K,N), a transpose (8x8 blocks) when B is (N,K).
+ * op(A) is read where it lies (a broadcast takes one value from any address);
+ * only a partial panel at the bottom edge is packed, zero-padded. The kernel
+ * computes full tiles and stores only the valid part.
  *
- * Threads split the packing and the tiles; K is never split, so every element
- * of C sees the same sequence of operations whatever the thread count.
+ * Threads take equal shares of the tiles, each with its own packing slots, so
+ * they never wait for each other inside a product. K is never split, so every
+ * element of C sees the same sequence of operations whatever the thread count.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -37,10 +41,7 @@
 #define MR 8 /* tile height: MR x 2 accumulator registers */
 #endif
 #ifndef KC
-#define KC 1024 /* a B micro-panel KC x NR stays in L1 */
-#endif
-#ifndef MC
-#define MC 256 /* an A block MC x KC stays in L2 */
+#define KC 1024 /* a packed B panel, KC x NR floats (128 KB), stays in L2 */
 #endif
 /* below this many flops a parallel region costs more than it saves */
 #define PARALLEL_MIN_FLOPS 50000.0
@@ -130,8 +131,10 @@ static void pack_b_panel(float *dst, const float *Bm, int tb, int N, int K, int 
 }
 
 /* ---- the micro-kernel ---------------------------------------------------- */
-/* c(mr,nr) (+)= a(kc,MR)^T . b(kc,NR) (+ bias(nr)); c has row stride ldc.
- * a and b are packed panels; load_c adds the existing C; mr <= MR, nr <= NR. */
+/* c(mr,nr) (+)= a(MR,kc) . b(kc,NR) (+ bias(nr)); c has row stride ldc.
+ * a[i][p] is at a[i * ars + p * aks]: straight from op(A)'s storage, or from
+ * a packed edge panel (ars = 1, aks = MR); b is a packed panel, b[p][j] at
+ * b[p * NR + j]. load_c adds the existing C; mr <= MR, nr <= NR. */
 #if defined(__GNUC__)
 typedef float vfloat __attribute__((vector_size(VEC * sizeof(float))));
 typedef int32_t vint __attribute__((vector_size(VEC * sizeof(float))));
@@ -143,9 +146,9 @@ static inline vfloat loadu(const float *p) {
 }
 static inline void storeu(float *p, vfloat v) { memcpy(p, &v, sizeof v); }
 
-static void micro_kernel(int kc, const float *restrict a, const float *restrict b,
-                         float *restrict c, int ldc, int mr, int nr, int load_c,
-                         const float *restrict bias, int relu) {
+static void micro_kernel(int kc, const float *restrict a, size_t ars, size_t aks,
+                         const float *restrict b, float *restrict c, int ldc, int mr, int nr,
+                         int load_c, const float *restrict bias, int relu) {
     vfloat acc[MR][2];
 #pragma GCC unroll 32
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (vfloat){0};
@@ -153,7 +156,7 @@ static void micro_kernel(int kc, const float *restrict a, const float *restrict 
         vfloat b0 = loadu(b + p * NR), b1 = loadu(b + p * NR + VEC);
 #pragma GCC unroll 32
         for (int i = 0; i < MR; i++) {
-            vfloat ai = (vfloat){0} + a[p * MR + i]; /* broadcast */
+            vfloat ai = (vfloat){0} + a[i * ars + p * aks]; /* broadcast */
             acc[i][0] += ai * b0;
             acc[i][1] += ai * b1;
         }
@@ -187,13 +190,13 @@ static void micro_kernel(int kc, const float *restrict a, const float *restrict 
     }
 }
 #else /* portable plain C: the same arithmetic, left to the auto-vectorizer */
-static void micro_kernel(int kc, const float *restrict a, const float *restrict b,
-                         float *restrict c, int ldc, int mr, int nr, int load_c,
-                         const float *restrict bias, int relu) {
+static void micro_kernel(int kc, const float *restrict a, size_t ars, size_t aks,
+                         const float *restrict b, float *restrict c, int ldc, int mr, int nr,
+                         int load_c, const float *restrict bias, int relu) {
     float acc[MR][NR] = {{0}};
     for (int p = 0; p < kc; p++)
         for (int i = 0; i < MR; i++)
-            for (int j = 0; j < NR; j++) acc[i][j] += a[p * MR + i] * b[p * NR + j];
+            for (int j = 0; j < NR; j++) acc[i][j] += a[i * ars + p * aks] * b[p * NR + j];
     for (int i = 0; i < mr; i++) {
         float *cr = c + (size_t)i * ldc;
         for (int j = 0; j < nr; j++) {
@@ -258,53 +261,51 @@ void pynn_gemm(int ta, int tb, int M, int N, int K, const float *A, const float 
             }
         return;
     }
-    const int n_panels = (N + NR - 1) / NR;
+    const int n_panels = (N + NR - 1) / NR, m_panels = (M + MR - 1) / MR;
     const int kc_max = K < KC ? K : KC;
-    const int mc_max = M < MC ? ((M + MR - 1) / MR) * MR : MC;
     const int max_threads = omp_get_max_threads();
-    /* every thread packs the B panel it is working on into its own slot */
-    const size_t b_slot = (size_t)NR * kc_max;
+    /* every thread packs the B panel it is working on, and a partial A panel
+     * at the bottom edge, into its own slots: threads never wait for each other */
+    const size_t b_slot = (size_t)NR * kc_max, a_slot = (size_t)MR * kc_max;
     if (!ensure(&work_b, &work_b_size, b_slot * max_threads) ||
-        !ensure(&work_a, &work_a_size, (size_t)mc_max * kc_max)) {
+        !ensure(&work_a, &work_a_size, a_slot * max_threads)) {
         abort(); /* out of memory for a few hundred KB: nothing sensible left */
     }
-    float *const Ap = work_a;
+    /* a full MR-row panel of op(A) is read where it lies: element (i, p) of
+     * the panel starting at row i0 is A[(i0 + i) * K + p], or A[p * M + i0 + i] */
+    const size_t ars = ta ? 1 : (size_t)K, aks = ta ? (size_t)M : 1;
     const int parallel = 2.0 * M * N * K >= PARALLEL_MIN_FLOPS;
     (void)parallel;
 
 #pragma omp parallel if (parallel)
     {
         const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-        float *const Bp = work_b + (size_t)tid * b_slot;
+        float *const Bp = work_b + (size_t)tid * b_slot, *const Ap = work_a + (size_t)tid * a_slot;
+        /* an equal share of the MR x NR tiles, column panel by column panel,
+         * so each B panel is packed once by each thread that needs it */
+        int t_lo, t_hi;
+        share(n_panels * m_panels, tid, nth, &t_lo, &t_hi);
         for (int pc = 0; pc < K; pc += KC) {
             const int kc = K - pc < KC ? K - pc : KC;
-            for (int ic = 0; ic < M; ic += MC) {
-                const int mc = M - ic < MC ? M - ic : MC;
-                const int m_panels = (mc + MR - 1) / MR;
-                /* the A block is shared: packed by all, complete after the barrier */
-#pragma omp for schedule(static)
-                for (int ip = 0; ip < m_panels; ip++)
-                    pack_a_panel(Ap + (size_t)ip * MR * kc, A, ta, M, K, ic + ip * MR, pc, kc);
-                /* an equal share of the MR x NR tiles, column panel by column
-                 * panel; each B panel is packed once by each thread that needs it */
-                int t_lo, t_hi, packed = -1;
-                share(n_panels * m_panels, tid, nth, &t_lo, &t_hi);
-                for (int t = t_lo; t < t_hi; t++) {
-                    const int jp = t / m_panels, ip = t % m_panels;
-                    if (jp != packed) {
-                        pack_b_panel(Bp, Bm, tb, N, K, jp * NR, pc, kc);
-                        packed = jp;
-                    }
-                    const int i0 = ic + ip * MR, j0 = jp * NR;
-                    const int mr = M - i0 < MR ? M - i0 : MR;
-                    const int nr = N - j0 < NR ? N - j0 : NR;
-                    micro_kernel(kc, Ap + (size_t)ip * MR * kc, Bp, Cm + (size_t)i0 * N + j0, N,
-                                 mr, nr, accumulate || pc > 0, (pc == 0 && bias) ? bias + j0 : NULL,
-                                 relu && pc + kc == K);
+            int packed = -1;
+            for (int t = t_lo; t < t_hi; t++) {
+                const int jp = t / m_panels, ip = t % m_panels;
+                if (jp != packed) {
+                    pack_b_panel(Bp, Bm, tb, N, K, jp * NR, pc, kc);
+                    packed = jp;
                 }
-                if (ic + MC < M || pc + KC < K) { /* A is packed again: wait for all */
-#pragma omp barrier
+                const int i0 = ip * MR, j0 = jp * NR;
+                const int mr = M - i0 < MR ? M - i0 : MR;
+                const int nr = N - j0 < NR ? N - j0 : NR;
+                const float *a = A + (ta ? (size_t)pc * M + i0 : (size_t)i0 * K + pc);
+                size_t rs = ars, ks = aks;
+                if (mr < MR) { /* rows past M do not exist: pack, zero-padded */
+                    pack_a_panel(Ap, A, ta, M, K, i0, pc, kc);
+                    a = Ap, rs = 1, ks = MR;
                 }
+                micro_kernel(kc, a, rs, ks, Bp, Cm + (size_t)i0 * N + j0, N, mr, nr,
+                             accumulate || pc > 0, (pc == 0 && bias) ? bias + j0 : NULL,
+                             relu && pc + kc == K);
             }
         }
     }

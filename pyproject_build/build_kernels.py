@@ -38,6 +38,8 @@ def compile_flags():
     if _flag("PYNN_OPENMP", "1"):
         cflags.append("-fopenmp")
         ldflags.append("-fopenmp")
+    else:  # the "#pragma omp" lines are then plain comments, on purpose
+        cflags.append("-Wno-unknown-pragmas")
     if _flag("PYNN_SANITIZE", "0"):
         san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
                "-fno-omit-frame-pointer", "-g"]
