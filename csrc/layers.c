@@ -91,6 +91,37 @@ void tanh_backward(float *dinp, const float *dout, const float *out, int64_t N) 
     for (int64_t i = 0; i < N; i++) dinp[i] = dout[i] * (1.0f - out[i] * out[i]);
 }
 
+/* ---- dropout ---------------------------------------------------------------- */
+
+/* keep value i? splitmix64's finalizer of (seed + i * golden ratio): a
+ * different, well-mixed 64-bit number for every (seed, i), from which the
+ * top 32 bits are compared with p * 2^32. No state: any thread, any order. */
+static inline int dropout_keep(uint64_t seed, int64_t i, uint32_t threshold) {
+    uint64_t z = seed + (uint64_t)i * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (uint32_t)(z >> 32) >= threshold;
+}
+
+void dropout_forward(float *out, const float *inp, float p, uint64_t seed, int64_t N) {
+    /* out = inp * mask / (1 - p), mask[i] = 1 with probability 1 - p */
+    const uint32_t threshold = (uint32_t)(p * 4294967296.0);
+    const float scale = 1.0f / (1.0f - p);
+#pragma omp parallel for schedule(static) if (N >= PAR_MIN_FUSED)
+    for (int64_t i = 0; i < N; i++)
+        out[i] = dropout_keep(seed, i, threshold) ? inp[i] * scale : 0.0f;
+}
+
+void dropout_backward(float *dinp, const float *dout, float p, uint64_t seed, int64_t N) {
+    /* the same mask and scale: dinp = dout * mask / (1 - p) */
+    const uint32_t threshold = (uint32_t)(p * 4294967296.0);
+    const float scale = 1.0f / (1.0f - p);
+#pragma omp parallel for schedule(static) if (N >= PAR_MIN_FUSED)
+    for (int64_t i = 0; i < N; i++)
+        dinp[i] = dropout_keep(seed, i, threshold) ? dout[i] * scale : 0.0f;
+}
+
 /* ---- softmax + cross-entropy ---------------------------------------------- */
 
 double crossentropy_softmax_forward(float *probs, float *losses, int32_t *correct,

@@ -125,6 +125,11 @@ void leaky_relu_backward(float *dinp, const float *dout, const float *inp, float
 /* tanh: out = tanh(inp); backward uses out: dinp = dout * (1 - out^2) */
 void tanh_forward(float *out, const float *inp, int64_t N);
 void tanh_backward(float *dinp, const float *dout, const float *out, int64_t N);
+/* Dropout (inverted), for training only: value i is kept when a hash of
+ * (seed, i) falls at or above p, and then scaled by 1/(1-p); 0 <= p < 1. The
+ * backward pass recomputes the same mask from the same seed. All (N,). */
+void dropout_forward(float *out, const float *inp, float p, uint64_t seed, int64_t N);
+void dropout_backward(float *dinp, const float *dout, float p, uint64_t seed, int64_t N);
 /* Softmax + cross-entropy, fused and stable (max subtracted, log-sum-exp).
  * logits, probs are (B,V); targets (B,) in [0,V); losses (B,) or NULL.
  * Returns the summed loss; *correct gets the number of rows whose argmax is

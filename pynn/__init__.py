@@ -19,7 +19,7 @@ from .app import run  # noqa: E402
 from .config import ALLOWED_SEEDS, Config
 from .data import Normalizer, load_labels, load_vectors
 from .errors import PynnError
-from .layers import LeakyReLU, Linear, ReLU, Tanh
+from .layers import Dropout, LeakyReLU, Linear, ReLU, Tanh
 from .loss import CrossEntropyLoss
 from .model import Sequential, mlp
 from .optim import SGD, Adam
@@ -27,7 +27,7 @@ from .tensor import Tensor
 from ._kernels import lib as _lib
 
 __all__ = ["run", "Config", "ALLOWED_SEEDS", "Normalizer", "load_labels", "load_vectors",
-           "PynnError", "Linear", "ReLU", "LeakyReLU", "Tanh", "CrossEntropyLoss",
+           "PynnError", "Linear", "ReLU", "Dropout", "LeakyReLU", "Tanh", "CrossEntropyLoss",
            "Sequential", "mlp", "SGD", "Adam", "Tensor", "set_threads", "get_threads"]
 
 

@@ -68,7 +68,7 @@ def run(cfg, reporter=None):
         norm = Normalizer.fit(x, rows)  # statistics of the training part only
         norm(x)
         x_val, y_val = (gather(x, val_rows), gather(y, val_rows)) if val_rows else (None, None)
-        model = mlp([x.shape[1], *cfg.hidden, classes], cfg.activation, rng)
+        model = mlp([x.shape[1], *cfg.hidden, classes], cfg.activation, rng, cfg.dropout)
         optimizer = build_optimizer(cfg, model.parameters())
         reporter.start(model, len(rows), len(val_rows), cfg, lib.pynn_get_threads())
         history, val_acc, stopped = fit(model, optimizer, x, y, rows, x_val, y_val, cfg,

@@ -13,6 +13,7 @@ class Config:
     out_dir: str = "."
     hidden: tuple = (1024, 512)
     activation: str = "relu"
+    dropout: float = 0.0           # after each hidden activation, training only
     epochs: int = 15
     batch_size: int = 128
     optimizer: str = "adam"

@@ -142,4 +142,38 @@ class Tanh(_Elementwise):
         lib.tanh_backward(dinp.ptr, dout.ptr, self._y.ptr, dout.size)
 
 
+class Dropout(Module):
+    """Inverted dropout: while training, each value is zeroed with probability
+    p and the others are scaled by 1/(1-p), so nothing changes on average; in
+    evaluation (Sequential.predict) values pass through untouched.
+
+    Each training forward draws a new 64-bit mask seed from ``rng``; the mask
+    itself is a hash of (seed, index) in C, recomputed by the backward pass.
+    """
+
+    def __init__(self, p, rng):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p, self.rng, self.training, self.seed = p, rng, True, 0
+        self._out, self._dinp = {}, {}
+
+    def forward(self, inp):
+        if not self.training or self.p == 0.0:
+            return inp
+        self.seed = self.rng.getrandbits(64)
+        out = self._buffer(self._out, inp.shape)
+        lib.dropout_forward(out.ptr, inp.ptr, self.p, self.seed, inp.size)
+        return out
+
+    def backward(self, dout):
+        if not self.training or self.p == 0.0:
+            return dout
+        dinp = self._buffer(self._dinp, dout.shape)
+        lib.dropout_backward(dinp.ptr, dout.ptr, self.p, self.seed, dout.size)
+        return dinp
+
+    def __repr__(self):
+        return f"Dropout({self.p})"
+
+
 ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh}

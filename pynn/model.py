@@ -1,6 +1,6 @@
 """Sequential: layers applied in order; backward in reverse. mlp() builds one."""
 from ._kernels import lib
-from .layers import ACTIVATIONS, Linear, ReLU
+from .layers import ACTIVATIONS, Dropout, Linear, ReLU
 from .tensor import Tensor
 
 
@@ -38,14 +38,28 @@ class Sequential:
     def parameters(self):
         return [p for layer in self.layers for p in layer.parameters()]
 
+    def train(self, mode=True):
+        """Training mode (dropout active) or, with False, evaluation mode."""
+        for layer in self.layers:
+            if hasattr(layer, "training"):
+                layer.training = mode
+        return self
+
     def predict(self, x, batch_size=1000):
-        """Class indices (int32 Tensor (N,)) for the rows of x (N, D)."""
+        """Class indices (int32 Tensor (N,)) for the rows of x (N, D), in
+        evaluation mode (training mode is restored afterwards)."""
         n = x.shape[0]
         out = Tensor((n,), "int32")
-        for start in range(0, n, batch_size):
-            stop = min(n, start + batch_size)
-            logits = self.forward(x.rows(start, stop))
-            lib.pynn_argmax(out.rows(start, stop).ptr, logits.ptr, *logits.shape)
+        modes = [(layer, layer.training) for layer in self.layers if hasattr(layer, "training")]
+        self.train(False)
+        try:
+            for start in range(0, n, batch_size):
+                stop = min(n, start + batch_size)
+                logits = self.forward(x.rows(start, stop))
+                lib.pynn_argmax(out.rows(start, stop).ptr, logits.ptr, *logits.shape)
+        finally:
+            for layer, mode in modes:
+                layer.training = mode
         return out
 
     def state(self):
@@ -60,12 +74,16 @@ class Sequential:
         return "Sequential(" + ", ".join(map(repr, self.layers)) + ")"
 
 
-def mlp(sizes, activation, rng):
-    """Sequential(Linear, act, Linear, act, ..., Linear) for sizes [D, h1, ..., V]."""
+def mlp(sizes, activation, rng, dropout=0.0):
+    """Sequential(Linear, act, [Dropout,] Linear, act, [Dropout,] ..., Linear)
+    for sizes [D, h1, ..., V]; a Dropout after each hidden activation when
+    dropout > 0."""
     act = ACTIVATIONS[activation]
     layers = []
     for i, (c, oc) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(Linear(c, oc, rng))
         if i < len(sizes) - 2:
             layers.append(act())
+            if dropout > 0.0:
+                layers.append(Dropout(dropout, rng))
     return Sequential(*layers)

@@ -17,6 +17,7 @@ HELP = {
     "out_dir": "folder for the prediction files",
     "hidden": "hidden layer sizes, comma-separated (e.g. 256,128)",
     "activation": "relu, leaky_relu or tanh",
+    "dropout": "dropout probability after each hidden activation (0: none)",
     "epochs": "passes over the training part",
     "batch_size": "rows per step",
     "optimizer": "adam or sgd",

@@ -237,3 +237,14 @@ def moments(x):
 
 def argmax_rows(x, B, V):
     return [argmax(x[b * V:(b + 1) * V]) for b in range(B)]
+
+
+def dropout_keep(seed, i, p):
+    """The dropout mask of csrc/layers.c, bit for bit: splitmix64's finalizer
+    of (seed + i * golden ratio), top 32 bits compared with p * 2^32."""
+    mask = (1 << 64) - 1
+    z = (seed + i * 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    z ^= z >> 31
+    return (z >> 32) >= int(p * 4294967296.0)

@@ -16,7 +16,7 @@ import random
 import pytest
 
 import reference as ref
-from pynn import CrossEntropyLoss, LeakyReLU, Linear, ReLU, Sequential, Tanh
+from pynn import CrossEntropyLoss, Dropout, LeakyReLU, Linear, ReLU, Sequential, Tanh
 from pynn.tensor import Tensor
 
 EPS = 1e-2
@@ -298,3 +298,32 @@ def test_fused_linear_relu_matches_separate_layers():
     for mine, theirs in ((first, fused.layers[0]), (last, fused.layers[2])):
         for p, q in zip(mine.parameters(), theirs.parameters()):
             assert p.grad.tolist() == q.grad.tolist()
+
+
+class _FixedSeed:
+    """A stand-in rng for Dropout: the same mask seed for every forward, so
+    the loss is a fixed function of the parameters, as finite differences need."""
+
+    def getrandbits(self, k):
+        return 0x1234_5678_9ABC_DEF0
+
+
+def test_dropout_network_gradients():
+    # Linear+ReLU (fused), Dropout, Linear, Tanh, Dropout, Linear: the mask is
+    # fixed by the seed, so the network is an ordinary function to check
+    rng = random.Random(7)
+    model = Sequential(Linear(5, 9, rng), ReLU(), Dropout(0.3, _FixedSeed()), Linear(9, 6, rng),
+                       Tanh(), Dropout(0.5, _FixedSeed()), Linear(6, 3, rng))
+    x, y = make_batch(rng, 6, 5, 3)
+    inputs, _ = activation_inputs(model, x)
+    assert all(abs(v) >= 0.02 for values in inputs for v in values), "pick another seed"
+    bad, checked, grads = gradcheck(model, x, y)
+    assert checked == 5 * 9 + 9 + 9 * 6 + 6 + 6 * 3 + 3
+    assert not bad, "\n".join(bad)
+    # the masks really drop (and scale) in training mode...
+    ones = Tensor.from_list([1.0] * 54, (6, 9))
+    dropped = model.layers[2].forward(ones).tolist()
+    assert 5 <= dropped.count(0.0) <= 30 and set(dropped) == {0.0, ref.f32(1 / 0.7)}
+    # ...and evaluation mode lets everything through
+    model.train(False)
+    assert model.layers[2].forward(x) is x

@@ -339,6 +339,32 @@ def test_elementwise_in_place_aliasing():
 
 # ---- softmax + cross-entropy ---------------------------------------------------
 
+@pytest.mark.parametrize("n,threads", [(1, 1), (37, 1), (PAR, 2)])
+@pytest.mark.parametrize("p", [0.0, 0.25, 0.5])
+def test_dropout(n, threads, p):
+    lib.pynn_set_threads(threads)
+    rng = random.Random(n + int(p * 100))
+    x, d = ref.rand_list(rng, n), ref.rand_list(rng, n)
+    seed = rng.getrandbits(64)
+    keep = [ref.dropout_keep(seed, i, p) for i in range(n)]
+    scale = ref.f32(1.0 / ref.f32(1.0 - ref.f32(p)))
+    out, dinp = ref.tensor([NAN] * n), ref.tensor([NAN] * n)
+    lib.dropout_forward(out.ptr, ref.tensor(x).ptr, p, seed, n)
+    lib.dropout_backward(dinp.ptr, ref.tensor(d).ptr, p, seed, n)
+    assert out.tolist() == [ref.f32(v * scale) if k else 0.0 for v, k in zip(x, keep)]
+    assert dinp.tolist() == [ref.f32(v * scale) if k else 0.0 for v, k in zip(d, keep)]
+    if n == PAR:  # the share kept is 1 - p, within 5 standard deviations
+        assert abs(sum(keep) / n - (1 - p)) <= 5 * math.sqrt(p * (1 - p) / n) + 1e-12
+
+
+def test_dropout_other_seed_other_mask():
+    x = ref.tensor([1.0] * 1000)
+    a, b = ref.tensor([0.0] * 1000), ref.tensor([0.0] * 1000)
+    lib.dropout_forward(a.ptr, x.ptr, 0.5, 1, 1000)
+    lib.dropout_forward(b.ptr, x.ptr, 0.5, 2, 1000)
+    assert a.tolist() != b.tolist()
+
+
 def ce_run(logits, targets, B, V, with_losses=True):
     probs = ref.tensor([NAN] * (B * V))
     losses = ref.tensor([NAN] * B)
