@@ -114,12 +114,9 @@ void dropout_forward(float *out, const float *inp, float p, uint64_t seed, int64
 }
 
 void dropout_backward(float *dinp, const float *dout, float p, uint64_t seed, int64_t N) {
-    /* the same mask and scale: dinp = dout * mask / (1 - p) */
-    const uint32_t threshold = (uint32_t)(p * 4294967296.0);
-    const float scale = 1.0f / (1.0f - p);
-#pragma omp parallel for schedule(static) if (N >= PAR_MIN_FUSED)
-    for (int64_t i = 0; i < N; i++)
-        dinp[i] = dropout_keep(seed, i, threshold) ? dout[i] * scale : 0.0f;
+    /* dropout is linear: its gradient is the same map, dinp = dout * mask / (1 - p),
+     * and the same seed gives the same mask */
+    dropout_forward(dinp, dout, p, seed, N);
 }
 
 /* ---- softmax + cross-entropy ---------------------------------------------- */

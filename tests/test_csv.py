@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pynn import PynnError, load_labels, load_vectors
+from conftest import head
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
@@ -323,24 +324,15 @@ def test_labels_outside_classes(tmp_path):
 
 # ---- the real course data ---------------------------------------------------
 
-def first_lines(path, n):
-    out = []
-    with open(path, "rb") as f:
-        for line in f:
-            out.append(line)
-            if len(out) == n:
-                break
-    return out
-
-
 def test_real_data_round_trip(tmp_path):
     vectors = DATA_DIR / "fashion_mnist_train_vectors.csv"
     labels = DATA_DIR / "fashion_mnist_train_labels.csv"
     if not vectors.exists() or not labels.exists():
         pytest.skip("data/ CSVs not present")
-    vlines, llines = first_lines(vectors, 50), first_lines(labels, 50)
-    x = load_vectors(write(tmp_path, b"".join(vlines), "v.csv"), width=784)
-    y = load_labels(write(tmp_path, b"".join(llines), "l.csv"), count=50, classes=10)
+    vtext, ltext = head(vectors, 50), head(labels, 50)
+    vlines, llines = vtext.splitlines(), ltext.splitlines()
+    x = load_vectors(write(tmp_path, vtext, "v.csv"), width=784)
+    y = load_labels(write(tmp_path, ltext, "l.csv"), count=50, classes=10)
     expected = [[float(int(v)) for v in line.decode("ascii").strip().split(",")] for line in vlines]
     assert x.shape == (50, 784)
     assert rows(x) == expected
