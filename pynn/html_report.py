@@ -114,8 +114,15 @@ def line_plot(title, series, xlabel, ylabel, width=540, height=320):
         for x, y in pts:  # a dot per epoch; hovering shows the value
             out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}">'
                        f'<title>{esc(name)}, epoch {x:g}: {y:.{ydigits + 2}f}</title></circle>')
-    for i, ((name, _), color) in enumerate(zip(series, PALETTE)):  # legend, top right
-        y = top + 10 + 18 * i
+    # the legend goes in the right-hand corner the curves leave free: at the
+    # bottom when they end in the upper half (accuracy), else at the top (loss)
+    ends = [pts[-1][1] for _, pts in series if pts]
+    ends_high = bool(ends) and sum(ends) / len(ends) > (y0 + y1) / 2
+    first = top + ph - 12 - 18 * (len(series) - 1) if ends_high else top + 10
+    out.append(f'<rect x="{left + pw - 126}" y="{first - 10}" width="124" '
+               f'height="{18 * len(series) + 2}" fill="white" opacity="0.85"/>')
+    for i, ((name, _), color) in enumerate(zip(series, PALETTE)):
+        y = first + 18 * i
         out.append(f'<line x1="{left + pw - 120}" y1="{y}" x2="{left + pw - 96}" y2="{y}" '
                    f'stroke="{color}" stroke-width="3"/>')
         out.append(f'<text x="{left + pw - 90}" y="{y + 4}" font-size="12">{esc(name)}</text>')
