@@ -3,8 +3,9 @@
 The training set stays one (N, D) Tensor; the split is a pair of row lists,
 and training batches are gathered from it by row index (no copies).
 
-The test set enters only through ``load_vectors``/``load_labels`` called by
-the final prediction step (see app.py); nothing here looks at it otherwise.
+The test set's values enter only through ``load_vectors``/``load_labels``,
+called by the final prediction step (see app.py); before training, app.py
+only checks the test file's format with ``check_vectors``, keeping no value.
 """
 from ._kernels import ffi, lib
 from .errors import PynnError
