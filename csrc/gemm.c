@@ -156,7 +156,11 @@ static void micro_kernel(int kc, const float *restrict a, size_t ars, size_t aks
         vfloat b0 = loadu(b + p * NR), b1 = loadu(b + p * NR + VEC);
 #pragma GCC unroll 32
         for (int i = 0; i < MR; i++) {
-            vfloat ai = (vfloat){0} + a[i * ars + p * aks]; /* broadcast */
+            /* broadcast; written x - 0, not 0 + x: x - 0 == x for every float
+             * (0 + -0 is +0), so the compiler can load the scalar straight into
+             * all lanes (vbroadcastss from memory: a load, not a shuffle that
+             * competes with the FMAs; 5-10 % faster here) */
+            vfloat ai = a[i * ars + p * aks] - (vfloat){0};
             acc[i][0] += ai * b0;
             acc[i][1] += ai * b1;
         }
