@@ -14,7 +14,8 @@
  *       pack op(B)[pc:pc+KC, panel] into NR-wide rows (once per panel) -> Bp
  *       micro-kernel: C tile (+)= op(A)[tile rows, pc:pc+KC] . Bp
  * op(B) is packed because the kernel wants NR consecutive values of a row of
- * op(B): a copy when B is (K,N), a transpose (8x8 blocks) when B is (N,K).
+ * op(B): a transpose (8x8 blocks) when B is (N,K). When B is (K,N) its rows
+ * already hold them, and a full panel is mostly read in place (see in_place).
  * op(A) is read where it lies (a broadcast takes one value from any address);
  * only a partial panel at the bottom edge is packed, zero-padded. The kernel
  * computes full tiles and stores only the valid part.
@@ -134,7 +135,9 @@ static void pack_b_panel(float *dst, const float *Bm, int tb, int N, int K, int 
 /* c(mr,nr) (+)= a(MR,kc) . b(kc,NR) (+ bias(nr)); c has row stride ldc.
  * a[i][p] is at a[i * ars + p * aks]: straight from op(A)'s storage, or from
  * a packed edge panel (ars = 1, aks = MR); b is a packed panel, b[p][j] at
- * b[p * NR + j]. load_c adds the existing C; mr <= MR, nr <= NR. */
+ * b[p][j] is at b[p * bks + j]: a packed panel (bks = NR) or, when op(B) is
+ * stored (K,N), a full panel where it lies (bks = N). load_c adds the existing
+ * C; mr <= MR, nr <= NR. */
 #if defined(__GNUC__)
 typedef float vfloat __attribute__((vector_size(VEC * sizeof(float))));
 typedef int32_t vint __attribute__((vector_size(VEC * sizeof(float))));
@@ -147,13 +150,14 @@ static inline vfloat loadu(const float *p) {
 static inline void storeu(float *p, vfloat v) { memcpy(p, &v, sizeof v); }
 
 static void micro_kernel(int kc, const float *restrict a, size_t ars, size_t aks,
-                         const float *restrict b, float *restrict c, int ldc, int mr, int nr,
+                         const float *restrict b, size_t bks, float *restrict c, int ldc,
+                         int mr, int nr,
                          int load_c, const float *restrict bias, int relu) {
     vfloat acc[MR][2];
 #pragma GCC unroll 32
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (vfloat){0};
     for (int p = 0; p < kc; p++) {
-        vfloat b0 = loadu(b + p * NR), b1 = loadu(b + p * NR + VEC);
+        vfloat b0 = loadu(b + p * bks), b1 = loadu(b + p * bks + VEC);
 #pragma GCC unroll 32
         for (int i = 0; i < MR; i++) {
             /* broadcast; written x - 0, not 0 + x: x - 0 == x for every float
@@ -195,12 +199,13 @@ static void micro_kernel(int kc, const float *restrict a, size_t ars, size_t aks
 }
 #else /* portable plain C: the same arithmetic, left to the auto-vectorizer */
 static void micro_kernel(int kc, const float *restrict a, size_t ars, size_t aks,
-                         const float *restrict b, float *restrict c, int ldc, int mr, int nr,
+                         const float *restrict b, size_t bks, float *restrict c, int ldc,
+                         int mr, int nr,
                          int load_c, const float *restrict bias, int relu) {
     float acc[MR][NR] = {{0}};
     for (int p = 0; p < kc; p++)
         for (int i = 0; i < MR; i++)
-            for (int j = 0; j < NR; j++) acc[i][j] += a[i * ars + p * aks] * b[p * NR + j];
+            for (int j = 0; j < NR; j++) acc[i][j] += a[i * ars + p * aks] * b[p * bks + j];
     for (int i = 0; i < mr; i++) {
         float *cr = c + (size_t)i * ldc;
         for (int j = 0; j < nr; j++) {
@@ -291,23 +296,37 @@ void pynn_gemm(int ta, int tb, int M, int N, int K, const float *A, const float 
         share(n_panels * m_panels, tid, nth, &t_lo, &t_hi);
         for (int pc = 0; pc < K; pc += KC) {
             const int kc = K - pc < KC ? K - pc : KC;
-            int packed = -1;
+            /* A full panel of a B stored (K,N) is already rows of NR floats and
+             * can be read where it lies, saving the copy: worth it when the panel
+             * fits in L1 or serves few tiles (small M), and not when the row
+             * stride is a multiple of 4 KB (the rows then share a few cache sets
+             * and evict each other). Measured over N = 128..2048, K = 64..1024,
+             * M = 64 and 256: this rule never loses more than noise to packing. */
+            const int in_place = !tb && N % 1024 != 0 && (kc <= 256 || m_panels <= 8);
+            int panel = -1;
+            const float *b = Bp;
+            size_t bks = NR;
             for (int t = t_lo; t < t_hi; t++) {
                 const int jp = t / m_panels, ip = t % m_panels;
-                if (jp != packed) {
-                    pack_b_panel(Bp, Bm, tb, N, K, jp * NR, pc, kc);
-                    packed = jp;
-                }
                 const int i0 = ip * MR, j0 = jp * NR;
                 const int mr = M - i0 < MR ? M - i0 : MR;
                 const int nr = N - j0 < NR ? N - j0 : NR;
+                if (jp != panel) {
+                    panel = jp;
+                    if (in_place && nr == NR) {
+                        b = Bm + (size_t)pc * N + j0, bks = (size_t)N;
+                    } else { /* transpose, copy, or zero-pad the last partial panel */
+                        pack_b_panel(Bp, Bm, tb, N, K, j0, pc, kc);
+                        b = Bp, bks = NR;
+                    }
+                }
                 const float *a = A + (ta ? (size_t)pc * M + i0 : (size_t)i0 * K + pc);
                 size_t rs = ars, ks = aks;
                 if (mr < MR) { /* rows past M do not exist: pack, zero-padded */
                     pack_a_panel(Ap, A, ta, M, K, i0, pc, kc);
                     a = Ap, rs = 1, ks = MR;
                 }
-                micro_kernel(kc, a, rs, ks, Bp, Cm + (size_t)i0 * N + j0, N, mr, nr,
+                micro_kernel(kc, a, rs, ks, b, bks, Cm + (size_t)i0 * N + j0, N, mr, nr,
                              accumulate || pc > 0, (pc == 0 && bias) ? bias + j0 : NULL,
                              relu && pc + kc == K);
             }

@@ -1,8 +1,10 @@
 """Every C kernel against the pure-Python reference (tests/reference.py).
 
 GEMM shapes are chosen to cross the blocking edges of csrc/gemm.c (MR=8 rows,
-NR=32 columns with AVX-512 / 16 with AVX, KC=256, MC=128) and each case runs on
-1 and 2 threads; the result must not depend on the thread count at all.
+NR=32 columns with AVX-512 / 16 with AVX / 8 in plain C, KC=1024 deep; full
+column panels of a B stored (K,N) are read in place, the others packed) and
+each case runs on 1 and 2 threads; the result must not depend on the thread
+count at all.
 """
 import functools
 import math
@@ -57,6 +59,10 @@ GEMM_CASES = [
     (100, 785, 10, 0, 0, False, False),     # dense backward dinp
     (10, 785, 100, 1, 0, False, False),     # dense backward dweight
     (64, 64, 255, 1, 1, True, True),
+    (9, 33, 1025, 0, 0, True, True),        # K = KC + 1: B read in place, 2 blocks
+    (17, 64, 2049, 1, 0, False, False),     # K = 2*KC + 1, two full in-place panels
+    (9, 40, 1100, 0, 1, True, False),       # K > KC, transposed B
+    (9, 1024, 20, 0, 0, True, False),       # rows 4 KB apart: full panels copied
 ]
 
 
