@@ -100,9 +100,10 @@ static void pack_transposed(float *dst, const float *src, size_t lds, int rows, 
                 dst[(size_t)p * w + r + q] = src[(size_t)(r0 + r + q) * lds + p0 + p];
     }
 #endif
-    for (; r < w; r++) /* the rest, one float at a time */
-        for (int p = 0; p < kc; p++)
-            dst[(size_t)p * w + r] = r0 + r < rows ? src[(size_t)(r0 + r) * lds + p0 + p] : 0.0f;
+    for (; r < w && r0 + r < rows; r++) /* the rest of the rows, one float at a time */
+        for (int p = 0; p < kc; p++) dst[(size_t)p * w + r] = src[(size_t)(r0 + r) * lds + p0 + p];
+    for (int p = 0; p < kc && r < w; p++) /* rows past the matrix: zeros */
+        for (int q = r; q < w; q++) dst[(size_t)p * w + q] = 0.0f;
 }
 
 /* dst[p*w + c] = src[(p0 + p)*lds + c0 + c] for c < w, zero for columns c0+c >= cols */
@@ -217,6 +218,29 @@ static void micro_kernel(int kc, const float *restrict a, size_t ars, size_t aks
 }
 #endif
 
+/* ---- a tile of C^T ------------------------------------------------------- */
+/* c[j * ldc + i] (+)= tile[i][j] (+ bias[i]) for i < mr, j < nr: a tile of the
+ * transposed product C^T = op(B) . op(A)^T goes back into C (see pynn_gemm);
+ * tile is MR x NR, and the bias runs along its rows. */
+static void store_transposed(const float *tile, float *c, int ldc, int mr, int nr, int load_c,
+                             const float *bias, int relu) {
+    float t[NR][MR]; /* tile^T: row j holds the MR values bound for row j of c */
+    int j0 = 0;
+#if HAVE_TRANSPOSE8 && MR == 8
+    for (; j0 + 8 <= NR; j0 += 8) transpose8x8(tile + j0, NR, &t[j0][0], MR);
+#endif
+    for (; j0 < NR; j0++)
+        for (int i = 0; i < MR; i++) t[j0][i] = tile[i * NR + j0];
+    for (int j = 0; j < nr; j++) {
+        float *cr = c + (size_t)j * ldc;
+        for (int i = 0; i < mr; i++) {
+            float r = t[j][i] + (bias ? bias[i] : 0.0f);
+            r = load_c ? cr[i] + r : r;
+            cr[i] = relu && !(r > 0.0f) ? 0.0f : r;
+        }
+    }
+}
+
 /* ---- the packing workspace ----------------------------------------------- */
 /* Grown on demand and kept: after the first step of a given shape, no GEMM
  * allocates. Not thread-safe across concurrent callers (pynn calls it from one
@@ -269,6 +293,17 @@ void pynn_gemm(int ta, int tb, int M, int N, int K, const float *A, const float 
                 Cm[(size_t)i * N + j] = relu && !(r > 0.0f) ? 0.0f : r;
             }
         return;
+    }
+    /* NT with fewer rows than columns (a forward pass: the weight B is larger
+     * than the batch A): compute C^T = B . A^T instead. The operand transposed
+     * while packing is then the smaller one, at the price of writing each tile
+     * back transposed; the sums, and so the results, are the same bits. */
+    const int swap = !ta && tb && M < N;
+    if (swap) {
+        const float *t = A;
+        A = Bm, Bm = t;
+        const int m = M;
+        M = N, N = m;
     }
     const int n_panels = (N + NR - 1) / NR, m_panels = (M + MR - 1) / MR;
     const int kc_max = K < KC ? K : KC;
@@ -326,9 +361,16 @@ void pynn_gemm(int ta, int tb, int M, int N, int K, const float *A, const float 
                     pack_a_panel(Ap, A, ta, M, K, i0, pc, kc);
                     a = Ap, rs = 1, ks = MR;
                 }
-                micro_kernel(kc, a, rs, ks, b, bks, Cm + (size_t)i0 * N + j0, N, mr, nr,
-                             accumulate || pc > 0, (pc == 0 && bias) ? bias + j0 : NULL,
-                             relu && pc + kc == K);
+                const int load_c = accumulate || pc > 0, last = pc + kc == K;
+                if (swap) { /* C^T tile (i, j) is C (j, i); the bias runs along i */
+                    float tile[MR * NR];
+                    micro_kernel(kc, a, rs, ks, b, bks, tile, NR, MR, NR, 0, NULL, 0);
+                    store_transposed(tile, Cm + (size_t)j0 * M + i0, M, mr, nr, load_c,
+                                     (pc == 0 && bias) ? bias + i0 : NULL, relu && last);
+                } else {
+                    micro_kernel(kc, a, rs, ks, b, bks, Cm + (size_t)i0 * N + j0, N, mr, nr,
+                                 load_c, (pc == 0 && bias) ? bias + j0 : NULL, relu && last);
+                }
             }
         }
     }

@@ -258,15 +258,21 @@ def test_dense_relu_forward_backward(B, C, OC, threads):
     ref.assert_close(db.tolist(), want_db, rel=1e-5, abs_=1e-6 * B, what="dbias")
 
 
-def test_gemm_relu_flag_with_accumulate():
-    """PYNN_GEMM_RELU applies max(., 0) to the final sum, after accumulation."""
-    M, N, K = 9, 35, 6
+@pytest.mark.parametrize("ta,tb,M,N,K", [
+    (0, 0, 9, 35, 6), (1, 1, 9, 35, 6),
+    (0, 1, 35, 9, 6),     # NT, M >= N: computed as it stands
+    (0, 1, 9, 35, 6),     # NT, M < N: computed as C^T = B . A^T, stored transposed
+    (0, 1, 9, 40, 1100),  # ... over two KC blocks: the max only after the last one
+])
+def test_gemm_relu_flag_with_accumulate(ta, tb, M, N, K):
+    """PYNN_GEMM_RELU applies max(., 0) to the final sum, after bias and accumulation."""
     rng = random.Random(5)
     A, B, C0 = ref.rand_list(rng, M * K), ref.rand_list(rng, K * N), ref.rand_list(rng, M * N)
+    bias = ref.rand_list(rng, N)
     tC = ref.tensor(C0)
-    lib.pynn_gemm(0, 0, M, N, K, ref.tensor(A).ptr, ref.tensor(B).ptr, ffi.NULL, tC.ptr,
-                  lib.PYNN_GEMM_ACCUMULATE | lib.PYNN_GEMM_RELU)
-    want, mag = ref.matmul(0, 0, M, N, K, A, B, None, C0)
+    lib.pynn_gemm(ta, tb, M, N, K, ref.tensor(A).ptr, ref.tensor(B).ptr, ref.tensor(bias).ptr,
+                  tC.ptr, lib.PYNN_GEMM_ACCUMULATE | lib.PYNN_GEMM_RELU)
+    want, mag = ref.matmul(ta, tb, M, N, K, A, B, bias, C0)
     assert ref.max_rel_err(tC.tolist(), ref.relu(want), mag) <= gemm_tolerance(K)
 
 
