@@ -647,6 +647,19 @@ def test_gather_rows_and_labels():
     assert lab.tolist() == [labels[i] for i in idx]
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_gather_rows_threaded(threads):
+    # B*C >= 16384: the rows are prefetched and copied by several threads
+    N, C, B = 50, 301, 67
+    rng = random.Random(threads)
+    inp = ref.rand_list(rng, N * C)
+    idx = [rng.randrange(N) for _ in range(B)]
+    lib.pynn_set_threads(threads)
+    out = ref.tensor([NAN] * (B * C))
+    lib.pynn_gather_rows(out.ptr, ref.tensor(inp).ptr, ref.ints(idx).ptr, B, C)
+    assert out.tolist() == [inp[i * C + c] for i in idx for c in range(C)]
+
+
 def test_gather_rows_from_offset_pointer():
     # train.fit passes idx.ptr + b*B: a pointer into the middle of the index array
     inp = [float(v) for v in range(12)]  # (4, 3)
