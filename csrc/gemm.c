@@ -23,6 +23,8 @@
  * Threads take equal shares of the tiles, each with its own packing slots, so
  * they never wait for each other inside a product. K is never split, so every
  * element of C sees the same sequence of operations whatever the thread count.
+ * pynn_gemm_team is one thread's share, for a caller that runs several
+ * products in one parallel region (layers.c); pynn_gemm opens a region for one.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -43,12 +45,6 @@
 #endif
 #ifndef KC
 #define KC 1024 /* a packed B panel, KC x NR floats (128 KB), stays in L2 */
-#endif
-/* below this many flops a parallel region costs more than it saves */
-#define PARALLEL_MIN_FLOPS 50000.0
-
-#ifdef _OPENMP
-#include <omp.h>
 #endif
 
 /* ---- packing ------------------------------------------------------------- */
@@ -242,38 +238,43 @@ static void store_transposed(const float *tile, float *c, int ldc, int mr, int n
 }
 
 /* ---- the packing workspace ----------------------------------------------- */
-/* Grown on demand and kept: after the first step of a given shape, no GEMM
- * allocates. Not thread-safe across concurrent callers (pynn calls it from one
- * Python thread; the kernel's own threads share one workspace). */
-static float *work_a = NULL, *work_b = NULL;
-static size_t work_a_size = 0, work_b_size = 0;
-
-static int ensure(float **buf, size_t *size, size_t need) {
-    if (need <= *size) return 1;
-    free(*buf);
-    *buf = NULL;
-    *size = 0;
-    void *p = NULL;
-    if (posix_memalign(&p, 64, need * sizeof(float)) != 0) return 0;
-    *buf = p;
-    *size = need;
-    return 1;
-}
-
-void pynn_gemm_release(void) {
-    free(work_a);
-    free(work_b);
-    work_a = work_b = NULL;
-    work_a_size = work_b_size = 0;
-}
-
-/* ---- the driver ---------------------------------------------------------- */
-
-#ifndef _OPENMP
+/* One slot per thread, for a KC-deep panel of B and a KC-deep partial panel
+ * of A: threads never wait for each other. Grown when the thread count grows,
+ * then kept: no GEMM allocates after the first. Not thread-safe across
+ * concurrent callers (pynn calls it from one Python thread). */
+#ifdef _OPENMP
+#include <omp.h>
+#else
 static int omp_get_thread_num(void) { return 0; }
 static int omp_get_num_threads(void) { return 1; }
 static int omp_get_max_threads(void) { return 1; }
 #endif
+
+#define B_SLOT ((size_t)NR * KC)
+#define A_SLOT ((size_t)MR * KC)
+static float *work = NULL;
+static int work_threads = 0;
+
+void pynn_gemm_reserve(void) {
+    const int n = omp_get_max_threads();
+    if (n <= work_threads) return;
+    free(work);
+    work = NULL;
+    work_threads = 0;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, (B_SLOT + A_SLOT) * (size_t)n * sizeof(float)) != 0)
+        abort(); /* out of memory for a few hundred KB: nothing sensible left */
+    work = p;
+    work_threads = n;
+}
+
+void pynn_gemm_release(void) {
+    free(work);
+    work = NULL;
+    work_threads = 0;
+}
+
+/* ---- the driver ---------------------------------------------------------- */
 
 /* [lo, hi): thread t's contiguous share of n items among nth threads */
 static void share(int n, int t, int nth, int *lo, int *hi) {
@@ -281,12 +282,15 @@ static void share(int n, int t, int nth, int *lo, int *hi) {
     *hi = (int)((int64_t)n * (t + 1) / nth);
 }
 
-void pynn_gemm(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
-               const float *bias, float *Cm, int flags) {
+void pynn_gemm_team(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
+                    const float *bias, float *Cm, int flags) {
     const int accumulate = flags & PYNN_GEMM_ACCUMULATE, relu = flags & PYNN_GEMM_RELU;
+    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
     if (M <= 0 || N <= 0) return;
-    if (K <= 0) { /* empty sum: C = bias (or C += bias) */
-        for (int i = 0; i < M; i++)
+    if (K <= 0) { /* empty sum: C = bias (or C += bias), this thread's rows */
+        int lo, hi;
+        share(M, tid, nth, &lo, &hi);
+        for (int i = lo; i < hi; i++)
             for (int j = 0; j < N; j++) {
                 float r = bias ? bias[j] : 0.0f;
                 r = accumulate ? Cm[(size_t)i * N + j] + r : r;
@@ -306,72 +310,63 @@ void pynn_gemm(int ta, int tb, int M, int N, int K, const float *A, const float 
         M = N, N = m;
     }
     const int n_panels = (N + NR - 1) / NR, m_panels = (M + MR - 1) / MR;
-    const int kc_max = K < KC ? K : KC;
-    const int max_threads = omp_get_max_threads();
-    /* every thread packs the B panel it is working on, and a partial A panel
-     * at the bottom edge, into its own slots: threads never wait for each other */
-    const size_t b_slot = (size_t)NR * kc_max, a_slot = (size_t)MR * kc_max;
-    if (!ensure(&work_b, &work_b_size, b_slot * max_threads) ||
-        !ensure(&work_a, &work_a_size, a_slot * max_threads)) {
-        abort(); /* out of memory for a few hundred KB: nothing sensible left */
-    }
+    float *const Bp = work + (size_t)tid * (B_SLOT + A_SLOT), *const Ap = Bp + B_SLOT;
     /* a full MR-row panel of op(A) is read where it lies: element (i, p) of
      * the panel starting at row i0 is A[(i0 + i) * K + p], or A[p * M + i0 + i] */
     const size_t ars = ta ? 1 : (size_t)K, aks = ta ? (size_t)M : 1;
-    const int parallel = 2.0 * M * N * K >= PARALLEL_MIN_FLOPS;
-    (void)parallel;
-
-#pragma omp parallel if (parallel)
-    {
-        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-        float *const Bp = work_b + (size_t)tid * b_slot, *const Ap = work_a + (size_t)tid * a_slot;
-        /* an equal share of the MR x NR tiles, column panel by column panel,
-         * so each B panel is packed once by each thread that needs it */
-        int t_lo, t_hi;
-        share(n_panels * m_panels, tid, nth, &t_lo, &t_hi);
-        for (int pc = 0; pc < K; pc += KC) {
-            const int kc = K - pc < KC ? K - pc : KC;
-            /* A full panel of a B stored (K,N) is already rows of NR floats and
-             * can be read where it lies, saving the copy: worth it when the panel
-             * fits in L1 or serves few tiles (small M), and not when the row
-             * stride is a multiple of 4 KB (the rows then share a few cache sets
-             * and evict each other). Measured over N = 128..2048, K = 64..1024,
-             * M = 64 and 256: this rule never loses more than noise to packing. */
-            const int in_place = !tb && N % 1024 != 0 && (kc <= 256 || m_panels <= 8);
-            int panel = -1;
-            const float *b = Bp;
-            size_t bks = NR;
-            for (int t = t_lo; t < t_hi; t++) {
-                const int jp = t / m_panels, ip = t % m_panels;
-                const int i0 = ip * MR, j0 = jp * NR;
-                const int mr = M - i0 < MR ? M - i0 : MR;
-                const int nr = N - j0 < NR ? N - j0 : NR;
-                if (jp != panel) {
-                    panel = jp;
-                    if (in_place && nr == NR) {
-                        b = Bm + (size_t)pc * N + j0, bks = (size_t)N;
-                    } else { /* transpose, copy, or zero-pad the last partial panel */
-                        pack_b_panel(Bp, Bm, tb, N, K, j0, pc, kc);
-                        b = Bp, bks = NR;
-                    }
+    /* an equal share of the MR x NR tiles, column panel by column panel,
+     * so each B panel is packed once by each thread that needs it */
+    int t_lo, t_hi;
+    share(n_panels * m_panels, tid, nth, &t_lo, &t_hi);
+    for (int pc = 0; pc < K; pc += KC) {
+        const int kc = K - pc < KC ? K - pc : KC;
+        /* A full panel of a B stored (K,N) is already rows of NR floats and
+         * can be read where it lies, saving the copy: worth it when the panel
+         * fits in L1 or serves few tiles (small M), and not when the row
+         * stride is a multiple of 4 KB (the rows then share a few cache sets
+         * and evict each other). Measured over N = 128..2048, K = 64..1024,
+         * M = 64 and 256: this rule never loses more than noise to packing. */
+        const int in_place = !tb && N % 1024 != 0 && (kc <= 256 || m_panels <= 8);
+        int panel = -1;
+        const float *b = Bp;
+        size_t bks = NR;
+        for (int t = t_lo; t < t_hi; t++) {
+            const int jp = t / m_panels, ip = t % m_panels;
+            const int i0 = ip * MR, j0 = jp * NR;
+            const int mr = M - i0 < MR ? M - i0 : MR;
+            const int nr = N - j0 < NR ? N - j0 : NR;
+            if (jp != panel) {
+                panel = jp;
+                if (in_place && nr == NR) {
+                    b = Bm + (size_t)pc * N + j0, bks = (size_t)N;
+                } else { /* transpose, copy, or zero-pad the last partial panel */
+                    pack_b_panel(Bp, Bm, tb, N, K, j0, pc, kc);
+                    b = Bp, bks = NR;
                 }
-                const float *a = A + (ta ? (size_t)pc * M + i0 : (size_t)i0 * K + pc);
-                size_t rs = ars, ks = aks;
-                if (mr < MR) { /* rows past M do not exist: pack, zero-padded */
-                    pack_a_panel(Ap, A, ta, M, K, i0, pc, kc);
-                    a = Ap, rs = 1, ks = MR;
-                }
-                const int load_c = accumulate || pc > 0, last = pc + kc == K;
-                if (swap) { /* C^T tile (i, j) is C (j, i); the bias runs along i */
-                    float tile[MR * NR];
-                    micro_kernel(kc, a, rs, ks, b, bks, tile, NR, MR, NR, 0, NULL, 0);
-                    store_transposed(tile, Cm + (size_t)j0 * M + i0, M, mr, nr, load_c,
-                                     (pc == 0 && bias) ? bias + i0 : NULL, relu && last);
-                } else {
-                    micro_kernel(kc, a, rs, ks, b, bks, Cm + (size_t)i0 * N + j0, N, mr, nr,
-                                 load_c, (pc == 0 && bias) ? bias + j0 : NULL, relu && last);
-                }
+            }
+            const float *a = A + (ta ? (size_t)pc * M + i0 : (size_t)i0 * K + pc);
+            size_t rs = ars, ks = aks;
+            if (mr < MR) { /* rows past M do not exist: pack, zero-padded */
+                pack_a_panel(Ap, A, ta, M, K, i0, pc, kc);
+                a = Ap, rs = 1, ks = MR;
+            }
+            const int load_c = accumulate || pc > 0, last = pc + kc == K;
+            if (swap) { /* C^T tile (i, j) is C (j, i); the bias runs along i */
+                float tile[MR * NR];
+                micro_kernel(kc, a, rs, ks, b, bks, tile, NR, MR, NR, 0, NULL, 0);
+                store_transposed(tile, Cm + (size_t)j0 * M + i0, M, mr, nr, load_c,
+                                 (pc == 0 && bias) ? bias + i0 : NULL, relu && last);
+            } else {
+                micro_kernel(kc, a, rs, ks, b, bks, Cm + (size_t)i0 * N + j0, N, mr, nr,
+                             load_c, (pc == 0 && bias) ? bias + j0 : NULL, relu && last);
             }
         }
     }
+}
+
+void pynn_gemm(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
+               const float *bias, float *Cm, int flags) {
+    pynn_gemm_reserve();
+#pragma omp parallel if (2.0 * M * N * K >= PYNN_GEMM_PARALLEL_MIN_FLOPS)
+    pynn_gemm_team(ta, tb, M, N, K, A, Bm, bias, Cm, flags);
 }

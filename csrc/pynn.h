@@ -96,8 +96,18 @@ enum {
  * The result does not depend on the thread count (K is never split). */
 void pynn_gemm(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
                const float *bias, float *Cm, int flags);
+/* The same product, computed by a team: every thread of an enclosing OpenMP
+ * parallel region calls it with the same arguments and computes its own share
+ * of C, without waiting for the others (a caller that reads C next needs a
+ * barrier first). Outside a parallel region it computes all of C. The region's
+ * opener calls pynn_gemm_reserve() first: the packing workspace grows there. */
+void pynn_gemm_team(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
+                    const float *bias, float *Cm, int flags);
+void pynn_gemm_reserve(void);
 /* Frees the cached packing workspace (tests and leak checks call it). */
 void pynn_gemm_release(void);
+/* below this many flops a parallel region costs more than it saves */
+#define PYNN_GEMM_PARALLEL_MIN_FLOPS 50000.0
 
 /* ---- layers (layers.c) --------------------------------------------------- */
 /* Linear: out is (B,OC), inp is (B,C), weight is (OC,C), bias is (OC,) or NULL */

@@ -121,6 +121,20 @@ def test_gemm_bit_identical_across_threads(case):
     assert bits(one) == bits(two) == bits(three)
 
 
+@pytest.mark.parametrize("case", [c for c in GEMM_CASES if c[2] > 0][::3], ids=_case_id)
+def test_gemm_team_alone_is_the_whole_product(case):
+    # outside a parallel region, one "team" of one thread computes all of C
+    A, B, bias, C0, _, _ = gemm_data(case)
+    M, N, K, ta, tb, _, acc = case
+    whole = run_gemm(case, 1, A, B, bias, C0)
+    tC = ref.tensor(C0) if acc else ref.tensor([NAN] * (M * N))
+    lib.pynn_gemm_reserve()
+    lib.pynn_gemm_team(ta, tb, M, N, K, ref.tensor(A).ptr, ref.tensor(B).ptr,
+                       ref.tensor(bias).ptr if bias is not None else ffi.NULL, tC.ptr,
+                       1 if acc else 0)
+    assert bits(tC.tolist()) == bits(whole)
+
+
 def test_gemm_all_four_layouts_covered():
     assert {(c[3], c[4]) for c in GEMM_CASES} == {(0, 0), (0, 1), (1, 0), (1, 1)}
 
@@ -202,10 +216,13 @@ def test_dense_forward(B, C, OC, threads):
         assert ref.max_rel_err(out.tolist(), want, mag) <= gemm_tolerance(C)
 
 
-@pytest.mark.parametrize("B,C,OC", DENSE_SHAPES)
+@pytest.mark.parametrize("B,C,OC", DENSE_SHAPES + [(64, 20, 130)])  # last: 3 dbias blocks
 @pytest.mark.parametrize("with_dinp", [True, False])
 @pytest.mark.parametrize("with_dbias", [True, False])
-def test_dense_backward(B, C, OC, with_dinp, with_dbias):
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_dense_backward(B, C, OC, with_dinp, with_dbias, threads):
+    # the three results share one parallel region (csrc/layers.c)
+    lib.pynn_set_threads(threads)
     rng = random.Random(B * 7 + C * 3 + OC)
     inp, w = ref.rand_list(rng, B * C), ref.rand_list(rng, OC * C)
     dout = ref.rand_list(rng, B * OC)
@@ -229,7 +246,7 @@ def test_dense_backward(B, C, OC, with_dinp, with_dbias):
 
 
 @pytest.mark.parametrize("B,C,OC", DENSE_SHAPES + [(64, 20, 130)])  # last: parallel mask
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2, 3])
 def test_dense_relu_forward_backward(B, C, OC, threads):
     """The fused Linear+ReLU pair against Linear then ReLU, done by hand."""
     lib.pynn_set_threads(threads)
