@@ -26,11 +26,18 @@
  * pynn_gemm_team is one thread's share, for a caller that runs several
  * products in one parallel region (layers.c); pynn_gemm opens a region for one.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "pynn.h"
 
+/* The micro-kernel is written with GNU C vector extensions (gcc, clang), or
+ * in plain C where those are missing or PYNN_PLAIN_C is defined (a build
+ * option, so that the fallback is tested too). */
+#if defined(__GNUC__) && !defined(PYNN_PLAIN_C)
+#define GNU_VECTORS 1
+#endif
 /* VEC floats fill one SIMD register; chosen by what the compiler targets. */
 #if defined(__AVX512F__)
 #define VEC 16
@@ -53,7 +60,7 @@
  * done one float at a time they cost as much as the multiplication itself; so
  * full 8x8 blocks go through an in-register transpose where AVX is there. */
 
-#if defined(__AVX__)
+#if defined(__AVX__) && GNU_VECTORS
 #include <immintrin.h>
 /* dst[q*ldd + r] = src[r*lds + q] for r, q < 8 */
 static inline void transpose8x8(const float *src, size_t lds, float *dst, size_t ldd) {
@@ -135,7 +142,7 @@ static void pack_b_panel(float *dst, const float *Bm, int tb, int N, int K, int 
  * b[p][j] is at b[p * bks + j]: a packed panel (bks = NR) or, when op(B) is
  * stored (K,N), a full panel where it lies (bks = N). load_c adds the existing
  * C; mr <= MR, nr <= NR. */
-#if defined(__GNUC__)
+#if GNU_VECTORS
 typedef float vfloat __attribute__((vector_size(VEC * sizeof(float))));
 typedef int32_t vint __attribute__((vector_size(VEC * sizeof(float))));
 
@@ -266,6 +273,21 @@ void pynn_gemm_reserve(void) {
         abort(); /* out of memory for a few hundred KB: nothing sensible left */
     work = p;
     work_threads = n;
+}
+
+const char *pynn_gemm_kernel(void) {
+#if GNU_VECTORS && defined(__AVX512F__)
+#define KERNEL "GNU C vectors (AVX-512)"
+#elif GNU_VECTORS && defined(__AVX__)
+#define KERNEL "GNU C vectors (AVX)"
+#elif GNU_VECTORS
+#define KERNEL "GNU C vectors (baseline SIMD)"
+#else
+#define KERNEL "plain C"
+#endif
+    static char text[64];
+    snprintf(text, sizeof text, "%s, %dx%d tiles", KERNEL, MR, NR);
+    return text;
 }
 
 void pynn_gemm_release(void) {

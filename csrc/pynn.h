@@ -106,6 +106,8 @@ void pynn_gemm_team(int ta, int tb, int M, int N, int K, const float *A, const f
 void pynn_gemm_reserve(void);
 /* Frees the cached packing workspace (tests and leak checks call it). */
 void pynn_gemm_release(void);
+/* How this build computes a tile, e.g. "GNU C vectors (AVX-512), 8x32 tiles" */
+const char *pynn_gemm_kernel(void);
 /* below this many flops a parallel region costs more than it saves */
 #define PYNN_GEMM_PARALLEL_MIN_FLOPS 50000.0
 

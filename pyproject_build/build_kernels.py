@@ -8,6 +8,8 @@ Environment variables:
   PYNN_PORTABLE=1   no ``-march=native`` (a build that runs on any x86-64/arm64)
   PYNN_SANITIZE=1   AddressSanitizer + UBSan build (slow; for tests and fuzzing)
   PYNN_OPENMP=0     build without OpenMP (everything on one thread)
+  PYNN_PLAIN_C=1    the GEMM's plain-C micro-kernel (what a compiler without
+                    GNU vector extensions builds), so that it can be tested
 """
 import os
 import pathlib
@@ -40,6 +42,8 @@ def compile_flags():
         ldflags.append("-fopenmp")
     else:  # the "#pragma omp" lines are then plain comments, on purpose
         cflags.append("-Wno-unknown-pragmas")
+    if _flag("PYNN_PLAIN_C", "0"):
+        cflags.append("-DPYNN_PLAIN_C")
     if _flag("PYNN_SANITIZE", "0"):
         san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
                "-fno-omit-frame-pointer", "-g"]

@@ -286,7 +286,8 @@ def main(argv=None):
     pynn.set_threads(args.threads)
     threads = pynn.get_threads()
     print(f"pynn bench: {threads} threads, OpenMP {'on' if lib.pynn_have_openmp() else 'off'}, "
-          f"{os.cpu_count()} CPUs" + (f", torch {torch.__version__}" if torch else ""))
+          f"{os.cpu_count()} CPUs, GEMM {ffi.string(lib.pynn_gemm_kernel()).decode()}"
+          + (f", torch {torch.__version__}" if torch else ""))
     if torch:
         torch.set_num_threads(threads)
     if args.only in (None, "gemm"):

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # scripts/sanitize.sh [pytest args] - the C kernels under AddressSanitizer + UBSan.
 #
-# 1. Builds csrc/*.c with PYNN_SANITIZE=1 (pyproject_build/build_kernels.py)
-#    into a temporary folder, next to links to the pynn/*.py files: a second
-#    pynn package that the normal build (pynn/_kernels*.so) never sees.
+# 1. Builds csrc/*.c with PYNN_SANITIZE=1 into a temporary folder
+#    (scripts/build_variant.sh): a second pynn package that the normal build
+#    (pynn/_kernels*.so) never sees.
 # 2. Runs the whole test suite against it (pytest args replace "tests"), with
 #    libasan preloaded into the uninstrumented python; a sanitizer report ends
 #    the test process (and so fails the run). tests/test_sanitize.py checks
@@ -23,21 +23,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/pynn-sanitize.XXXXXX")
 if [ -z "${KEEP:-}" ]; then trap 'rm -rf "$WORK"' EXIT; else echo "build kept in $WORK"; fi
 
 echo "== sanitizer build (ASan + UBSan) in $WORK =="
-# build_kernels.py names its sources relative to the project root and cffi
-# compiles in its tmpdir: a copy of csrc/ there keeps the objects out of csrc/.
-mkdir -p "$WORK/build" "$WORK/pynn"
-cp -r "$ROOT/csrc" "$WORK/build/csrc"
-(cd "$ROOT" && PYNN_SANITIZE=1 "$PY" - "$WORK/build" <<'EOF'
-import sys
-sys.path.insert(0, "pyproject_build")
-from build_kernels import ffibuilder
-ffibuilder.compile(tmpdir=sys.argv[1], verbose=False)
-EOF
-)
-mv "$WORK"/build/pynn/_kernels.*.so "$WORK/pynn/"
-for f in "$ROOT"/pynn/*; do
-    case "$(basename "$f")" in _kernels*|__pycache__) ;; *) ln -s "$f" "$WORK/pynn/" ;; esac
-done
+PYNN_SANITIZE=1 PYTHON="$PY" "$ROOT/scripts/build_variant.sh" "$WORK"
 
 LIBASAN=$(gcc -print-file-name=libasan.so)
 if [ ! -e "$LIBASAN" ]; then
