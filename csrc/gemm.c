@@ -135,6 +135,15 @@ static void pack_b_panel(float *dst, const float *Bm, int tb, int N, int K, int 
     else pack_copy(dst, Bm, (size_t)N, N, j0, p0, kc, NR);          /* B is (K,N) */
 }
 
+/* ---- what every path stores ---------------------------------------------- */
+/* an element of C: the sum, plus the bias, plus the old value of C when
+ * accumulating (*c is read only then), then the ReLU when asked */
+static inline float finish(float sum, float bias, const float *c, int load_c, int relu) {
+    float r = sum + bias;
+    r = load_c ? *c + r : r;
+    return relu && !(r > 0.0f) ? 0.0f : r;
+}
+
 /* ---- the micro-kernel ---------------------------------------------------- */
 /* c(mr,nr) (+)= a(MR,kc) . b(kc,NR) (+ bias(nr)); c has row stride ldc.
  * a[i][p] is at a[i * ars + p * aks]: straight from op(A)'s storage, or from
@@ -194,11 +203,8 @@ static void micro_kernel(int kc, const float *restrict a, size_t ars, size_t aks
     memcpy(tile, acc, sizeof tile);
     for (int i = 0; i < mr; i++) {
         float *cr = c + (size_t)i * ldc;
-        for (int j = 0; j < nr; j++) {
-            float r = tile[i][j] + (bias ? bias[j] : 0.0f);
-            r = load_c ? cr[j] + r : r;
-            cr[j] = relu && !(r > 0.0f) ? 0.0f : r;
-        }
+        for (int j = 0; j < nr; j++)
+            cr[j] = finish(tile[i][j], bias ? bias[j] : 0.0f, cr + j, load_c, relu);
     }
 }
 #else /* portable plain C: the same arithmetic, left to the auto-vectorizer */
@@ -212,11 +218,8 @@ static void micro_kernel(int kc, const float *restrict a, size_t ars, size_t aks
             for (int j = 0; j < NR; j++) acc[i][j] += a[i * ars + p * aks] * b[p * bks + j];
     for (int i = 0; i < mr; i++) {
         float *cr = c + (size_t)i * ldc;
-        for (int j = 0; j < nr; j++) {
-            float r = acc[i][j] + (bias ? bias[j] : 0.0f);
-            r = load_c ? cr[j] + r : r;
-            cr[j] = relu && !(r > 0.0f) ? 0.0f : r;
-        }
+        for (int j = 0; j < nr; j++)
+            cr[j] = finish(acc[i][j], bias ? bias[j] : 0.0f, cr + j, load_c, relu);
     }
 }
 #endif
@@ -236,11 +239,8 @@ static void store_transposed(const float *tile, float *c, int ldc, int mr, int n
         for (int i = 0; i < MR; i++) t[j0][i] = tile[i * NR + j0];
     for (int j = 0; j < nr; j++) {
         float *cr = c + (size_t)j * ldc;
-        for (int i = 0; i < mr; i++) {
-            float r = t[j][i] + (bias ? bias[i] : 0.0f);
-            r = load_c ? cr[i] + r : r;
-            cr[i] = relu && !(r > 0.0f) ? 0.0f : r;
-        }
+        for (int i = 0; i < mr; i++)
+            cr[i] = finish(t[j][i], bias ? bias[i] : 0.0f, cr + i, load_c, relu);
     }
 }
 
@@ -314,9 +314,8 @@ void pynn_gemm_team(int ta, int tb, int M, int N, int K, const float *A, const f
         share(M, tid, nth, &lo, &hi);
         for (int i = lo; i < hi; i++)
             for (int j = 0; j < N; j++) {
-                float r = bias ? bias[j] : 0.0f;
-                r = accumulate ? Cm[(size_t)i * N + j] + r : r;
-                Cm[(size_t)i * N + j] = relu && !(r > 0.0f) ? 0.0f : r;
+                float *c = Cm + (size_t)i * N + j;
+                *c = finish(0.0f, bias ? bias[j] : 0.0f, c, accumulate, relu);
             }
         return;
     }
