@@ -275,6 +275,24 @@ def test_dense_relu_forward_backward(B, C, OC, threads):
     ref.assert_close(db.tolist(), want_db, rel=1e-5, abs_=1e-6 * B, what="dbias")
 
 
+def test_dense_relu_backward_bit_identical_across_threads():
+    # one parallel region shares the products and the bias sums among the
+    # threads; no element may depend on how many there are
+    B, C, OC = 64, 70, 130
+    rng = random.Random(3)
+    inp, w = ref.tensor(ref.rand_list(rng, B * C)), ref.tensor(ref.rand_list(rng, OC * C))
+    out, dout = ref.rand_list(rng, B * OC), ref.rand_list(rng, B * OC)
+    results = []
+    for threads in (1, 2, 3):
+        lib.pynn_set_threads(threads)
+        d = ref.tensor(dout)
+        dinp, dw, db = Tensor((B, C)), Tensor((OC, C)), Tensor((OC,))
+        lib.dense_relu_backward(dinp.ptr, dw.ptr, db.ptr, d.ptr, ref.tensor(out).ptr, inp.ptr,
+                                w.ptr, B, C, OC)
+        results.append(bits(dinp.tolist() + dw.tolist() + db.tolist() + d.tolist()))
+    assert results[0] == results[1] == results[2]
+
+
 @pytest.mark.parametrize("ta,tb,M,N,K", [
     (0, 0, 9, 35, 6), (1, 1, 9, 35, 6),
     (0, 1, 35, 9, 6),     # NT, M >= N: computed as it stands
