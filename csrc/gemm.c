@@ -18,7 +18,9 @@
  * already hold them, and a full panel is mostly read in place (see in_place).
  * op(A) is read where it lies (a broadcast takes one value from any address);
  * only a partial panel at the bottom edge is packed, zero-padded. The kernel
- * computes full tiles and stores only the valid part.
+ * computes full tiles and stores only the valid part. A forward product with
+ * fewer rows than columns (batch < outputs) is computed as C^T = B . A^T and
+ * stored transposed (see swap): then the batch, not the weight, is transposed.
  *
  * Threads take equal shares of the tiles, each with its own packing slots, so
  * they never wait for each other inside a product. K is never split, so every
