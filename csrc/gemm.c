@@ -324,12 +324,8 @@ void pynn_gemm_team(int ta, int tb, int M, int N, int K, const float *A, const f
     /* NT with fewer rows than columns (a forward pass: the weight B is larger
      * than the batch A): compute C^T = B . A^T instead. The operand transposed
      * while packing is then the smaller one, at the price of writing each tile
-     * back transposed; the sums, and so the results, are the same bits. Also
-     * when that takes fewer tiles: 10 outputs fill a third of an NR-wide tile,
-     * but a 10-row C^T fills two MR-row ones. */
-    const int tiles = ((M + MR - 1) / MR) * ((N + NR - 1) / NR);
-    const int tiles_swapped = ((N + MR - 1) / MR) * ((M + NR - 1) / NR);
-    const int swap = !ta && tb && (tiles_swapped < tiles || (tiles_swapped == tiles && M < N));
+     * back transposed; the sums, and so the results, are the same bits. */
+    const int swap = !ta && tb && M < N;
     if (swap) {
         const float *t = A;
         A = Bm, Bm = t;
