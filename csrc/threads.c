@@ -1,8 +1,9 @@
 /* threads.c - how many threads the kernels use.
  *
- * All parallel regions in pynn are OpenMP `parallel for` loops with a static
- * schedule over OUTPUT elements, so every result is computed by the same
- * sequence of floating-point operations whatever the thread count. */
+ * Every parallel region in pynn splits OUTPUT elements among the threads (a
+ * static `omp for`, or a GEMM's share of the tiles), never a sum: so every
+ * result is computed by the same sequence of floating-point operations
+ * whatever the thread count. */
 #include "pynn.h"
 
 #ifdef _OPENMP
