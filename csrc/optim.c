@@ -13,21 +13,24 @@
  * update at full speed, without touching the process-wide FPU flags. */
 static inline float flush(float x) { return fabsf(x) < FLT_MIN ? 0.0f : x; }
 
-void sgd_update(float *param, const float *grad, float *velocity, int64_t n,
+void sgd_update(float *param, const float *grad, float *velocity, int64_t n, int64_t n_decay,
                 float lr, float momentum, float weight_decay) {
-    /* g = grad + wd * param;  v = momentum * v + g;  param -= lr * v */
+    /* g = grad + wd * param;  v = momentum * v + g;  param -= lr * v
+     * (wd only on the first n_decay values: the weights) */
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
-        const float g = grad[i] + weight_decay * param[i];
+        const float wd = i < n_decay ? weight_decay : 0.0f;
+        const float g = grad[i] + wd * param[i];
         velocity[i] = flush(momentum * velocity[i] + g);
         param[i] -= lr * velocity[i];
     }
 }
 
 void adam_update(float *param, const float *grad, float *m, float *v, int64_t n,
-                 float lr, float beta1, float beta2, float eps, float weight_decay,
-                 int t) {
-    /* AdamW: moments of the gradient, bias-corrected, decay decoupled */
+                 int64_t n_decay, float lr, float beta1, float beta2, float eps,
+                 float weight_decay, int t) {
+    /* AdamW: moments of the gradient, bias-corrected, decay decoupled (and
+     * only on the first n_decay values: the weights) */
     const float c1 = 1.0f / (1.0f - powf(beta1, (float)t));
     const float c2 = 1.0f / (1.0f - powf(beta2, (float)t));
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
@@ -36,6 +39,7 @@ void adam_update(float *param, const float *grad, float *m, float *v, int64_t n,
         m[i] = flush(beta1 * m[i] + (1.0f - beta1) * g);
         v[i] = flush(beta2 * v[i] + (1.0f - beta2) * g * g);
         const float mhat = m[i] * c1, vhat = v[i] * c2;
-        param[i] -= lr * (mhat / (sqrtf(vhat) + eps) + weight_decay * param[i]);
+        const float wd = i < n_decay ? weight_decay : 0.0f;
+        param[i] -= lr * (mhat / (sqrtf(vhat) + eps) + wd * param[i]);
     }
 }

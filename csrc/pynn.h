@@ -155,15 +155,17 @@ void crossentropy_softmax_backward(float *dlogits, const float *probs,
                                    const int32_t *targets, int B, int V);
 
 /* ---- optimizers (optim.c) ------------------------------------------------ */
-/* SGD with momentum (PyTorch's form) and L2 weight decay, over n parameters:
+/* Both update n parameters, all arrays (n,); weight decay applies to the
+ * first n_decay of them (the weights; the biases follow, without).
+ * SGD with momentum (PyTorch's form) and L2 weight decay:
  *   g = grad + wd * param;  v = momentum * v + g;  param -= lr * v */
-void sgd_update(float *param, const float *grad, float *velocity, int64_t n,
+void sgd_update(float *param, const float *grad, float *velocity, int64_t n, int64_t n_decay,
                 float lr, float momentum, float weight_decay);
 /* Adam with decoupled weight decay (AdamW); t is the 1-based step count:
  *   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
  *   param -= lr * (mhat / (sqrt(vhat) + eps) + wd * param) */
 void adam_update(float *param, const float *grad, float *m, float *v, int64_t n,
-                 float lr, float beta1, float beta2, float eps, float weight_decay,
-                 int t);
+                 int64_t n_decay, float lr, float beta1, float beta2, float eps,
+                 float weight_decay, int t);
 
 #endif /* PYNN_H */

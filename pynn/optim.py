@@ -1,10 +1,10 @@
 """Optimizers: hold their state and update the parameters in C (csrc/optim.c).
 
-On construction an optimizer moves its parameters into two flat arrays, one
-for the weights (with weight decay) and one for the biases (without), and
-points each Parameter's value and grad at its slice. A step is then two C
-calls over contiguous memory, which the kernel splits across threads,
-instead of one small call per tensor.
+On construction an optimizer moves its parameters into one flat array, the
+weights first (they get weight decay) and then the biases (they do not), and
+points each Parameter's value and grad at its slice. A step is then one C
+call over contiguous memory, which the kernel splits across threads, instead
+of one small call per tensor.
 """
 from ._kernels import lib
 from .tensor import Tensor
@@ -13,23 +13,18 @@ from .tensor import Tensor
 class Optimizer:
     def __init__(self, params, lr, weight_decay):
         self.params, self.lr, self.weight_decay = list(params), lr, weight_decay
-        self.groups = []  # (values, grads, decay?) flat Tensors
-        for decay in (True, False):
-            group = [p for p in self.params if p.decay == decay]
-            if not group:
-                continue
-            n = sum(p.value.size for p in group)
-            values, grads, start = Tensor((n,)), Tensor((n,)), 0
-            for p in group:
-                stop = start + p.value.size
-                p.value = values.rows(start, stop).view(p.value.shape).copy_(p.value)
-                p.grad = grads.rows(start, stop).view(p.grad.shape)
-                start = stop
-            self.groups.append((values, grads, decay))
+        ordered = ([p for p in self.params if p.decay] +
+                   [p for p in self.params if not p.decay])
+        n = sum(p.value.size for p in ordered)
+        self.n_decay = sum(p.value.size for p in ordered if p.decay)
+        self.values, self.grads = Tensor((n,)), Tensor((n,))
+        start = 0
+        for p in ordered:
+            stop = start + p.value.size
+            p.value = self.values.rows(start, stop).view(p.value.shape).copy_(p.value)
+            p.grad = self.grads.rows(start, stop).view(p.grad.shape)
+            start = stop
         self.reset()
-
-    def decay(self, group_decays):
-        return self.weight_decay if group_decays else 0.0
 
 
 class SGD(Optimizer):
@@ -40,12 +35,11 @@ class SGD(Optimizer):
         super().__init__(params, lr, weight_decay)
 
     def reset(self):
-        self.velocity = [Tensor(values.shape) for values, _, _ in self.groups]
+        self.velocity = Tensor(self.values.shape)
 
     def step(self):
-        for (values, grads, decay), v in zip(self.groups, self.velocity):
-            lib.sgd_update(values.ptr, grads.ptr, v.ptr, values.size, self.lr, self.momentum,
-                           self.decay(decay))
+        lib.sgd_update(self.values.ptr, self.grads.ptr, self.velocity.ptr, self.values.size,
+                       self.n_decay, self.lr, self.momentum, self.weight_decay)
 
 
 class Adam(Optimizer):
@@ -57,15 +51,14 @@ class Adam(Optimizer):
 
     def reset(self):
         self.t = 0
-        self.m = [Tensor(values.shape) for values, _, _ in self.groups]
-        self.v = [Tensor(values.shape) for values, _, _ in self.groups]
+        self.m, self.v = Tensor(self.values.shape), Tensor(self.values.shape)
 
     def step(self):
         self.t += 1
         b1, b2 = self.betas
-        for (values, grads, decay), m, v in zip(self.groups, self.m, self.v):
-            lib.adam_update(values.ptr, grads.ptr, m.ptr, v.ptr, values.size, self.lr, b1, b2,
-                            self.eps, self.decay(decay), self.t)
+        lib.adam_update(self.values.ptr, self.grads.ptr, self.m.ptr, self.v.ptr,
+                        self.values.size, self.n_decay, self.lr, b1, b2, self.eps,
+                        self.weight_decay, self.t)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}

@@ -517,26 +517,39 @@ def test_crossentropy_loss_class_rejects_bad_target():
 
 # ---- optimizers ------------------------------------------------------------------
 
+def split_update(update, n_decay, wd, *arrays):
+    """A reference update over the whole arrays with weight decay wd on the
+    first n_decay values and none on the rest: the reference run on the two
+    parts, their results joined."""
+    head = update(*[a[:n_decay] for a in arrays], wd)
+    tail = update(*[a[n_decay:] for a in arrays], 0.0)
+    return [h + t for h, t in zip(head, tail)]
+
+
 @pytest.mark.parametrize("n,threads", [(1, 1), (41, 1), (PAR, 2)])
 @pytest.mark.parametrize("momentum,wd", [(0.0, 0.0), (0.9, 0.0), (0.9, 5e-4)])
-def test_sgd_update(n, threads, momentum, wd):
+@pytest.mark.parametrize("decayed", ["all", "half", "none"])
+def test_sgd_update(n, threads, momentum, wd, decayed):
     lib.pynn_set_threads(threads)
     rng = random.Random(n)
     lr = 0.05
+    n_decay = {"all": n, "half": n // 2, "none": 0}[decayed]
     p = ref.tensor(ref.rand_list(rng, n))
     v = ref.tensor([0.0] * n)
     for step in range(3):
         grad = ref.rand_list(rng, n)
-        want_p, want_v = ref.sgd(p.tolist(), grad, v.tolist(), ref.f32(lr), ref.f32(momentum),
-                                 ref.f32(wd))
-        lib.sgd_update(p.ptr, ref.tensor(grad).ptr, v.ptr, n, lr, momentum, wd)
+        want_p, want_v = split_update(
+            lambda p_, g_, v_, wd_: ref.sgd(p_, g_, v_, ref.f32(lr), ref.f32(momentum),
+                                            ref.f32(wd_)),
+            n_decay, wd, p.tolist(), grad, v.tolist())
+        lib.sgd_update(p.ptr, ref.tensor(grad).ptr, v.ptr, n, n_decay, lr, momentum, wd)
         ref.assert_close(v.tolist(), want_v, rel=1e-6, abs_=1e-7, what=f"velocity {step}")
         ref.assert_close(p.tolist(), want_p, rel=1e-6, abs_=2e-7, what=f"param {step}")
 
 
 def test_sgd_hand_values():
     p, v = ref.tensor([1.0, -2.0]), ref.tensor([0.5, 0.0])
-    lib.sgd_update(p.ptr, ref.tensor([0.25, 1.0]).ptr, v.ptr, 2, 0.5, 0.5, 0.0)
+    lib.sgd_update(p.ptr, ref.tensor([0.25, 1.0]).ptr, v.ptr, 2, 2, 0.5, 0.5, 0.0)
     # v = 0.5*v + g = [0.5, 1.0]; p -= 0.5*v
     assert v.tolist() == [0.5, 1.0]
     assert p.tolist() == [0.75, -2.5]
@@ -544,19 +557,24 @@ def test_sgd_hand_values():
 
 @pytest.mark.parametrize("n,threads", [(1, 1), (41, 1), (PAR, 2)])
 @pytest.mark.parametrize("wd", [0.0, 0.01])
-def test_adam_update(n, threads, wd):
+@pytest.mark.parametrize("decayed", ["all", "half", "none"])
+def test_adam_update(n, threads, wd, decayed):
     lib.pynn_set_threads(threads)
     rng = random.Random(n + 3)
     lr, b1, b2, eps = 1e-2, 0.9, 0.999, 1e-8
+    n_decay = {"all": n, "half": n // 2, "none": 0}[decayed]
     p = ref.tensor(ref.rand_list(rng, n))
     m, v = ref.tensor([0.0] * n), ref.tensor([0.0] * n)
     F = ref.f32
     for t in range(1, 6):
         # gradients away from 0 so that mhat / sqrt(vhat) is well conditioned
         grad = [F(rng.choice((-1, 1)) * rng.uniform(0.1, 2.0)) for _ in range(n)]
-        want_p, want_m, want_v = ref.adam(p.tolist(), grad, m.tolist(), v.tolist(), F(lr),
-                                          F(b1), F(b2), F(eps), F(wd), t)
-        lib.adam_update(p.ptr, ref.tensor(grad).ptr, m.ptr, v.ptr, n, lr, b1, b2, eps, wd, t)
+        want_p, want_m, want_v = split_update(
+            lambda p_, g_, m_, v_, wd_: ref.adam(p_, g_, m_, v_, F(lr), F(b1), F(b2), F(eps),
+                                                 F(wd_), t),
+            n_decay, wd, p.tolist(), grad, m.tolist(), v.tolist())
+        lib.adam_update(p.ptr, ref.tensor(grad).ptr, m.ptr, v.ptr, n, n_decay, lr, b1, b2, eps,
+                        wd, t)
         ref.assert_close(m.tolist(), want_m, rel=1e-5, abs_=1e-7, what=f"m at t={t}")
         ref.assert_close(v.tolist(), want_v, rel=1e-5, abs_=1e-9, what=f"v at t={t}")
         ref.assert_close(p.tolist(), want_p, rel=1e-6, abs_=lr * 1e-4, what=f"p at t={t}")
@@ -568,19 +586,20 @@ def test_adam_first_step_is_lr_times_sign():
     grads = [1e-3, -5.0, 42.0, -0.25]
     p = ref.tensor([0.0] * 4)
     m, v = Tensor((4,)), Tensor((4,))
-    lib.adam_update(p.ptr, ref.tensor(grads).ptr, m.ptr, v.ptr, 4, 0.1, 0.9, 0.999, 1e-8,
+    lib.adam_update(p.ptr, ref.tensor(grads).ptr, m.ptr, v.ptr, 4, 4, 0.1, 0.9, 0.999, 1e-8,
                     0.0, 1)
     ref.assert_close(p.tolist(), [-0.1 if g > 0 else 0.1 for g in grads], rel=1e-4)
 
 
-def test_adam_weight_decay_is_decoupled():
-    # zero gradient: m = v = 0, so only the decoupled decay acts: p -= lr*wd*p
-    p = ref.tensor([2.0, -4.0])
-    m, v = Tensor((2,)), Tensor((2,))
-    lib.adam_update(p.ptr, ref.tensor([0.0, 0.0]).ptr, m.ptr, v.ptr, 2, 0.5, 0.9, 0.999,
-                    1e-8, 0.1, 1)
-    ref.assert_close(p.tolist(), [2.0 * (1 - 0.05), -4.0 * (1 - 0.05)], rel=1e-6)
-    assert m.tolist() == [0.0, 0.0] and v.tolist() == [0.0, 0.0]
+def test_adam_weight_decay_is_decoupled_and_only_on_the_first_n_decay():
+    # zero gradient: m = v = 0, so only the decoupled decay acts: p -= lr*wd*p,
+    # on the first two values (weights); the third (a bias) stays
+    p = ref.tensor([2.0, -4.0, 3.0])
+    m, v = Tensor((3,)), Tensor((3,))
+    lib.adam_update(p.ptr, ref.tensor([0.0, 0.0, 0.0]).ptr, m.ptr, v.ptr, 3, 2, 0.5, 0.9,
+                    0.999, 1e-8, 0.1, 1)
+    ref.assert_close(p.tolist(), [2.0 * (1 - 0.05), -4.0 * (1 - 0.05), 3.0], rel=1e-6)
+    assert m.tolist() == [0.0] * 3 and v.tolist() == [0.0] * 3
 
 
 # ---- data helpers ---------------------------------------------------------------

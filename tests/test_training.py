@@ -81,14 +81,18 @@ def test_zero_lr_changes_nothing():
                                   lambda p: Adam(p, lr=0.1, weight_decay=0.5)],
                          ids=["sgd", "adamw"])
 def test_weight_decay_applies_to_weights_only(make):
-    # zero gradients: only the decay acts, shrinking weights by lr*wd = 5 %
-    model = Sequential(Linear(3, 2, random.Random(0)))
-    w, b = model.parameters()
-    b.value.ptr[0:2] = [1.0, -1.0]
-    w0 = w.value.tolist()
+    # zero gradients: only the decay acts, shrinking weights by lr*wd = 5 %;
+    # two layers, so that weights and biases alternate in parameters() (the
+    # optimizer puts the weights first in its flat array)
+    rng = random.Random(0)
+    model = Sequential(Linear(3, 2, rng), Linear(2, 2, rng))
+    w1, b1, w2, b2 = model.parameters()
+    b1.value.ptr[0:2], b2.value.ptr[0:2] = [1.0, -1.0], [0.5, 2.0]
+    w0 = [w.value.tolist() for w in (w1, w2)]
     make(model.parameters()).step()  # grads are all zero after construction
-    assert w.value.tolist() == pytest.approx([v * 0.95 for v in w0], rel=1e-6)
-    assert b.value.tolist() == [1.0, -1.0]
+    for w, before in zip((w1, w2), w0):
+        assert w.value.tolist() == pytest.approx([v * 0.95 for v in before], rel=1e-6)
+    assert b1.value.tolist() == [1.0, -1.0] and b2.value.tolist() == [0.5, 2.0]
 
 
 def test_training_is_deterministic():
