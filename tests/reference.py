@@ -226,6 +226,18 @@ def adam(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, t):
 
 # ---- data helpers ----------------------------------------------------------------
 
+def blobs(rng, n, d, k, spread=0.7, extent=2.0):
+    """n points in k Gaussian clusters in d dimensions (point i in cluster
+    i % k), the centers uniform in [-extent, extent]: (x (n,d), y (n,) int32)."""
+    centers = [[rng.uniform(-extent, extent) for _ in range(d)] for _ in range(k)]
+    xs, ys = [], []
+    for i in range(n):
+        c = i % k
+        xs += [m + rng.gauss(0.0, spread) for m in centers[c]]
+        ys.append(c)
+    return Tensor.from_list(xs, (n, d)), Tensor.from_list(ys, (n,), "int32")
+
+
 def moments(x):
     """(mean, population variance)."""
     n = len(x)

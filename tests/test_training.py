@@ -10,6 +10,8 @@ from pynn import SGD, Adam, CrossEntropyLoss, Linear, Sequential, Tanh, mlp
 from pynn.tensor import Tensor
 from pynn.train import accuracy, fit, lr_factor
 
+from reference import blobs
+
 XOR_X = [0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0]
 XOR_Y = [0, 1, 1, 0]
 
@@ -36,17 +38,6 @@ def test_xor_with_adam(seed):
     assert model.predict(x).tolist() == XOR_Y
     assert losses[-1] < 0.05 < losses[0]
     assert accuracy(model, x, y) == 1.0
-
-
-def blobs(rng, n, d, k, spread=0.7):
-    """n points in k Gaussian clusters in d dimensions."""
-    centers = [[rng.uniform(-2, 2) for _ in range(d)] for _ in range(k)]
-    xs, ys = [], []
-    for i in range(n):
-        c = i % k
-        xs += [m + rng.gauss(0.0, spread) for m in centers[c]]
-        ys.append(c)
-    return Tensor.from_list(xs, (n, d)), Tensor.from_list(ys, (n,), "int32")
 
 
 @pytest.mark.parametrize("opt_name", ["sgd", "sgd_wd", "adam", "adamw"])
