@@ -112,3 +112,46 @@ int pynn_all_finite(const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) ok &= isfinite(x[i]) ? 1 : 0;
     return ok;
 }
+
+/* the draw of sample i of a batch: splitmix64's finalizer of (seed + i * golden
+ * ratio), as for dropout - no state, the same in any thread and order */
+static inline uint64_t sample_draw(uint64_t seed, int64_t i) {
+    uint64_t z = seed + (uint64_t)i * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* sample i's shift (dy, dx), each in [-shift, shift], and flip bit, from
+ * three separate bit fields of its draw */
+static void augment_draw(uint64_t seed, int i, int shift, int flip, int *dy, int *dx,
+                         int *mirror) {
+    const uint64_t z = sample_draw(seed, i), span = 2 * (uint64_t)shift + 1;
+    *dy = (int)((z & 0xFFFF) % span) - shift;
+    *dx = (int)((z >> 16 & 0xFFFF) % span) - shift;
+    *mirror = flip ? (int)(z >> 32 & 1) : 0;
+}
+
+void pynn_gather_augment(float *out, const float *inp, const int32_t *idx, int B, int H, int W,
+                         int shift, int flip, float fill, uint64_t seed) {
+    /* out is (B,H,W), inp is (N,H*W) one-channel images, idx is (B,) in [0,N).
+     * Sample i is image idx[i] mirrored left-right when its flip bit is set,
+     * m[y,x] = img[y, W-1-x] (else m = img), then moved down by dy and right
+     * by dx:  out[i,y,x] = m[y-dy, x-dx],  or fill where that lies outside. */
+#pragma omp parallel for schedule(static) if ((int64_t)B * H * W >= 16384)
+    for (int i = 0; i < B; i++) {
+        int dy, dx, mirror;
+        augment_draw(seed, i, shift, flip, &dy, &dx, &mirror);
+        const float *img = inp + (size_t)idx[i] * H * W;
+        float *o = out + (size_t)i * H * W;
+        for (int y = 0; y < H; y++) {
+            const int sy = y - dy;
+            for (int x = 0; x < W; x++) {
+                const int mx = x - dx; /* column of m */
+                const int sx = mirror ? W - 1 - mx : mx;
+                o[(size_t)y * W + x] = sy >= 0 && sy < H && mx >= 0 && mx < W
+                                           ? img[(size_t)sy * W + sx] : fill;
+            }
+        }
+    }
+}

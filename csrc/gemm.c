@@ -26,7 +26,9 @@
  * they never wait for each other inside a product. K is never split, so every
  * element of C sees the same sequence of operations whatever the thread count.
  * pynn_gemm_team is one thread's share, for a caller that runs several
- * products in one parallel region (layers.c); pynn_gemm opens a region for one.
+ * products in one parallel region (layers.c); pynn_gemm_solo is all of a
+ * product on the calling thread, for a caller whose threads each take their
+ * own products (conv.c); pynn_gemm opens a region for one.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -306,10 +308,10 @@ static void share(int n, int t, int nth, int *lo, int *hi) {
     *hi = (int)((int64_t)n * (t + 1) / nth);
 }
 
-void pynn_gemm_team(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
-                    const float *bias, float *Cm, int flags) {
+/* share tid of the product cut in nth shares, packed in the slots of thread slot */
+static void gemm_share(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
+                       const float *bias, float *Cm, int flags, int tid, int nth, int slot) {
     const int accumulate = flags & PYNN_GEMM_ACCUMULATE, relu = flags & PYNN_GEMM_RELU;
-    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
     if (M <= 0 || N <= 0) return;
     if (K <= 0) { /* empty sum: C = bias (or C += bias), this thread's rows */
         int lo, hi;
@@ -333,7 +335,7 @@ void pynn_gemm_team(int ta, int tb, int M, int N, int K, const float *A, const f
         M = N, N = m;
     }
     const int n_panels = (N + NR - 1) / NR, m_panels = (M + MR - 1) / MR;
-    float *const Bp = work + (size_t)tid * (B_SLOT + A_SLOT), *const Ap = Bp + B_SLOT;
+    float *const Bp = work + (size_t)slot * (B_SLOT + A_SLOT), *const Ap = Bp + B_SLOT;
     /* a full MR-row panel of op(A) is read where it lies: element (i, p) of
      * the panel starting at row i0 is A[(i0 + i) * K + p], or A[p * M + i0 + i] */
     const size_t ars = ta ? 1 : (size_t)K, aks = ta ? (size_t)M : 1;
@@ -385,6 +387,17 @@ void pynn_gemm_team(int ta, int tb, int M, int N, int K, const float *A, const f
             }
         }
     }
+}
+
+void pynn_gemm_team(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
+                    const float *bias, float *Cm, int flags) {
+    const int tid = omp_get_thread_num();
+    gemm_share(ta, tb, M, N, K, A, Bm, bias, Cm, flags, tid, omp_get_num_threads(), tid);
+}
+
+void pynn_gemm_solo(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
+                    const float *bias, float *Cm, int flags) {
+    gemm_share(ta, tb, M, N, K, A, Bm, bias, Cm, flags, 0, 1, omp_get_thread_num());
 }
 
 void pynn_gemm(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,

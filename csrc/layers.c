@@ -141,10 +141,12 @@ void dropout_backward(float *dinp, const float *dout, float p, uint64_t seed, in
 
 double crossentropy_softmax_forward(float *probs, float *losses, int32_t *correct,
                                     const float *logits, const int32_t *targets,
-                                    int B, int V) {
+                                    float smoothing, int B, int V) {
     /* logits, probs are (B,V); targets, losses are (B,)
      * probs[b,:] = exp(logits[b,:] - max) / sum exp(logits[b,:] - max)
-     * loss[b]    = logsumexp(logits[b,:]) - logits[b,target]              */
+     * loss[b]    = -sum_v q[v] log probs[b,v],  q = (1 - eps) onehot(target) + eps / V
+     *            = logsumexp(logits[b,:]) - (1 - eps) logits[b,target] - eps mean_v logits[b,v]
+     * (eps = smoothing; eps = 0 is the plain cross-entropy, computed as before) */
     double total = 0.0;
     int32_t hits = 0;
     for (int b = 0; b < B; b++) {
@@ -154,10 +156,11 @@ double crossentropy_softmax_forward(float *probs, float *losses, int32_t *correc
         for (int v = 1; v < V; v++)
             if (x[v] > x[arg]) arg = v;
         const float maxv = x[arg];
-        double sum = 0.0;
+        double sum = 0.0, shifted = 0.0;
         for (int v = 0; v < V; v++) {
             p[v] = expf(x[v] - maxv);
             sum += p[v];
+            shifted += (double)(x[v] - maxv);
         }
         const float inv = (float)(1.0 / sum);
         for (int v = 0; v < V; v++) p[v] *= inv;
@@ -166,7 +169,9 @@ double crossentropy_softmax_forward(float *probs, float *losses, int32_t *correc
             if (correct) *correct = -1;
             return NAN;
         }
-        const double loss = log(sum) - (double)(x[t] - maxv);
+        double loss = log(sum) - (double)(x[t] - maxv);
+        if (smoothing != 0.0f) /* -log p_v = log(sum) - (x_v - max) for every v */
+            loss = (1.0 - smoothing) * loss + smoothing * (log(sum) - shifted / V);
         if (losses) losses[b] = (float)loss;
         total += loss;
         hits += (arg == t);
@@ -176,13 +181,15 @@ double crossentropy_softmax_forward(float *probs, float *losses, int32_t *correc
 }
 
 void crossentropy_softmax_backward(float *dlogits, const float *probs,
-                                   const int32_t *targets, int B, int V) {
-    /* dlogits, probs are (B,V): d(mean loss)/dlogits = (probs - onehot) / B */
-    const float scale = 1.0f / (float)B;
+                                   const int32_t *targets, float smoothing, int B, int V) {
+    /* dlogits, probs are (B,V): d(mean loss)/dlogits = (probs - q) / B with
+     * q = (1 - eps) onehot(target) + eps / V (q = onehot when eps = 0) */
+    const float scale = 1.0f / (float)B, uniform = smoothing / (float)V * scale;
+    const float hit = (1.0f - smoothing) * scale;
     for (int b = 0; b < B; b++) {
         const float *p = probs + (size_t)b * V;
         float *d = dlogits + (size_t)b * V;
-        for (int v = 0; v < V; v++) d[v] = p[v] * scale;
-        if (targets[b] >= 0 && targets[b] < V) d[targets[b]] -= scale;
+        for (int v = 0; v < V; v++) d[v] = p[v] * scale - uniform;
+        if (targets[b] >= 0 && targets[b] < V) d[targets[b]] -= hit;
     }
 }

@@ -5,9 +5,16 @@
  *  - B is the batch size, C the number of input channels (features), OC the
  *    number of output channels, V the number of classes;
  *  - weights are (OC, C), as in torch.nn.Linear: out = inp . weight^T + bias;
+ *  - images are stored NHWC, (B,H,W,C): the C channels of a pixel lie next to
+ *    each other, pixel after pixel, row after row, image after image. So B*H*W
+ *    pixels of C channels are also an (N,C) matrix with N = B*H*W rows, and a
+ *    convolution is a dense layer over those rows (conv.c), batch norm the same
+ *    kernel after a conv or a dense layer (norm.c). One-channel images are also
+ *    (B, H*W) vectors, as the CSV rows hold them. Conv weights are (OC,k,k,C);
  *  - backward functions WRITE (not accumulate) parameter gradients;
- *  - no function allocates except the GEMM, which grows one cached packing
- *    workspace the first time it sees a larger problem (never in steady state).
+ *  - no function allocates except through pynn_scratch (threads.c) and the
+ *    GEMM's packing workspace, both grown the first time a larger problem
+ *    comes, never in the steady state.
  *
  * This file is also read by the cffi builder (pyproject_build/build_kernels.py),
  * which drops the preprocessor lines, so keep every declaration on plain C.
@@ -24,6 +31,13 @@ void pynn_set_threads(int n);
 int pynn_get_threads(void);
 /* 1 when built with OpenMP, else 0 (then everything runs on one thread). */
 int pynn_have_openmp(void);
+/* Scratch buffers of the kernels, one per slot, grown when a larger one is
+ * asked for; called outside parallel regions only. release frees them all
+ * (tests and leak checks). */
+enum { PYNN_SCRATCH_COL, PYNN_SCRATCH_WFLIP, PYNN_SCRATCH_NORM, PYNN_SCRATCH_MOMENTS,
+       PYNN_SCRATCH_SLOTS };
+float *pynn_scratch(int slot, size_t n);
+void pynn_scratch_release(void);
 
 /* ---- CSV parsing (csv.c) ------------------------------------------------ */
 /* Error codes of the parser; Python turns them into one-line messages. */
@@ -73,6 +87,13 @@ void pynn_scale_shift(float *x, int64_t n, float scale, float shift);
 void pynn_shuffle(int32_t *idx, int64_t n, uint64_t seed);
 /* out[i,:] = inp[idx[i],:]; out is (B,C), inp is (N,C), idx is (B,) in [0,N) */
 void pynn_gather_rows(float *out, const float *inp, const int32_t *idx, int B, int C);
+/* The augmenting gather of one-channel images, for training: out is (B,H,W),
+ * inp is (N,H*W), idx is (B,) in [0,N), shift >= 0. Sample i is image idx[i],
+ * mirrored left-right when flip is set and a coin says so, then moved by
+ * dy, dx in [-shift, shift]; pixels moved in from outside get fill (the
+ * normalized background). The coin and shifts are a hash of (seed, i). */
+void pynn_gather_augment(float *out, const float *inp, const int32_t *idx, int B, int H, int W,
+                         int shift, int flip, float fill, uint64_t seed);
 /* out[i] = inp[idx[i]]; out, idx are (B,) */
 void pynn_gather_labels(int32_t *out, const int32_t *inp, const int32_t *idx, int B);
 /* out[b] = argmax_v inp[b,v], first index on ties; inp is (B,V) */
@@ -102,6 +123,10 @@ void pynn_gemm(int ta, int tb, int M, int N, int K, const float *A, const float 
  * barrier first). Outside a parallel region it computes all of C. The region's
  * opener calls pynn_gemm_reserve() first: the packing workspace grows there. */
 void pynn_gemm_team(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
+                    const float *bias, float *Cm, int flags);
+/* The same product, all of it on the calling thread (inside a parallel region
+ * whose opener called pynn_gemm_reserve(), or outside one). */
+void pynn_gemm_solo(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
                     const float *bias, float *Cm, int flags);
 void pynn_gemm_reserve(void);
 /* Frees the cached packing workspace (tests and leak checks call it). */
@@ -142,17 +167,57 @@ void tanh_backward(float *dinp, const float *dout, const float *out, int64_t N);
  * backward pass recomputes the same mask from the same seed. All (N,). */
 void dropout_forward(float *out, const float *inp, float p, uint64_t seed, int64_t N);
 void dropout_backward(float *dinp, const float *dout, float p, uint64_t seed, int64_t N);
-/* Softmax + cross-entropy, fused and stable (max subtracted, log-sum-exp).
+/* Softmax + cross-entropy, fused and stable (max subtracted, log-sum-exp),
+ * with label smoothing eps (0 <= smoothing < 1; 0: none): the target
+ * distribution is q = (1 - eps) onehot(target) + eps / V.
  * logits, probs are (B,V); targets (B,) in [0,V); losses (B,) or NULL.
  * Returns the summed loss; *correct gets the number of rows whose argmax is
  * the target (ties go to the lowest index). A target outside [0,V) makes it
  * return NaN with *correct = -1 (checked in C: a label never indexes memory). */
 double crossentropy_softmax_forward(float *probs, float *losses, int32_t *correct,
                                     const float *logits, const int32_t *targets,
-                                    int B, int V);
-/* dlogits = (probs - onehot(targets)) / B: the gradient of the MEAN loss */
+                                    float smoothing, int B, int V);
+/* dlogits = (probs - q) / B: the gradient of the MEAN loss */
 void crossentropy_softmax_backward(float *dlogits, const float *probs,
-                                   const int32_t *targets, int B, int V);
+                                   const int32_t *targets, float smoothing, int B, int V);
+
+/* ---- convolution and pooling (conv.c), images NHWC ----------------------- */
+/* 2-D convolution, "same" zero padding, stride 1, odd k >= 1:
+ * out is (B,H,W,OC), inp is (B,H,W,C), weight is (OC,k,k,C), bias (OC,) or NULL
+ *   out[b,y,x,o] = bias[o] + sum_{i,j,c} inp[b, y+i-k/2, x+j-k/2, c] * weight[o,i,j,c] */
+void conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    int B, int H, int W, int C, int OC, int k);
+/* dinp (B,H,W,C) or NULL (first layer), dweight (OC,k,k,C), dbias (OC,) or NULL;
+ * dout is (B,H,W,OC) */
+void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                     const float *inp, const float *weight, int B, int H, int W, int C, int OC,
+                     int k);
+/* 2x2 max-pool, stride 2: out is (B,H/2,W/2,C), inp is (B,H,W,C) (an odd last
+ * row or column is dropped). Ties: the first maximum of the window in the
+ * order (0,0), (0,1), (1,0), (1,1) takes the value and, backward, the gradient. */
+void maxpool2x2_forward(float *out, const float *inp, int B, int H, int W, int C);
+/* dinp (B,H,W,C) is written whole; dout (B,H/2,W/2,C); inp as in the forward */
+void maxpool2x2_backward(float *dinp, const float *dout, const float *inp, int B, int H, int W,
+                         int C);
+
+/* ---- batch norm (norm.c), over the rows of (N,C) ------------------------- */
+/* out, inp (N,C): a dense output (N = B) or conv output (N = B*H*W rows);
+ * mean, invstd, running_mean, running_var, gamma, beta are (C,).
+ * training = 1: batch statistics (biased variance), written to mean and invstd
+ *   for the backward pass; running = (1-momentum) running + momentum stat
+ *   (the variance unbiased there, as PyTorch). training = 0: the running
+ *   statistics are used (and written to mean, invstd).
+ * out = gamma * (inp - mean) * invstd + beta, then max(., 0) when relu != 0. */
+void batchnorm_forward(float *out, float *mean, float *invstd, float *running_mean,
+                       float *running_var, const float *inp, const float *gamma,
+                       const float *beta, int64_t N, int C, float momentum, float eps,
+                       int training, int relu);
+/* The training-mode backward, through the batch statistics too: dinp (N,C),
+ * dgamma, dbeta (C,) are written; out is the forward's output (for the ReLU's
+ * mask when relu != 0), inp, mean, invstd as the forward saw and wrote them. */
+void batchnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                        const float *out, const float *inp, const float *mean,
+                        const float *invstd, const float *gamma, int64_t N, int C, int relu);
 
 /* ---- optimizers (optim.c) ------------------------------------------------ */
 /* Both update n parameters, all arrays (n,); weight decay applies to the

@@ -16,19 +16,21 @@ import os
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from .app import run  # noqa: E402
-from .config import ALLOWED_SEEDS, Config
+from .config import ALLOWED_SEEDS, PRESETS, Config, configure
 from .data import Normalizer, load_labels, load_vectors
 from .errors import PynnError
-from .layers import Dropout, LeakyReLU, Linear, ReLU, Tanh
+from .layers import (BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, LeakyReLU, Linear,
+                     MaxPool2d, ReLU, Tanh)
 from .loss import CrossEntropyLoss
-from .model import Sequential, mlp
+from .model import Sequential, build, mlp
 from .optim import SGD, Adam
 from .tensor import Tensor
 from ._kernels import lib as _lib
 
-__all__ = ["run", "Config", "ALLOWED_SEEDS", "Normalizer", "load_labels", "load_vectors",
-           "PynnError", "Linear", "ReLU", "Dropout", "LeakyReLU", "Tanh", "CrossEntropyLoss",
-           "Sequential", "mlp", "SGD", "Adam", "Tensor", "set_threads", "get_threads"]
+__all__ = ["run", "Config", "configure", "PRESETS", "ALLOWED_SEEDS", "Normalizer", "load_labels",
+           "load_vectors", "PynnError", "Linear", "ReLU", "Dropout", "LeakyReLU", "Tanh",
+           "Conv2d", "MaxPool2d", "BatchNorm1d", "BatchNorm2d", "Flatten", "CrossEntropyLoss",
+           "Sequential", "build", "mlp", "SGD", "Adam", "Tensor", "set_threads", "get_threads"]
 
 
 def set_threads(n):

@@ -8,14 +8,14 @@ from pathlib import Path
 
 from . import html_report, serialize
 from ._kernels import lib
-from .config import ALLOWED_SEEDS
+from .config import ALLOWED_SEEDS, configure
 from .cpu import default_threads
 from .data import Normalizer, check_vectors, gather, load_labels, load_vectors, split
 from .errors import PynnError
 from .io import (CSV_NAMES, PREDICTION_NAMES, RUN_FILES, check_writable, new_run_folder,
                  write_json, write_prediction_files, write_text)
 from .metrics import class_names, evaluate
-from .model import mlp
+from .model import build, image_shape, parse_arch
 from .optim import OPTIMIZERS
 from .report import Reporter
 from .train import fit
@@ -25,6 +25,17 @@ def build_optimizer(cfg, params):
     if cfg.optimizer == "sgd":
         return OPTIMIZERS["sgd"](params, cfg.lr, cfg.momentum, cfg.weight_decay)
     return OPTIMIZERS["adam"](params, cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def fall_back_to_mlp(cfg, width, reporter):
+    """The MLP preset when the default (a CNN) was not asked for and the
+    vectors are not square images; else cfg (build() names a bad --arch)."""
+    wants_conv = any(t[0] in "cp" for t in parse_arch(cfg.arch))
+    if not wants_conv or image_shape(width) or {"model", "arch"} & set(cfg.explicit):
+        return cfg
+    reporter.note(f"the vectors have {width} values, not a square image: "
+                  f"training the mlp preset instead of {cfg.model}")
+    return configure("mlp", **{k: getattr(cfg, k) for k in cfg.explicit})
 
 
 def run(cfg, reporter=None):
@@ -38,6 +49,7 @@ def run(cfg, reporter=None):
     if cfg.seed not in ALLOWED_SEEDS:
         reporter.note(f"seed {cfg.seed}: the course allows only {ALLOWED_SEEDS}")
     check_writable(out)
+    parse_arch(cfg.arch)  # a bad --arch token is named before anything is read
     if cfg.save:  # checked before training, not after it
         if Path(cfg.save).is_dir():
             raise PynnError(f"{cfg.save}: is a folder; --save needs a file name")
@@ -47,7 +59,7 @@ def run(cfg, reporter=None):
     rng = random.Random(cfg.seed)
 
     # training data: the only data that shapes the model
-    inputs = loaded[0].layers[0].in_features if loaded else None
+    inputs = loaded[0].input_width() if loaded else None
     x = load_vectors(data / CSV_NAMES["train_vectors"], width=inputs)
     # a broken test file is reported now, not after minutes of training: its
     # format is checked (0.02 s); its values are read only for the prediction
@@ -68,11 +80,14 @@ def run(cfg, reporter=None):
         norm = Normalizer.fit(x, rows)  # statistics of the training part only
         norm(x)
         x_val, y_val = (gather(x, val_rows), gather(y, val_rows)) if val_rows else (None, None)
-        model = mlp([x.shape[1], *cfg.hidden, classes], cfg.activation, rng, cfg.dropout)
+        cfg = fall_back_to_mlp(cfg, x.shape[1], reporter)
+        model = build(cfg.arch, x.shape[1], classes, cfg.activation, rng, cfg.dropout,
+                      cfg.batchnorm)
         optimizer = build_optimizer(cfg, model.parameters())
         reporter.start(model, len(rows), len(val_rows), cfg, lib.pynn_get_threads())
         history, val_acc, stopped = fit(model, optimizer, x, y, rows, x_val, y_val, cfg,
-                                        reporter, rng, start + cfg.time_budget)
+                                        reporter, rng, start + cfg.time_budget,
+                                        fill=norm.normalized(0.0))
     trained = time.perf_counter()
 
     # predictions: training rows in input order, then the test set (its first use)

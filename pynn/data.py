@@ -205,6 +205,10 @@ class Normalizer:
                          mean, var)
         return cls(mean[0], max(var[0], 1e-12) ** 0.5)
 
+    def normalized(self, value):
+        """What a raw value becomes (a background pixel 0, say)."""
+        return (value - self.mean) / self.std
+
     def __call__(self, x):
         """Normalize x in place and return it."""
         lib.pynn_scale_shift(x.ptr, x.size, 1.0 / self.std, -self.mean / self.std)

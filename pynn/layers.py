@@ -32,6 +32,14 @@ class Module:
     def parameters(self):
         return []
 
+    def buffers(self):
+        """State that is not trained but belongs to the model (saved, loaded)."""
+        return []
+
+    def out_shape(self, shape):
+        """The output shape (without the batch) for an input of this shape."""
+        return shape
+
     def _buffer(self, cache, shape):
         """The reusable output buffer for this shape (allocated on first use)."""
         buf = cache.get(shape)
@@ -64,6 +72,9 @@ class Linear(Module):
 
     def parameters(self):
         return [self.weight, self.bias]
+
+    def out_shape(self, shape):
+        return (self.out_features,)
 
     def forward(self, inp):
         B, C, OC = inp.shape[0], self.in_features, self.out_features
@@ -177,3 +188,165 @@ class Dropout(Module):
 
 
 ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh}
+
+
+# ---- convolutional layers: images are (B, H, W, C), channels last (NHWC) ----
+
+class Conv2d(Module):
+    """out = conv(inp, weight) + bias: a k x k convolution, "same" zero padding,
+    stride 1 (csrc/conv.c). inp is (B, H, W, in_channels), weight is
+    (out_channels, k, k, in_channels), out is (B, H, W, out_channels).
+
+    Weights start He-uniform over the k*k*in_channels inputs of an output.
+    ``bias=False`` when a batch norm follows (its shift beta makes a bias
+    redundant). ``input_grad=False`` skips dL/dinp (the first layer).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, rng, bias=True,
+                 input_grad=True):
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel size must be odd and positive, got {kernel_size}")
+        self.in_channels, self.out_channels, self.k = in_channels, out_channels, kernel_size
+        fan_in = kernel_size * kernel_size * in_channels
+        bound = math.sqrt(6.0 / fan_in)
+        w = [rng.uniform(-bound, bound) for _ in range(out_channels * fan_in)]
+        shape = (out_channels, kernel_size, kernel_size, in_channels)
+        self.weight = Parameter("weight", Tensor.from_list(w, shape), True)
+        self.bias = Parameter("bias", Tensor((out_channels,)), False) if bias else None
+        self.input_grad = input_grad
+        self._out, self._dinp, self._inp = {}, {}, None
+
+    def parameters(self):
+        return [self.weight] + ([self.bias] if self.bias else [])
+
+    def out_shape(self, shape):
+        return shape[:2] + (self.out_channels,)
+
+    def forward(self, inp):
+        B, H, W, C = inp.shape
+        check(inp, (B, H, W, self.in_channels), what="Conv2d input")
+        out = self._buffer(self._out, (B, H, W, self.out_channels))
+        lib.conv2d_forward(out.ptr, inp.ptr, self.weight.value.ptr,
+                           self.bias.value.ptr if self.bias else ffi.NULL,
+                           B, H, W, C, self.out_channels, self.k)
+        self._inp = inp
+        return out
+
+    def backward(self, dout):
+        inp = self._inp
+        B, H, W, C = inp.shape
+        check(dout, (B, H, W, self.out_channels), what="Conv2d dout")
+        dinp = self._buffer(self._dinp, inp.shape) if self.input_grad else None
+        lib.conv2d_backward(dinp.ptr if dinp else ffi.NULL, self.weight.grad.ptr,
+                            self.bias.grad.ptr if self.bias else ffi.NULL, dout.ptr, inp.ptr,
+                            self.weight.value.ptr, B, H, W, C, self.out_channels, self.k)
+        return dinp
+
+    def __repr__(self):
+        bias = "" if self.bias else ", bias=False"
+        return f"Conv2d({self.in_channels}, {self.out_channels}, {self.k}{bias})"
+
+
+class MaxPool2d(Module):
+    """2x2 max-pool, stride 2: (B, H, W, C) -> (B, H//2, W//2, C). Ties go to
+    the first maximum of a window (row by row), forward and backward."""
+
+    def __init__(self):
+        self._out, self._dinp, self._inp = {}, {}, None
+
+    def out_shape(self, shape):
+        return (shape[0] // 2, shape[1] // 2, shape[2])
+
+    def forward(self, inp):
+        B, H, W, C = inp.shape
+        out = self._buffer(self._out, (B, H // 2, W // 2, C))
+        lib.maxpool2x2_forward(out.ptr, inp.ptr, B, H, W, C)
+        self._inp = inp
+        return out
+
+    def backward(self, dout):
+        B, H, W, C = self._inp.shape
+        check(dout, (B, H // 2, W // 2, C), what="MaxPool2d dout")
+        dinp = self._buffer(self._dinp, self._inp.shape)
+        lib.maxpool2x2_backward(dinp.ptr, dout.ptr, self._inp.ptr, B, H, W, C)
+        return dinp
+
+
+class Flatten(Module):
+    """(B, H, W, C) -> (B, H*W*C): a view, no copy (and back, backward)."""
+
+    def out_shape(self, shape):
+        return (math.prod(shape),)
+
+    def forward(self, inp):
+        self._shape = inp.shape
+        return inp.view((inp.shape[0], inp.size // max(1, inp.shape[0])))
+
+    def backward(self, dout):
+        return dout.view(self._shape)
+
+
+class BatchNorm(Module):
+    """Batch normalization over the last axis (csrc/norm.c):
+    y = gamma * (x - mean) / sqrt(var + eps) + beta, per feature of a (B, F)
+    input or per channel of a (B, H, W, C) one (over the batch and all pixels).
+
+    While training, mean and var are the batch's, and running estimates are
+    kept (new = (1 - momentum) * old + momentum * batch value, as PyTorch);
+    in evaluation (``training = False``) those are used. gamma and beta are
+    trained without weight decay; the running statistics are state, not
+    parameters (``buffers``: saved, loaded and kept with the best weights).
+    ``relu=True`` fuses a following ReLU (Sequential sets it).
+    """
+
+    def __init__(self, num_features, momentum=0.1, eps=1e-5):
+        C = self.num_features = num_features
+        self.momentum, self.eps, self.training, self.relu = momentum, eps, True, False
+        self.gamma = Parameter("gamma", Tensor((C,)).fill_(1.0), False)
+        self.beta = Parameter("beta", Tensor((C,)), False)
+        self.running_mean, self.running_var = Tensor((C,)), Tensor((C,)).fill_(1.0)
+        self._mean, self._invstd = Tensor((C,)), Tensor((C,))
+        self._out, self._dinp, self._inp, self._y = {}, {}, None, None
+
+    def parameters(self):
+        return [self.gamma, self.beta]
+
+    def buffers(self):
+        return [self.running_mean, self.running_var]
+
+    def out_shape(self, shape):
+        return shape
+
+    def forward(self, inp):
+        C = self.num_features
+        if inp.shape[-1] != C:
+            raise ValueError(f"BatchNorm input: expected {C} features last, got {inp.shape}")
+        out = self._buffer(self._out, inp.shape)
+        lib.batchnorm_forward(out.ptr, self._mean.ptr, self._invstd.ptr, self.running_mean.ptr,
+                              self.running_var.ptr, inp.ptr, self.gamma.value.ptr,
+                              self.beta.value.ptr, inp.size // C, C, self.momentum, self.eps,
+                              int(self.training), int(self.relu))
+        self._inp, self._y = inp, out
+        return out
+
+    def backward(self, dout):
+        if not self.training:
+            raise RuntimeError("BatchNorm.backward needs a forward in training mode")
+        C, inp = self.num_features, self._inp
+        check(dout, inp.shape, what="BatchNorm dout")
+        dinp = self._buffer(self._dinp, inp.shape)
+        lib.batchnorm_backward(dinp.ptr, self.gamma.grad.ptr, self.beta.grad.ptr, dout.ptr,
+                               self._y.ptr, inp.ptr, self._mean.ptr, self._invstd.ptr,
+                               self.gamma.value.ptr, inp.size // C, C, int(self.relu))
+        return dinp
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.num_features})"
+
+
+class BatchNorm1d(BatchNorm):
+    """Batch norm of a dense layer's (B, F) output: a mean per feature."""
+
+
+class BatchNorm2d(BatchNorm):
+    """Batch norm of a conv's (B, H, W, C) output: a mean per channel."""

@@ -1,31 +1,45 @@
-"""Sequential: layers applied in order; backward in reverse. mlp() builds one."""
+"""Sequential: layers applied in order; backward in reverse. build() makes one
+from an --arch description; mlp() is the special case of dense layers only."""
+import math
+
 from ._kernels import lib
-from .layers import ACTIVATIONS, Dropout, Linear, ReLU
+from .config import BATCHNORM
+from .errors import PynnError
+from .layers import (ACTIVATIONS, BatchNorm, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten,
+                     Linear, MaxPool2d, ReLU)
 from .tensor import Tensor
 
 
 class Sequential:
     """Layers applied in order; backward in reverse.
 
-    Two optimizations, both invisible in the results: the first Linear does
-    not compute dL/d(input pixels), which nobody needs; and a Linear directly
-    followed by a ReLU runs both as one fused C call each way (the ReLU is
-    then skipped: ``steps`` lists what actually runs).
+    ``input_shape`` is the shape of one sample without the batch: (D,) for
+    vectors, (H, W, C) for images. A batch arrives as (B, D) rows (as the CSV
+    holds them) and is viewed as (B, H, W, C) before the first layer.
+
+    Two optimizations, both invisible in the results: the first layer does
+    not compute dL/d(input pixels), which nobody needs; and a Linear or a
+    BatchNorm directly followed by a ReLU runs both as one fused C call each
+    way (the ReLU is then skipped: ``steps`` lists what actually runs).
     """
 
-    def __init__(self, *layers):
+    def __init__(self, *layers, input_shape=None):
         self.layers = list(layers)
-        if self.layers and isinstance(self.layers[0], Linear):
+        self.spec = None  # how build() made it (what a saved model file records)
+        self.input_shape = tuple(input_shape) if input_shape else None
+        if self.layers and isinstance(self.layers[0], (Linear, Conv2d)):
             self.layers[0].input_grad = False
         self.steps = []
         for layer in self.layers:
             prev = self.steps[-1] if self.steps else None
-            if isinstance(layer, ReLU) and isinstance(prev, Linear) and not prev.relu:
-                prev.relu = True  # fused into the Linear
+            if isinstance(layer, ReLU) and isinstance(prev, (Linear, BatchNorm)) and not prev.relu:
+                prev.relu = True  # fused into the layer before
             else:
                 self.steps.append(layer)
 
     def forward(self, x):
+        if self.input_shape and x.shape[1:] != self.input_shape:
+            x = x.view((x.shape[0],) + self.input_shape)
         for layer in self.steps:
             x = layer.forward(x)
         return x
@@ -38,16 +52,31 @@ class Sequential:
     def parameters(self):
         return [p for layer in self.layers for p in layer.parameters()]
 
+    def buffers(self):
+        return [b for layer in self.layers for b in layer.buffers()]
+
     def train(self, mode=True):
-        """Training mode (dropout active) or, with False, evaluation mode."""
+        """Training mode (dropout active, batch statistics) or, with False,
+        evaluation mode."""
         for layer in self.layers:
             if hasattr(layer, "training"):
                 layer.training = mode
         return self
 
-    def predict(self, x, batch_size=1000):
+    def input_width(self):
+        """Values per input vector: H*W*C for images, else the first Linear's."""
+        if self.input_shape:
+            return math.prod(self.input_shape)
+        return self.layers[0].in_features
+
+    def is_conv(self):
+        return any(isinstance(layer, Conv2d) for layer in self.layers)
+
+    def predict(self, x, batch_size=None):
         """Class indices (int32 Tensor (N,)) for the rows of x (N, D), in
-        evaluation mode (training mode is restored afterwards)."""
+        evaluation mode (training mode is restored afterwards). Batches of
+        1000 rows, or of 250 images for a CNN (its activations are larger)."""
+        batch_size = batch_size or (250 if self.is_conv() else 1000)
         n = x.shape[0]
         out = Tensor((n,), "int32")
         modes = [(layer, layer.training) for layer in self.layers if hasattr(layer, "training")]
@@ -63,27 +92,135 @@ class Sequential:
         return out
 
     def state(self):
-        """Copies of every parameter value (to keep the best model)."""
-        return [p.value.clone() for p in self.parameters()]
+        """Copies of every parameter value and buffer (to keep the best model)."""
+        return [t.clone() for t in [p.value for p in self.parameters()] + self.buffers()]
 
     def load_state(self, state):
-        for p, saved in zip(self.parameters(), state):
-            p.value.copy_(saved)
+        for t, saved in zip([p.value for p in self.parameters()] + self.buffers(), state):
+            t.copy_(saved)
+
+    def summary(self):
+        """(layer, output shape, parameter count) for each layer; the shapes
+        are per sample (the batch left out)."""
+        rows, shape = [], self.input_shape or (self.input_width(),)
+        for layer in self.layers:
+            shape = layer.out_shape(shape) if shape else None
+            rows.append((repr(layer), shape, sum(p.value.size for p in layer.parameters())))
+        return rows
 
     def __repr__(self):
         return "Sequential(" + ", ".join(map(repr, self.layers)) + ")"
 
 
-def mlp(sizes, activation, rng, dropout=0.0):
-    """Sequential(Linear, act, [Dropout,] Linear, act, [Dropout,] ..., Linear)
-    for sizes [D, h1, ..., V]; a Dropout after each hidden activation when
-    dropout > 0."""
+# ---- --arch: the network as a comma list ------------------------------------
+
+ARCH_HELP = ("comma list of layers: c32 = 3x3 conv of 32 channels (+ batch norm) + "
+             "activation, c32k5 = the same with a 5x5 kernel, p = 2x2 max-pool, "
+             "f128 = dense layer of 128 + activation, d0.3 = dropout 0.3; "
+             "the dense layer to the classes is added")
+
+
+def parse_arch(text):
+    """[("c", channels, k), ("p",), ("f", units), ("d", p), ...] from "c32,p,f128";
+    a PynnError naming a token that is not one of these."""
+    tokens = []
+    for raw in text.split(","):
+        tok = raw.strip()
+        try:
+            if tok.startswith("c"):
+                channels, _, k = tok[1:].partition("k")
+                tokens.append(("c", int(channels), int(k) if k else 3))
+                if tokens[-1][1] < 1 or tokens[-1][2] < 1 or tokens[-1][2] % 2 == 0:
+                    raise ValueError
+            elif tok == "p":
+                tokens.append(("p",))
+            elif tok.startswith("f"):
+                tokens.append(("f", int(tok[1:])))
+                if tokens[-1][1] < 1:
+                    raise ValueError
+            elif tok.startswith("d"):
+                tokens.append(("d", float(tok[1:])))
+                if not 0.0 <= tokens[-1][1] < 1.0:
+                    raise ValueError
+            elif tok:
+                raise ValueError
+        except ValueError:
+            raise PynnError(f"--arch: bad token {tok!r} in {text!r} ({ARCH_HELP}; "
+                            "kernel sizes odd, dropout in [0, 1))") from None
+    return tokens
+
+
+def image_shape(width):
+    """(H, W, 1) for vectors of a square number of values, else None."""
+    side = math.isqrt(width)
+    return (side, side, 1) if side * side == width else None
+
+
+def build(arch, width, classes, activation, rng, dropout=0.0, batchnorm="conv"):
+    """The Sequential that ``arch`` (an --arch string) describes, for input
+    vectors of ``width`` values and ``classes`` outputs. Convolutions read
+    the vectors as square one-channel images (784 = 28 x 28).
+
+    Layers in order: c -> Conv2d [+ BatchNorm2d] + activation; p -> MaxPool2d;
+    f -> [Flatten] Linear [+ BatchNorm1d] + activation [+ Dropout(dropout)];
+    d -> Dropout; then [Flatten] Linear(classes)."""
+    tokens = parse_arch(arch)
+    if batchnorm not in BATCHNORM:
+        raise PynnError(f"--batchnorm {batchnorm}: not one of {', '.join(BATCHNORM)}")
     act = ACTIVATIONS[activation]
+    has_conv = any(t[0] in "cp" for t in tokens)
+    shape = (width,)
+    if has_conv:
+        shape = image_shape(width)
+        if shape is None:
+            raise PynnError(f"--arch {arch}: convolutions need square images, but the "
+                            f"vectors have {width} values (not a square number)")
+    input_shape = shape
     layers = []
-    for i, (c, oc) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(Linear(c, oc, rng))
-        if i < len(sizes) - 2:
+
+    def flat():
+        nonlocal shape
+        if len(shape) == 3:
+            layers.append(Flatten())
+            shape = (math.prod(shape),)
+
+    for tok in tokens:
+        if tok[0] == "c":
+            if len(shape) != 3:
+                raise PynnError(f"--arch {arch}: a convolution after a dense layer")
+            norm = batchnorm in ("conv", "all")
+            layers.append(Conv2d(shape[2], tok[1], tok[2], rng, bias=not norm))
+            if norm:
+                layers.append(BatchNorm2d(tok[1]))
+            layers.append(act())
+            shape = shape[:2] + (tok[1],)
+        elif tok[0] == "p":
+            if len(shape) != 3:
+                raise PynnError(f"--arch {arch}: a pooling after a dense layer")
+            if shape[0] < 2 or shape[1] < 2:
+                raise PynnError(f"--arch {arch}: pools a {shape[0]}x{shape[1]} image below 1x1")
+            layers.append(MaxPool2d())
+            shape = (shape[0] // 2, shape[1] // 2, shape[2])
+        elif tok[0] == "f":
+            flat()
+            layers.append(Linear(shape[0], tok[1], rng))
+            if batchnorm == "all":
+                layers.append(BatchNorm1d(tok[1]))
             layers.append(act())
             if dropout > 0.0:
                 layers.append(Dropout(dropout, rng))
-    return Sequential(*layers)
+            shape = (tok[1],)
+        else:
+            layers.append(Dropout(tok[1], rng))
+    flat()
+    layers.append(Linear(shape[0], classes, rng))
+    model = Sequential(*layers, input_shape=input_shape if has_conv else None)
+    model.spec = {"arch": arch, "activation": activation, "batchnorm": batchnorm}
+    return model
+
+
+def mlp(sizes, activation, rng, dropout=0.0):
+    """Sequential(Linear, act, [Dropout,] Linear, act, [Dropout,] ..., Linear)
+    for sizes [D, h1, ..., V]: build() with dense layers only."""
+    arch = ",".join(f"f{s}" for s in sizes[1:-1])
+    return build(arch, sizes[0], sizes[-1], activation, rng, dropout, batchnorm="off")

@@ -31,10 +31,24 @@ class Reporter:
 
     def start(self, model, n_train, n_val, cfg, threads):
         self.batch_size = min(cfg.batch_size, n_train)  # as fit() uses it
-        self.line(f"model {model}")
+        self.model_table(model)
         self.line(f"train {n_train} rows, validation {n_val} rows, "
                   f"{cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch_size}, "
                   f"{cfg.epochs} epochs, seed {cfg.seed}, threads {threads}")
+        extras = [f"label smoothing {cfg.label_smoothing:g}" if cfg.label_smoothing else "",
+                  "augmented (shifts, flips)" if cfg.augment == "on" and model.input_shape else ""]
+        if any(extras):
+            self.line("training " + ", ".join(e for e in extras if e))
+
+    def model_table(self, model):
+        """The model line, then each layer with its output shape and parameters."""
+        rows = model.summary()
+        total = sum(count for _, _, count in rows)
+        self.line(f"model {len(rows)} layers, {total:,} parameters")
+        width = max(len(name) for name, _, _ in rows)
+        for name, shape, count in rows:
+            shown = "x".join(map(str, shape)) if shape else "?"
+            self.line(f"  {name:<{width}}  -> {shown:<10} {count:>10,}")
 
     def loaded(self, model, path):
         self.line(f"model {model} loaded from {path} (no training)")

@@ -4,6 +4,7 @@ import math
 import time
 
 from ._kernels import lib
+from .config import AUGMENT_SHIFT
 from .errors import PynnError
 from .loss import CrossEntropyLoss
 from .tensor import Tensor
@@ -27,10 +28,28 @@ def accuracy(model, x, y):
     return lib.pynn_count_equal(pred.ptr, y.ptr, y.shape[0]) / max(1, y.shape[0])
 
 
-def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline):
+def planned_epochs(epochs, done, seconds, left):
+    """How many epochs to plan for in all, after ``done`` epochs took ``seconds``
+    and ``left`` seconds remain: ``epochs`` when they fit, else as many as fit
+    (at least ``done``), so that the learning-rate schedule can still end."""
+    per_epoch = seconds / max(1, done)
+    fit_more = int(left / per_epoch) if per_epoch > 0 else epochs
+    return max(done, min(epochs, done + fit_more))
+
+
+def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline, fill=0.0):
     """Train on the given rows of x (N, D) / y (N,) for cfg.epochs epochs (or
     until ``deadline``, a perf_counter time, or Ctrl-C); leave the model at its
     best validation accuracy (always finite weights).
+
+    After the first epoch, when the planned epochs will not fit before the
+    deadline, the plan shrinks to the epochs that do, and the learning-rate
+    schedule is stretched over those: it still ends (at a low learning rate)
+    instead of being cut off high.
+
+    With cfg.augment == "on" and an image model, each training batch is
+    gathered with random shifts and flips (``fill``: the normalized value of a
+    background pixel, for pixels moved in from outside).
 
     A non-finite loss, or non-finite weights at the end of an epoch, restore
     the last finite weights and halve the learning rate; the fourth time, fit
@@ -38,11 +57,14 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
 
     Returns (history, best validation accuracy or None, why it stopped: "done",
     "time budget" or "interrupted")."""
-    loss_fn = CrossEntropyLoss()
+    loss_fn = CrossEntropyLoss(cfg.label_smoothing)
     n, d = len(rows), x.shape[1]
     B = min(cfg.batch_size, n)
     steps = n // B  # the last partial batch is dropped; shuffling varies it
-    total = steps * cfg.epochs
+    epochs = cfg.epochs
+    total = steps * epochs
+    augment = cfg.augment == "on" and model.input_shape is not None
+    started = time.perf_counter()
     warmup = int(cfg.warmup_epochs * steps)
     idx = Tensor.from_list(rows, dtype="int32")
     xb, yb = Tensor((B, d)), Tensor((B,), "int32")
@@ -65,13 +87,20 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
         reporter.note(f"{what} at epoch {epoch}: weights restored, learning rate halved")
 
     try:
-        for epoch in range(1, cfg.epochs + 1):
+        epoch = 0
+        while epoch < epochs:
+            epoch += 1
             t0 = time.perf_counter()
             lib.pynn_shuffle(idx.ptr, n, rng.getrandbits(64))  # seeded, in C: 0.3 ms, not 30
             loss_sum, hits, seen = 0.0, 0, 0
             for b in range(steps):
                 optimizer.lr = base_lr * lr_scale * lr_factor(step, total, warmup, cfg.schedule)
-                lib.pynn_gather_rows(xb.ptr, x.ptr, idx.ptr + b * B, B, d)
+                if augment:
+                    H, W, _ = model.input_shape
+                    lib.pynn_gather_augment(xb.ptr, x.ptr, idx.ptr + b * B, B, H, W,
+                                            AUGMENT_SHIFT, 1, fill, rng.getrandbits(64))
+                else:
+                    lib.pynn_gather_rows(xb.ptr, x.ptr, idx.ptr + b * B, B, d)
                 lib.pynn_gather_labels(yb.ptr, y.ptr, idx.ptr + b * B, B)
                 loss, correct = loss_fn.forward(model.forward(xb), yb)
                 if not math.isfinite(loss):
@@ -105,6 +134,14 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
             if stopped != "done":
                 reporter.note(f"stopped after epoch {epoch}: {stopped} reached")
                 break
+            if epoch == 1 and epochs > 1:
+                now = time.perf_counter()
+                fits = planned_epochs(epochs, 1, now - started, deadline - now)
+                if fits < epochs:
+                    reporter.note(f"{epochs} epochs would take about {epochs * (now - started):.0f}s, "
+                                  f"over the {cfg.time_budget:g}s budget: training {fits} "
+                                  "epochs, the learning-rate schedule fitted to them")
+                    epochs, total = fits, steps * fits
     except KeyboardInterrupt:
         stopped = "interrupted"
         reporter.note("interrupted: predicting with the best weights so far")

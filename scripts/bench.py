@@ -145,7 +145,7 @@ def synthetic_data(n, d, classes, seed=0):
     return x, y
 
 
-def pynn_trainer(x, y, threads, hidden=(256, 128), batch=EPOCH_BATCH, wd=0.0):
+def pynn_trainer(x, y, threads, arch="f256,f128", batch=EPOCH_BATCH, wd=0.0):
     """A function that trains one more epoch (the real loop, pynn.train.fit)
     and returns its seconds."""
     rng = random.Random(0)

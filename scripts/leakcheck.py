@@ -36,7 +36,7 @@ def workload(folder, runs=2):
     for i in range(runs):
         out = Path(folder) / f"out{i}"
         out.mkdir(exist_ok=True)
-        cfg = pynn.Config(data_dir=str(data), out_dir=str(out), hidden=(256, 128), epochs=2,
+        cfg = pynn.Config(data_dir=str(data), out_dir=str(out), arch="f256,f128", epochs=2,
                           batch_size=8, threads=2, runs_dir="",
                           optimizer=("adam", "sgd")[i % 2])
         pynn.run(cfg, reporter=Reporter(io.StringIO()))

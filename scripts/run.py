@@ -2,7 +2,10 @@
 """PV021 entry point: train on data/, write train_predictions.csv and
 test_predictions.csv. Every option's default comes from pynn.config.Config.
 
-    python scripts/run.py [--hidden 256,128] [--epochs 15] [...]
+    python scripts/run.py [--model cnn] [--arch c32,p,c64,p,f128] [--epochs 15] [...]
+
+Defaults come from a preset (--model, pynn/config.py: PRESETS); any option
+given explicitly wins over its value.
 """
 import argparse
 import sys
@@ -15,15 +18,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 HELP = {
     "data_dir": "folder with the four course CSVs",
     "out_dir": "folder for the prediction files",
-    "hidden": "hidden layer sizes, comma-separated (e.g. 256,128)",
+    "model": "preset: a named set of defaults (mlp, cnn, cnn-large)",
+    "arch": None,  # filled in from pynn.model.ARCH_HELP
     "activation": "relu, leaky_relu or tanh",
-    "dropout": "dropout probability after each hidden activation (0: none)",
+    "batchnorm": "batch norm after: conv (each convolution), all (and each hidden dense "
+                 "layer) or off",
+    "dropout": "dropout probability after each hidden dense activation (0: none)",
     "epochs": "passes over the training part",
     "batch_size": "rows per step",
     "optimizer": "adam or sgd",
     "lr": "base learning rate",
     "momentum": "SGD momentum",
-    "weight_decay": "weight decay on weights (not biases)",
+    "weight_decay": "weight decay on weights (not biases, not batch-norm scales)",
+    "label_smoothing": "label smoothing eps of the cross-entropy (0: none)",
+    "augment": "on: random shifts by up to 2 pixels and horizontal flips of training "
+               "images (never of validation or test images); off",
     "val_fraction": "part of the training set held out for validation (0 allowed)",
     "seed": "random seed (the course allows 0, 1, 2, 3, 42)",
     "threads": "kernel threads (0: the free cores, at most 16)",
@@ -36,36 +45,45 @@ HELP = {
     "load": "saved model (--save) to predict with; no training",
 }
 CHOICES = {"activation": ("relu", "leaky_relu", "tanh"), "optimizer": ("adam", "sgd"),
-           "schedule": ("cosine", "constant")}
+           "schedule": ("cosine", "constant"), "augment": ("on", "off")}
+NOT_OPTIONS = ("explicit",)  # Config fields that are not set from the command line
 
 
 def hidden_sizes(text):
+    """--hidden 256,128: the shorthand of --arch f256,f128"""
     try:
         sizes = tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a comma list of integers: {text!r}") from None
     if any(s < 1 for s in sizes):
         raise argparse.ArgumentTypeError("hidden sizes must be positive")
-    return sizes
+    return ",".join(f"f{s}" for s in sizes)
 
 
 def parser():
-    from pynn.config import Config
+    from pynn.config import BATCHNORM, DEFAULT_MODEL, PRESETS, configure
+    from pynn.model import ARCH_HELP
 
-    p = argparse.ArgumentParser(description="Train pynn on Fashion-MNIST and write predictions.")
-    defaults = Config()
-    for f in fields(Config):
+    p = argparse.ArgumentParser(
+        description="Train pynn on Fashion-MNIST and write predictions. The defaults shown "
+                    f"are those of the default preset, --model {DEFAULT_MODEL}; another "
+                    "preset has its own (pynn/config.py), and an option given explicitly "
+                    "wins over a preset.")
+    defaults = configure()
+    choices = {**CHOICES, "model": tuple(PRESETS), "batchnorm": BATCHNORM}
+    for f in fields(defaults):
+        if f.name in NOT_OPTIONS:
+            continue
         default = getattr(defaults, f.name)
-        kind = hidden_sizes if f.name == "hidden" else type(default)
-        shown = ",".join(map(str, default)) if f.name == "hidden" else default
-        if default == "":
-            shown = "none"
-        if f.name == "data_dir":
-            default = str(ROOT / "data")
-        if f.name == "out_dir":
-            default = str(ROOT)
-        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=default,
-                       choices=CHOICES.get(f.name), help=f"{HELP[f.name]} (default: {shown})")
+        shown = "none" if default == "" else default
+        text = ARCH_HELP if f.name == "arch" else HELP[f.name]
+        # no default here: only what the user gives reaches configure()
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(default),
+                       default=argparse.SUPPRESS, choices=choices.get(f.name),
+                       help=f"{text} (default: {shown})".replace("%", "%%"))
+    p.add_argument("--hidden", type=hidden_sizes, dest="arch", default=argparse.SUPPRESS,
+                   help="hidden dense layer sizes, comma-separated: --hidden 256,128 is "
+                        "--arch f256,f128")
     return p
 
 
@@ -75,12 +93,14 @@ def main(argv=None):
     except ImportError as e:
         print(f"error: pynn is not installed ({e}); run ./run.sh", file=sys.stderr)
         return 2
-    from pynn.config import Config
+    from pynn.config import configure
     from pynn.io import CSV_NAMES
     from pynn.report import error
 
-    args = parser().parse_args(argv)
-    cfg = Config(**vars(args))
+    given = vars(parser().parse_args(argv))
+    given.setdefault("data_dir", str(ROOT / "data"))
+    given.setdefault("out_dir", str(ROOT))
+    cfg = configure(**given)
     try:
         data = Path(cfg.data_dir)
         if not data.is_dir():

@@ -418,7 +418,7 @@ def ce_run(logits, targets, B, V, with_losses=True):
     correct = ffi.new("int32_t *", 12345)
     total = lib.crossentropy_softmax_forward(probs.ptr, losses.ptr if with_losses else ffi.NULL,
                                              correct, ref.tensor(logits).ptr,
-                                             ref.ints(targets).ptr, B, V)
+                                             ref.ints(targets).ptr, 0.0, B, V)
     return total, correct[0], probs, losses
 
 
@@ -434,7 +434,7 @@ def test_crossentropy_forward_backward(B, V):
     assert total == pytest.approx(want_total, rel=1e-5, abs=1e-6)
     assert correct == want_correct
     d = ref.tensor([NAN] * (B * V))
-    lib.crossentropy_softmax_backward(d.ptr, probs.ptr, ref.ints(targets).ptr, B, V)
+    lib.crossentropy_softmax_backward(d.ptr, probs.ptr, ref.ints(targets).ptr, 0.0, B, V)
     ref.assert_close(d.tolist(), ref.softmax_ce_backward(probs.tolist(), targets, B, V),
                      rel=1e-6, abs_=1e-8, what="dlogits")
     # every row of the gradient sums to ~0 (softmax minus one-hot)
@@ -477,7 +477,7 @@ def test_crossentropy_huge_logits_are_stable():
     assert total == pytest.approx(sum(l), rel=1e-6)
     assert correct == 2  # rows 0, 1 wrong (row 1: tie -> index 1); rows 2 (tie -> 0), 3 right
     d = Tensor((B * V,))
-    lib.crossentropy_softmax_backward(d.ptr, probs.ptr, ref.ints(targets).ptr, B, V)
+    lib.crossentropy_softmax_backward(d.ptr, probs.ptr, ref.ints(targets).ptr, 0.0, B, V)
     assert all(math.isfinite(v) for v in d.tolist())
 
 
@@ -499,7 +499,7 @@ def test_crossentropy_out_of_range_target(bad):
     assert correct == -1
     # backward never indexes with the bad label: the row is just probs / B
     d = Tensor((B * V,))
-    lib.crossentropy_softmax_backward(d.ptr, probs.ptr, ref.ints(targets).ptr, B, V)
+    lib.crossentropy_softmax_backward(d.ptr, probs.ptr, ref.ints(targets).ptr, 0.0, B, V)
     row = d.tolist()[3:6]
     ref.assert_close(row, [p / B for p in probs.tolist()[3:6]], rel=1e-6, what="bad row")
 

@@ -4,6 +4,7 @@ import base64
 import io
 import json
 import os
+import random
 import re
 import shutil
 import struct
@@ -14,7 +15,7 @@ from html.parser import HTMLParser
 import pytest
 
 import pynn
-from pynn import Config, Normalizer, Tensor
+from pynn import Config, Normalizer, Tensor, mlp
 from pynn.html_report import MISCLASSIFIED_CAP, misclassified, nice_ticks, pct, png_gray
 from pynn.io import CSV_NAMES, RUN_FILES, new_run_folder
 from pynn.report import Reporter
@@ -32,9 +33,13 @@ def epoch_metrics(epoch):
             "lr": 1e-3, "seconds": 1.0}
 
 
+MODEL = mlp([4, 3, 2], "relu", random.Random(0))
+HEAD = 2 + len(MODEL.summary())  # lines before the first epoch: model table, data line
+
+
 def drive(reporter):
     """Two epochs as fit() reports them: progress calls, then the epoch line."""
-    reporter.start("MODEL", 640, 100, Config(batch_size=64), 1)
+    reporter.start(MODEL, 640, 100, Config(batch_size=64), 1)
     for epoch in (1, 2):
         for step in (1, 4, 7, 10):
             reporter.progress(epoch, step, 10, 0.01 * step)
@@ -49,7 +54,7 @@ def test_no_carriage_return_when_not_a_terminal():
     drive(Reporter(stream))
     text = stream.getvalue()
     assert "\r" not in text and "samples/s" not in text
-    assert [line[:9] for line in text.splitlines()[2:]] == ["epoch   1", "epoch   2", "note: don"]
+    assert [line[:9] for line in text.splitlines()[HEAD:]] == ["epoch   1", "epoch   2", "note: don"]
 
 
 def test_progress_bar_on_a_terminal():
@@ -62,7 +67,7 @@ def test_progress_bar_on_a_terminal():
     assert "epoch   1  [################........] 7/10  6,400 samples/s  ETA  0.0s" in text
     assert "[##############################" not in text  # the bar has a fixed width
     lines = text.split("\n")
-    for line in lines[2:-1]:
+    for line in lines[HEAD:-1]:
         # what stays on screen is what follows the last \r: the bar was erased
         shown = line.rsplit("\r", 1)[-1]
         assert shown.startswith(("epoch   1  loss", "epoch   2  loss", "note: done")), repr(line)
@@ -73,7 +78,7 @@ def test_progress_bar_on_a_terminal():
 
 def test_progress_bar_in_a_real_run(subset_dir, tmp_path):
     stream = TTY()
-    pynn.run(Config(data_dir=str(subset_dir), out_dir=str(tmp_path), hidden=(8,), epochs=2,
+    pynn.run(Config(data_dir=str(subset_dir), out_dir=str(tmp_path), arch="f8", epochs=2,
                     threads=1, runs_dir=""), reporter=Reporter(stream))
     lines = stream.getvalue().split("\n")
     drawn = [line for line in lines if "\r" in line]
@@ -86,7 +91,7 @@ def test_progress_bar_fits_the_terminal(monkeypatch):
     monkeypatch.setattr(shutil, "get_terminal_size", lambda *a: os.terminal_size((40, 20)))
     stream = TTY()
     reporter = Reporter(stream)
-    reporter.start("MODEL", 640, 100, Config(batch_size=64), 1)
+    reporter.start(mlp([4, 3, 2], "relu", random.Random(0)), 640, 100, Config(batch_size=64), 1)
     reporter.progress(1, 5, 10, 0.5)
     assert all(len(part) <= 39 for part in stream.getvalue().split("\n")[-1].split("\r"))
 
@@ -143,7 +148,7 @@ def parse(html):
 
 
 def small_run(data, out, **kwargs):
-    settings = dict(hidden=(16,), epochs=2, batch_size=32, threads=1)
+    settings = dict(arch="f16", epochs=2, batch_size=32, threads=1)
     settings.update(kwargs)
     cfg = Config(data_dir=str(data), out_dir=str(out), **settings)
     stream = io.StringIO()

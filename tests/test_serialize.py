@@ -5,6 +5,7 @@ import random
 import struct
 import subprocess
 import sys
+import zlib
 
 import pytest
 
@@ -63,14 +64,73 @@ def test_file_layout_is_as_documented(tmp_path):
     save(path, model, Normalizer(1.0, 2.0))
     data = path.read_bytes()
     magic, version, length = struct.unpack_from("<8sII", data)
-    assert magic == MAGIC == b"PYNNMLP\0" and version == VERSION == 1
+    assert magic == MAGIC == b"PYNNMLP\0" and version == VERSION == 2
     header = json.loads(data[16:16 + length])
-    assert header["sizes"] == [12, 8, 6, 5] and header["activation"] == "relu"
+    assert header["arch"] == "f8,f6" and header["activation"] == "relu"
+    assert (header["width"], header["classes"], header["batchnorm"]) == (12, 5, "off")
+    assert header["tensors"] == [[8, 12], [8], [6, 8], [6], [5, 6], [5]]
     assert (header["mean"], header["std"]) == (1.0, 2.0)
     payload = data[16 + length:]
     expected = [v for p in model.parameters() for v in p.value.tolist()]
     assert len(payload) == 4 * len(expected) == 4 * (12 * 8 + 8 + 8 * 6 + 6 + 6 * 5 + 5)
     assert list(struct.unpack(f"<{len(expected)}f", payload)) == expected  # float32 LE
+
+
+def version_1_file(model, norm):
+    """A model file as pynn wrote it before version 2 (MLPs only)."""
+    payload = struct.pack(f"<{sum(p.value.size for p in model.parameters())}f",
+                          *[v for p in model.parameters() for v in p.value.tolist()])
+    linears = [layer for layer in model.layers if hasattr(layer, "in_features")]
+    sizes = [linears[0].in_features] + [layer.out_features for layer in linears]
+    header = json.dumps({"sizes": sizes, "activation": "tanh", "mean": norm.mean,
+                         "std": norm.std, "crc32": zlib.crc32(payload)}).encode()
+    return struct.pack("<8sII", MAGIC, 1, len(header)) + header + payload
+
+
+def test_version_1_file_still_loads(tmp_path):
+    model, norm = small_model("tanh"), Normalizer(0.25, 3.0)
+    path = tmp_path / "old.bin"
+    path.write_bytes(version_1_file(model, norm))
+    loaded, norm2 = load(path)
+    assert (norm2.mean, norm2.std) == (0.25, 3.0)
+    assert repr(loaded) == repr(model) and weights(loaded) == weights(model)
+    assert loaded.predict(norm(inputs())).tolist() == model.predict(norm2(inputs())).tolist()
+
+
+def cnn_model():
+    from pynn import build
+    model = build("c3,p,c4k5,f6", 36, 3, "relu", random.Random(4), batchnorm="all")
+    rng = random.Random(5)
+    x = Tensor.from_list([rng.gauss(0, 1) for _ in range(8 * 36)], (8, 36))
+    for _ in range(3):  # training-mode passes move the running statistics off 0 and 1
+        model.forward(x)
+    return model, x
+
+
+def test_cnn_round_trip_keeps_batch_norm_statistics(tmp_path):
+    model, x = cnn_model()
+    assert any(b.tolist() != [0.0] * b.size and b.tolist() != [1.0] * b.size
+               for b in model.buffers())
+    save(tmp_path / "cnn.bin", model, Normalizer(0.5, 2.0))
+    loaded, _ = load(tmp_path / "cnn.bin")
+    assert repr(loaded) == repr(model)
+    assert weights(loaded) == weights(model)
+    assert [b.tolist() for b in loaded.buffers()] == [b.tolist() for b in model.buffers()]
+    model.train(False)
+    loaded.train(False)
+    assert loaded.forward(x).tolist() == model.forward(x).tolist()  # evaluation mode
+    assert loaded.predict(x).tolist() == model.predict(x).tolist()
+
+
+def test_cnn_file_with_shapes_that_do_not_match_is_an_error(tmp_path):
+    model, _ = cnn_model()
+    path = tmp_path / "cnn.bin"
+    save(path, model, Normalizer())
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b'"c3,p,c4k5,f6"', b'"c3,p,c4k3,f6"'))
+    with pytest.raises(PynnError) as e:
+        load(path)
+    one_line_error(e, str(path), "corrupt", "shapes")
 
 
 @pytest.fixture
@@ -82,10 +142,10 @@ def saved(tmp_path):
 
 def test_other_version_is_a_one_line_error(saved):
     path, data = saved
-    path.write_bytes(data[:8] + struct.pack("<I", 2) + data[12:])
+    path.write_bytes(data[:8] + struct.pack("<I", 3) + data[12:])
     with pytest.raises(PynnError) as e:
         load(path)
-    one_line_error(e, str(path), "version 2", "reads version 1")
+    one_line_error(e, str(path), "version 3", "reads versions 1, 2")
 
 
 @pytest.mark.parametrize("keep", [0, 5, 14, 40, -1, -100])
@@ -102,7 +162,8 @@ def test_truncated_file_is_a_one_line_error(saved, keep):
     (lambda d: d[:-7] + bytes([d[-7] ^ 0x10]) + d[-6:], ["corrupt", "checksum"]),
     (lambda d: d + b"\0\0\0\0", ["corrupt", "after the weights"]),
     (lambda d: d[:16] + b"\xff" + d[17:], ["corrupt", "header"]),  # not UTF-8
-    (lambda d: d.replace(b'"sizes"', b'"sizez"'), ["corrupt", "header"]),
+    (lambda d: d.replace(b'"arch"', b'"arcx"'), ["corrupt", "header"]),
+    (lambda d: d.replace(b'"f8,f6"', b'"f8,x6"'), ["corrupt", "bad token"]),
     (lambda d: d.replace(b'"relu"', b'"selu"'), ["corrupt", "header"]),
     (lambda d: d.replace(b'"std": 2.0', b'"std": 0.0'), ["corrupt", "header"]),
     (lambda d: b"1,2,3\n" + d, ["not a pynn model file"]),

@@ -2,11 +2,10 @@
 import math
 import random
 import time
-from types import SimpleNamespace
 
 import pytest
 
-from pynn import SGD, Adam, CrossEntropyLoss, Linear, Sequential, Tanh, mlp
+from pynn import SGD, Adam, Config, CrossEntropyLoss, Linear, Sequential, Tanh, mlp
 from pynn.tensor import Tensor
 from pynn.train import accuracy, fit, lr_factor
 
@@ -125,7 +124,7 @@ def test_fit_learns_blobs_and_keeps_best():
     x, y = blobs(rng, 120, 4, 3, spread=0.5)
     xv, yv = blobs(random.Random(5), 60, 4, 3, spread=0.5)  # same centers
     model = mlp([4, 16, 3], "relu", rng)
-    cfg = SimpleNamespace(batch_size=16, epochs=8, warmup_epochs=1, schedule="cosine")
+    cfg = Config(batch_size=16, epochs=8, warmup_epochs=1, schedule="cosine")
     reporter = _Reporter()
     history, best, stopped = fit(model, Adam(model.parameters(), lr=0.01), x, y,
                                  rows=range(120), x_val=xv, y_val=yv, cfg=cfg,
@@ -150,7 +149,7 @@ def test_fit_only_touches_the_given_rows():
         labels[i] = 99
     y = Tensor.from_list(labels, (64,), "int32")
     model = mlp([4, 8, 2], "tanh", rng)
-    cfg = SimpleNamespace(batch_size=8, epochs=3, warmup_epochs=0, schedule="constant")
+    cfg = Config(batch_size=8, epochs=3, warmup_epochs=0, schedule="constant")
     history, best, stopped = fit(model, SGD(model.parameters(), lr=0.05), x, y, rows=rows,
                                  x_val=None, y_val=None, cfg=cfg, reporter=_Reporter(),
                                  rng=rng, deadline=time.perf_counter() + 60)
@@ -163,7 +162,7 @@ def test_fit_gives_up_after_repeated_divergence():
     rng = random.Random(8)
     x, y = blobs(rng, 32, 4, 2)
     model = mlp([4, 8, 2], "relu", rng)
-    cfg = SimpleNamespace(batch_size=8, epochs=5, warmup_epochs=0, schedule="constant")
+    cfg = Config(batch_size=8, epochs=5, warmup_epochs=0, schedule="constant")
     reporter = _Reporter()
     with pytest.raises(PynnError, match="diverged"):
         fit(model, Adam(model.parameters(), lr=1e30), x, y, rows=range(32), x_val=x,

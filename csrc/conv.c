@@ -1,0 +1,225 @@
+/* conv.c - 2-D convolution ("same" zero padding, stride 1, odd kernel size k)
+ * and 2x2 max-pooling, on images stored NHWC (see pynn.h).
+ *
+ * A convolution is a matrix product in disguise (im2col). Seen as N = B*H*W
+ * rows of C channels, the output pixel r = (b, y, x) is
+ *     out[r, o] = bias[o] + sum_t col[r, t] * weight[o, t]
+ * where t = (i, j, c) runs over the k*k*C inputs under the kernel, and row r
+ * of col holds them: col[r, (i, j, c)] = inp[b, y+i-k/2, x+j-k/2, c], or 0
+ * outside the image. So out = col . weight^T + bias: exactly a dense layer's
+ * forward (dense_forward), with weight (OC, k*k*C) and B*H*W rows. Its
+ * backward is the dense layer's too:
+ *     dweight = dout^T . col          (OC, k*k*C)
+ *     dbias   = column sums of dout   (OC,)
+ *     dcol    = dout . weight, and dinp is dcol summed back over the pixels
+ *               that read each input ("col2im")
+ * The last one is computed another way, without a scatter: the input gradient
+ * of a "same" convolution is again a "same" convolution, of dout with the
+ * kernel turned by 180 degrees and its channel axes swapped,
+ *     dinp[b, y, x, c] = sum_{i,j,o} dout[b, y+i-k/2, x+j-k/2, o] * wflip[c, i, j, o],
+ *     wflip[c, i, j, o] = weight[o, k-1-i, k-1-j, c],
+ * so the forward code computes it (index check: y' = y + i - k/2 reads
+ * weight[o, k-1-i, .] at y' - (k-1-i) + k/2 = y).
+ *
+ * col never exists for a whole batch (for 128 images of 28x28 and k*k*C = 288
+ * it would be 115 MB): it is built CHUNK rows at a time into a small buffer
+ * that stays in the core's L2 cache while the GEMM reads it. In the forward
+ * products each thread takes whole chunks and multiplies them on its own
+ * (pynn_gemm_solo): rows are independent, so no thread ever waits for
+ * another. dweight is a sum over all rows: there the chunks go by in a fixed
+ * order, each built by all threads together and multiplied by the team
+ * (pynn_gemm_team splits the output tiles), accumulating - so its sums, like
+ * every other result here, do not depend on the thread count.
+ */
+#include <string.h>
+
+#include "pynn.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#else
+static int omp_get_thread_num(void) { return 0; }
+static int omp_get_max_threads(void) { return 1; }
+#endif
+
+/* rows of col per chunk in the forward products: about 256 KB of col */
+static int64_t chunk_rows(int kkC) {
+    int64_t rows = ((int64_t)65536 / kkC) / 8 * 8;
+    return rows < 64 ? 64 : rows > 4096 ? 4096 : rows;
+}
+/* rows per chunk of the dweight sum (all threads build one chunk): about 2 MB */
+#define DW_CHUNK_FLOATS (1 << 19)
+
+/* im2col of output pixels [r0, r1) of images (B,H,W,C): col is (r1-r0, k*k*C).
+ * For each kernel row i, the k*C inputs under the kernel are one contiguous
+ * run of the image row (NHWC), clipped at the left and right edges. */
+static void im2col(float *restrict col, const float *restrict inp, int64_t r0, int64_t r1,
+                   int H, int W, int C, int k) {
+    const int p = k / 2;
+    float *dst = col;
+    for (int64_t r = r0; r < r1; r++) {
+        const int x = (int)(r % W), y = (int)(r / W % H);
+        const int64_t b = r / ((int64_t)W * H);
+        for (int i = 0; i < k; i++) {
+            const int yy = y + i - p;
+            if (yy < 0 || yy >= H) {
+                for (int t = 0; t < k * C; t++) *dst++ = 0.0f;
+                continue;
+            }
+            const int x0 = x - p < 0 ? 0 : x - p, x1 = x + p >= W ? W - 1 : x + p;
+            const float *src = inp + (((size_t)b * H + yy) * W + x0) * C;
+            for (int t = 0; t < (x0 - (x - p)) * C; t++) *dst++ = 0.0f;
+            for (int t = 0; t < (x1 - x0 + 1) * C; t++) *dst++ = src[t];
+            for (int t = 0; t < ((x + p) - x1) * C; t++) *dst++ = 0.0f;
+        }
+    }
+}
+
+/* out (N,OC) = im2col(inp) . weight^T (+ bias), N = B*H*W rows, each thread
+ * taking whole chunks; inp (B,H,W,C), weight (OC, k*k*C) */
+static void conv_product(float *out, const float *inp, const float *weight, const float *bias,
+                         int B, int H, int W, int C, int OC, int k) {
+    const int kkC = k * k * C;
+    const int64_t N = (int64_t)B * H * W, rows = chunk_rows(kkC);
+    const int64_t n_chunks = (N + rows - 1) / rows;
+    float *col = pynn_scratch(PYNN_SCRATCH_COL, (size_t)omp_get_max_threads() * rows * kkC);
+    pynn_gemm_reserve();
+#pragma omp parallel if (2.0 * N * kkC * OC >= PYNN_GEMM_PARALLEL_MIN_FLOPS)
+    {
+        float *mine = col + (size_t)omp_get_thread_num() * rows * kkC;
+#pragma omp for schedule(dynamic)
+        for (int64_t ch = 0; ch < n_chunks; ch++) {
+            const int64_t r0 = ch * rows, r1 = r0 + rows < N ? r0 + rows : N;
+            im2col(mine, inp, r0, r1, H, W, C, k);
+            pynn_gemm_solo(0, 1, (int)(r1 - r0), OC, kkC, mine, weight, bias,
+                           out + (size_t)r0 * OC, 0);
+        }
+    }
+}
+
+void conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    int B, int H, int W, int C, int OC, int k) {
+    /* out is (B,H,W,OC), inp is (B,H,W,C), weight is (OC,k,k,C), bias is (OC,)
+     * out[b,y,x,o] = bias[o] + sum_{i,j,c} inp[b, y+i-k/2, x+j-k/2, c] * weight[o,i,j,c] */
+    conv_product(out, inp, weight, bias, B, H, W, C, OC, k);
+}
+
+void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                     const float *inp, const float *weight, int B, int H, int W, int C, int OC,
+                     int k) {
+    /* dout is (B,H,W,OC), inp is (B,H,W,C), weight is (OC,k,k,C)
+     * dweight[o,t] = sum_r dout[r,o] * col[r,t]     (OC, k*k*C), r over all B*H*W pixels
+     * dbias[o]     = sum_r dout[r,o]                (OC,)
+     * dinp         = conv2d(dout, wflip)            (B,H,W,C), see the top of this file */
+    const int kkC = k * k * C;
+    const int64_t N = (int64_t)B * H * W;
+    const int64_t rows = DW_CHUNK_FLOATS / kkC < 64 ? 64 : DW_CHUNK_FLOATS / kkC;
+    float *col = pynn_scratch(PYNN_SCRATCH_COL, (size_t)rows * kkC);
+    if (N == 0) /* no pixel: an empty sum */
+        for (int t = 0; t < OC * kkC; t++) dweight[t] = 0.0f;
+    pynn_gemm_reserve();
+#pragma omp parallel if (2.0 * N * kkC * OC >= PYNN_GEMM_PARALLEL_MIN_FLOPS)
+    {
+        for (int64_t r0 = 0; r0 < N; r0 += rows) {
+            const int64_t r1 = r0 + rows < N ? r0 + rows : N;
+            const int64_t per = (r1 - r0 + 63) / 64; /* im2col in blocks of 64 rows */
+#pragma omp for schedule(static)
+            for (int64_t q = 0; q < per; q++) {
+                const int64_t a = r0 + q * 64, e = a + 64 < r1 ? a + 64 : r1;
+                im2col(col + (size_t)(a - r0) * kkC, inp, a, e, H, W, C, k);
+            }
+            pynn_gemm_team(1, 0, OC, kkC, (int)(r1 - r0), dout + (size_t)r0 * OC, col, NULL,
+                           dweight, r0 > 0 ? PYNN_GEMM_ACCUMULATE : 0);
+#pragma omp barrier
+        }
+        if (dbias) { /* column sums, 16 columns a share, rows in order */
+#pragma omp for schedule(static)
+            for (int o0 = 0; o0 < OC; o0 += 16) {
+                const int o1 = o0 + 16 < OC ? o0 + 16 : OC;
+                for (int o = o0; o < o1; o++) dbias[o] = 0.0f;
+                for (int64_t r = 0; r < N; r++) {
+                    const float *row = dout + (size_t)r * OC;
+                    for (int o = o0; o < o1; o++) dbias[o] += row[o];
+                }
+            }
+        }
+    }
+    if (dinp) {
+        float *wflip = pynn_scratch(PYNN_SCRATCH_WFLIP, (size_t)OC * kkC);
+        for (int c = 0; c < C; c++)
+            for (int i = 0; i < k; i++)
+                for (int j = 0; j < k; j++)
+                    for (int o = 0; o < OC; o++)
+                        wflip[(((size_t)c * k + i) * k + j) * OC + o] =
+                            weight[(((size_t)o * k + (k - 1 - i)) * k + (k - 1 - j)) * C + c];
+        conv_product(dinp, dout, wflip, NULL, B, H, W, OC, C, k);
+    }
+}
+
+/* ---- 2x2 max-pool ----------------------------------------------------------- */
+
+/* index 0..3 of the first maximum of a window (0,0), (0,1), (1,0), (1,1):
+ * the forward and the backward pass both ask this, so they always agree.
+ * Written as selects, not branches, so that a loop over channels vectorizes. */
+static inline int window_argmax(float v0, float v1, float v2, float v3) {
+    const int s1 = v1 > v0;
+    const float m1 = s1 ? v1 : v0;
+    const int s2 = v2 > m1;
+    const float m2 = s2 ? v2 : m1;
+    return v3 > m2 ? 3 : s2 ? 2 : s1;
+}
+
+void maxpool2x2_forward(float *restrict out, const float *restrict inp, int B, int H, int W,
+                        int C) {
+    /* out is (B,H/2,W/2,C), inp is (B,H,W,C): out[b,y,x,c] = the max of
+     * inp[b, 2y+dy, 2x+dx, c] over dy, dx in {0,1}; an odd last row or column
+     * of inp is left out (H/2 and W/2 round down, as in PyTorch) */
+    const int OH = H / 2, OW = W / 2;
+#pragma omp parallel for schedule(static) if ((int64_t)B * H * W * C >= 65536)
+    for (int64_t q = 0; q < (int64_t)B * OH; q++) { /* one output row a turn */
+        const int64_t b = q / OH, y = q % OH;
+        const float *r0 = inp + ((size_t)b * H + 2 * y) * W * C, *r1 = r0 + (size_t)W * C;
+        float *o = out + (size_t)q * OW * C;
+        for (int x = 0; x < OW; x++) {
+            const float *a0 = r0 + (size_t)2 * x * C, *a1 = r1 + (size_t)2 * x * C;
+            for (int c = 0; c < C; c++) {
+                const float v0 = a0[c], v1 = a0[C + c], v2 = a1[c], v3 = a1[C + c];
+                const int a = window_argmax(v0, v1, v2, v3);
+                o[(size_t)x * C + c] = a == 0 ? v0 : a == 1 ? v1 : a == 2 ? v2 : v3;
+            }
+        }
+    }
+}
+
+void maxpool2x2_backward(float *restrict dinp, const float *restrict dout,
+                         const float *restrict inp, int B, int H, int W, int C) {
+    /* dinp is (B,H,W,C), written whole; dout is (B,H/2,W/2,C): each window
+     * passes its gradient to its first maximum, the other three get 0 (and so
+     * does an odd last row or column, which no window covers) */
+    const int OH = H / 2, OW = W / 2;
+    const size_t row = (size_t)W * C;
+    if (OH == 0) /* a one-row image: no window, no gradient */
+        for (size_t t = 0; t < (size_t)B * H * row; t++) dinp[t] = 0.0f;
+#pragma omp parallel for schedule(static) if ((int64_t)B * H * W * C >= 65536)
+    for (int64_t q = 0; q < (int64_t)B * OH; q++) { /* one output row a turn */
+        const int64_t b = q / OH, y = q % OH;
+        const size_t top = ((size_t)b * H + 2 * y) * row;
+        const float *r0 = inp + top, *r1 = r0 + row, *g = dout + (size_t)q * OW * C;
+        float *d0 = dinp + top, *d1 = d0 + row;
+        for (int x = 0; x < OW; x++) {
+            const size_t at = (size_t)2 * x * C;
+            for (int c = 0; c < C; c++) {
+                const int a = window_argmax(r0[at + c], r0[at + C + c], r1[at + c],
+                                            r1[at + C + c]);
+                const float gv = g[(size_t)x * C + c];
+                d0[at + c] = a == 0 ? gv : 0.0f;
+                d0[at + C + c] = a == 1 ? gv : 0.0f;
+                d1[at + c] = a == 2 ? gv : 0.0f;
+                d1[at + C + c] = a == 3 ? gv : 0.0f;
+            }
+        }
+        for (size_t t = (size_t)2 * OW * C; t < row; t++) d0[t] = d1[t] = 0.0f; /* odd column */
+        if (H % 2 && y == OH - 1) /* the odd last row of this image */
+            for (size_t t = 0; t < row; t++) d1[row + t] = 0.0f;
+    }
+}

@@ -1,0 +1,206 @@
+/* norm.c - batch normalization (Ioffe & Szegedy 2015) over the rows of x (N,C).
+ *
+ * One kernel pair serves both uses: after a dense layer x is its (B,F) output
+ * (N = B rows, a mean per feature); after a convolution x is its (B,H,W,C)
+ * output, which in NHWC is N = B*H*W rows of C channels (a mean per channel
+ * over the batch and all pixels, as BatchNorm2d). With mu, var the batch
+ * mean and (biased) variance of each column:
+ *     xhat = (x - mu) / sqrt(var + eps),   y = gamma * xhat + beta
+ * and, when relu is set, y = max(y, 0) (the activation after it, fused).
+ *
+ * The column sums are taken in fixed blocks of BLOCK rows, in parallel, and
+ * the blocks' results are then merged one after another in double (Chan et
+ * al.'s pairwise update for the variance): the blocks do not depend on the
+ * thread count, so neither does any result.
+ */
+#include <math.h>
+
+#include "pynn.h"
+
+#define BLOCK 256 /* rows: a block of 256 x C floats stays in L1/L2 while it is summed */
+#define LANES 16  /* channels summed together, in one vector register */
+#define PAR_MIN 65536
+
+/* the n_blocks of BLOCK rows that cover N rows */
+static int64_t blocks(int64_t N) { return (N + BLOCK - 1) / BLOCK; }
+
+/* s[c] = sum over rows [r0, r1) of x[r,c] (- shift[c], squared when sq), for
+ * c in [c0, c0 + n), n <= LANES; x is (.,C). The LANES partial sums live in one
+ * register while the rows go by (a loop of fixed length the compiler
+ * vectorizes); rows are added in order. */
+static inline void sum_rows(float *restrict s, const float *restrict x, int64_t r0, int64_t r1,
+                            int C, int c0, int n, const float *restrict shift, int sq) {
+    float acc[LANES] = {0}, sh[LANES] = {0};
+    if (shift)
+        for (int j = 0; j < n; j++) sh[j] = shift[c0 + j];
+    if (n == LANES) {
+        for (int64_t r = r0; r < r1; r++) {
+            const float *row = x + (size_t)r * C + c0;
+            for (int j = 0; j < LANES; j++) {
+                const float d = row[j] - sh[j];
+                acc[j] += sq ? d * d : d;
+            }
+        }
+    } else {
+        for (int64_t r = r0; r < r1; r++)
+            for (int j = 0; j < n; j++) {
+                const float d = x[(size_t)r * C + c0 + j] - sh[j];
+                acc[j] += sq ? d * d : d;
+            }
+    }
+    for (int j = 0; j < n; j++) s[j] = acc[j];
+}
+
+/* mean and biased variance of each column of x (N,C), in double: each block
+ * of rows gives its count, mean and sum of squared deviations (M2), and the
+ * blocks are merged in order (Chan, Golub, LeVeque 1983) */
+static void column_moments(double *mean, double *var, const float *x, int64_t N, int C) {
+    const int64_t nb = blocks(N);
+    float *part = pynn_scratch(PYNN_SCRATCH_NORM, (size_t)nb * C * 2);
+#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
+    for (int64_t q = 0; q < nb; q++) {
+        const int64_t r0 = q * BLOCK, r1 = r0 + BLOCK < N ? r0 + BLOCK : N;
+        float *m = part + (size_t)q * C * 2, *m2 = m + C;
+        for (int c0 = 0; c0 < C; c0 += LANES) {
+            const int n = C - c0 < LANES ? C - c0 : LANES;
+            sum_rows(m + c0, x, r0, r1, C, c0, n, NULL, 0);
+            for (int j = 0; j < n; j++) m[c0 + j] /= (float)(r1 - r0); /* the block's mean */
+            sum_rows(m2 + c0, x, r0, r1, C, c0, n, m, 1);
+        }
+    }
+    for (int c = 0; c < C; c++) {
+        double n = 0.0, mu = 0.0, m2 = 0.0;
+        for (int64_t q = 0; q < nb; q++) {
+            const double nq = (double)((q + 1) * BLOCK < N ? BLOCK : N - q * BLOCK);
+            const double d = part[(size_t)q * C * 2 + c] - mu, tot = n + nq;
+            mu += d * nq / tot;
+            m2 += part[(size_t)q * C * 2 + C + c] + d * d * n * nq / tot;
+            n = tot;
+        }
+        mean[c] = mu;
+        var[c] = N > 0 ? m2 / (double)N : 0.0;
+    }
+}
+
+/* out[r,c] = a[c] * x[r,c] + b[c] (+ d[c] * dy[r,c] when dy), then max(., 0)
+ * when relu: the element-wise pass of both directions (dy may be out itself:
+ * each element is read before it is written, so dy is not restrict) */
+static void affine(float *restrict out, const float *restrict x, const float *dy,
+                   const float *restrict a, const float *restrict b, const float *restrict d,
+                   int64_t N, int C, int relu) {
+#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
+    for (int64_t r = 0; r < N; r++) {
+        const float *xr = x + (size_t)r * C;
+        float *o = out + (size_t)r * C;
+        if (dy) {
+            const float *g = dy + (size_t)r * C;
+            for (int c = 0; c < C; c++) o[c] = a[c] * xr[c] + b[c] + d[c] * g[c];
+        } else if (relu) {
+            for (int c = 0; c < C; c++) {
+                const float v = a[c] * xr[c] + b[c];
+                o[c] = v > 0.0f ? v : 0.0f;
+            }
+        } else {
+            for (int c = 0; c < C; c++) o[c] = a[c] * xr[c] + b[c];
+        }
+    }
+}
+
+void batchnorm_forward(float *out, float *mean, float *invstd, float *running_mean,
+                       float *running_var, const float *inp, const float *gamma,
+                       const float *beta, int64_t N, int C, float momentum, float eps,
+                       int training, int relu) {
+    /* out, inp are (N,C); mean, invstd, running_mean, running_var, gamma, beta (C,)
+     * training: mean, invstd of this batch (saved for the backward pass), and
+     *   running = (1 - momentum) * running + momentum * batch statistic
+     *   (the variance unbiased there, N/(N-1), as PyTorch);
+     * evaluation: mean, invstd from the running statistics.
+     * out = gamma * (inp - mean) * invstd + beta  (then max(., 0) if relu),
+     * computed as out = scale * inp + shift, scale = gamma * invstd,
+     * shift = beta - mean * scale */
+    float *coef = pynn_scratch(PYNN_SCRATCH_MOMENTS, (size_t)C * 6);
+    double *m = (double *)(coef + 2 * C), *v = m + C;
+    if (training) {
+        column_moments(m, v, inp, N, C);
+        for (int c = 0; c < C; c++) {
+            mean[c] = (float)m[c];
+            invstd[c] = (float)(1.0 / sqrt(v[c] + eps));
+            const double unbiased = N > 1 ? v[c] * (double)N / (double)(N - 1) : v[c];
+            running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * (float)m[c];
+            running_var[c] = (1.0f - momentum) * running_var[c] + momentum * (float)unbiased;
+        }
+    } else {
+        for (int c = 0; c < C; c++) {
+            mean[c] = running_mean[c];
+            invstd[c] = (float)(1.0 / sqrt((double)running_var[c] + eps));
+        }
+    }
+    float *scale = coef, *shift = coef + C;
+    for (int c = 0; c < C; c++) {
+        scale[c] = gamma[c] * invstd[c];
+        shift[c] = beta[c] - mean[c] * scale[c];
+    }
+    affine(out, inp, NULL, scale, shift, NULL, N, C, relu);
+}
+
+void batchnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                        const float *out, const float *inp, const float *mean,
+                        const float *invstd, const float *gamma, int64_t N, int C, int relu) {
+    /* dinp, dout, out, inp are (N,C); dgamma, dbeta, mean, invstd, gamma (C,).
+     * dy = dout (masked by out > 0 when relu), xhat = (inp - mean) * invstd:
+     *   dbeta[c]  = sum_r dy[r,c]
+     *   dgamma[c] = sum_r dy[r,c] * xhat[r,c]
+     *   dinp[r,c] = gamma[c] * invstd[c] * (dy[r,c] - (dbeta[c] + xhat[r,c] * dgamma[c]) / N)
+     * (the last line is the gradient through the batch statistics mean and
+     * invstd too, which depend on every row of the batch). When relu is set,
+     * the masked dy is written to dinp first and read from there. */
+    const int64_t nb = blocks(N);
+    const float *dy = dout;
+    if (relu) {
+#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
+        for (int64_t i = 0; i < N * C; i++) dinp[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+        dy = dinp;
+    }
+    float *part = pynn_scratch(PYNN_SCRATCH_NORM, (size_t)nb * C * 2);
+#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
+    for (int64_t q = 0; q < nb; q++) { /* per block: sum dy, sum dy * (inp - mean) */
+        const int64_t r0 = q * BLOCK, r1 = r0 + BLOCK < N ? r0 + BLOCK : N;
+        float *sb = part + (size_t)q * C * 2, *sx = sb + C;
+        for (int c0 = 0; c0 < C; c0 += LANES) {
+            const int n = C - c0 < LANES ? C - c0 : LANES;
+            float ab[LANES] = {0}, ax[LANES] = {0}, mu[LANES] = {0};
+            for (int j = 0; j < n; j++) mu[j] = mean[c0 + j];
+            if (n == LANES) {
+                for (int64_t r = r0; r < r1; r++) {
+                    const float *g = dy + (size_t)r * C + c0, *x = inp + (size_t)r * C + c0;
+                    for (int j = 0; j < LANES; j++) ab[j] += g[j], ax[j] += g[j] * (x[j] - mu[j]);
+                }
+            } else {
+                for (int64_t r = r0; r < r1; r++) {
+                    const float *g = dy + (size_t)r * C + c0, *x = inp + (size_t)r * C + c0;
+                    for (int j = 0; j < n; j++) ab[j] += g[j], ax[j] += g[j] * (x[j] - mu[j]);
+                }
+            }
+            for (int j = 0; j < n; j++) sb[c0 + j] = ab[j], sx[c0 + j] = ax[j];
+        }
+    }
+    float *coef = pynn_scratch(PYNN_SCRATCH_MOMENTS, (size_t)C * 6);
+    float *a = coef, *b = coef + C, *d = coef + 2 * C;
+    for (int c = 0; c < C; c++) {
+        double sb = 0.0, sx = 0.0;
+        for (int64_t q = 0; q < nb; q++) {
+            sb += part[(size_t)q * C * 2 + c];
+            sx += part[(size_t)q * C * 2 + C + c];
+        }
+        const double db = sb, dg = sx * invstd[c]; /* sum dy * xhat */
+        dbeta[c] = (float)db;
+        dgamma[c] = (float)dg;
+        /* dinp = k (dy - (db + xhat dg) / N), k = gamma invstd, xhat = (inp - mean) invstd:
+         *      = k dy + b inp + e,  b = -k dg invstd / N,  e = -k (db - mean dg invstd) / N */
+        const double k = (double)gamma[c] * invstd[c], n = N > 0 ? (double)N : 1.0;
+        d[c] = (float)k;
+        a[c] = (float)(-k * dg * invstd[c] / n);
+        b[c] = (float)(-k * (db - (double)mean[c] * dg * invstd[c]) / n);
+    }
+    affine(dinp, inp, dy, a, b, d, N, C, 0);
+}
