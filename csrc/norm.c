@@ -106,21 +106,15 @@ static void affine(float *restrict out, const float *restrict x, const float *dy
     }
 }
 
-void batchnorm_forward(float *out, float *mean, float *invstd, float *running_mean,
-                       float *running_var, const float *inp, const float *gamma,
-                       const float *beta, int64_t N, int C, float momentum, float eps,
-                       int training, int relu) {
-    /* out, inp are (N,C); mean, invstd, running_mean, running_var, gamma, beta (C,)
-     * training: mean, invstd of this batch (saved for the backward pass), and
+void batchnorm_statistics(float *mean, float *invstd, float *running_mean, float *running_var,
+                          const float *inp, int64_t N, int C, float momentum, float eps,
+                          int training) {
+    /* training: mean, invstd of this batch, and
      *   running = (1 - momentum) * running + momentum * batch statistic
      *   (the variance unbiased there, N/(N-1), as PyTorch);
-     * evaluation: mean, invstd from the running statistics.
-     * out = gamma * (inp - mean) * invstd + beta  (then max(., 0) if relu),
-     * computed as out = scale * inp + shift, scale = gamma * invstd,
-     * shift = beta - mean * scale */
-    float *coef = pynn_scratch(PYNN_SCRATCH_MOMENTS, (size_t)C * 6);
-    double *m = (double *)(coef + 2 * C), *v = m + C;
+     * evaluation: mean, invstd from the running statistics */
     if (training) {
+        double *m = (double *)pynn_scratch(PYNN_SCRATCH_MOMENTS, (size_t)C * 4), *v = m + C;
         column_moments(m, v, inp, N, C);
         for (int c = 0; c < C; c++) {
             mean[c] = (float)m[c];
@@ -135,12 +129,55 @@ void batchnorm_forward(float *out, float *mean, float *invstd, float *running_me
             invstd[c] = (float)(1.0 / sqrt((double)running_var[c] + eps));
         }
     }
-    float *scale = coef, *shift = coef + C;
+}
+
+void batchnorm_coefficients(float *scale, float *shift, const float *mean, const float *invstd,
+                            const float *gamma, const float *beta, int C) {
     for (int c = 0; c < C; c++) {
         scale[c] = gamma[c] * invstd[c];
         shift[c] = beta[c] - mean[c] * scale[c];
     }
+}
+
+void batchnorm_forward(float *out, float *mean, float *invstd, float *running_mean,
+                       float *running_var, const float *inp, const float *gamma,
+                       const float *beta, int64_t N, int C, float momentum, float eps,
+                       int training, int relu) {
+    /* out, inp are (N,C); mean, invstd, running_mean, running_var, gamma, beta (C,)
+     * out = gamma * (inp - mean) * invstd + beta  (then max(., 0) if relu),
+     * computed as out = scale * inp + shift, scale = gamma * invstd,
+     * shift = beta - mean * scale */
+    batchnorm_statistics(mean, invstd, running_mean, running_var, inp, N, C, momentum, eps,
+                         training);
+    float *coef = pynn_scratch(PYNN_SCRATCH_COEF, (size_t)C * 3);
+    float *scale = coef, *shift = coef + C;
+    batchnorm_coefficients(scale, shift, mean, invstd, gamma, beta, C);
     affine(out, inp, NULL, scale, shift, NULL, N, C, relu);
+}
+
+void batchnorm_backward_coefficients(float *a, float *b, float *d, float *dgamma, float *dbeta,
+                                     const float *part, int64_t nb, const float *mean,
+                                     const float *invstd, const float *gamma, int64_t N, int C) {
+    /* part is (nb, 2, C): per block of rows, sum dy and sum dy * (inp - mean);
+     * merged in block order, in double:
+     *   dbeta = sum dy,  dgamma = sum dy * xhat = invstd * sum dy * (inp - mean)
+     * dinp = k (dy - (dbeta + xhat dgamma) / N), k = gamma invstd, xhat = (inp - mean) invstd,
+     *      = d dy + a inp + b  with  d = k,  a = -k dgamma invstd / N,
+     *                                b = -k (dbeta - mean dgamma invstd) / N */
+    for (int c = 0; c < C; c++) {
+        double sb = 0.0, sx = 0.0;
+        for (int64_t q = 0; q < nb; q++) {
+            sb += part[(size_t)q * C * 2 + c];
+            sx += part[(size_t)q * C * 2 + C + c];
+        }
+        const double db = sb, dg = sx * invstd[c];
+        dbeta[c] = (float)db;
+        dgamma[c] = (float)dg;
+        const double k = (double)gamma[c] * invstd[c], n = N > 0 ? (double)N : 1.0;
+        d[c] = (float)k;
+        a[c] = (float)(-k * dg * invstd[c] / n);
+        b[c] = (float)(-k * (db - (double)mean[c] * dg * invstd[c]) / n);
+    }
 }
 
 void batchnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
@@ -184,23 +221,8 @@ void batchnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *d
             for (int j = 0; j < n; j++) sb[c0 + j] = ab[j], sx[c0 + j] = ax[j];
         }
     }
-    float *coef = pynn_scratch(PYNN_SCRATCH_MOMENTS, (size_t)C * 6);
+    float *coef = pynn_scratch(PYNN_SCRATCH_COEF, (size_t)C * 3);
     float *a = coef, *b = coef + C, *d = coef + 2 * C;
-    for (int c = 0; c < C; c++) {
-        double sb = 0.0, sx = 0.0;
-        for (int64_t q = 0; q < nb; q++) {
-            sb += part[(size_t)q * C * 2 + c];
-            sx += part[(size_t)q * C * 2 + C + c];
-        }
-        const double db = sb, dg = sx * invstd[c]; /* sum dy * xhat */
-        dbeta[c] = (float)db;
-        dgamma[c] = (float)dg;
-        /* dinp = k (dy - (db + xhat dg) / N), k = gamma invstd, xhat = (inp - mean) invstd:
-         *      = k dy + b inp + e,  b = -k dg invstd / N,  e = -k (db - mean dg invstd) / N */
-        const double k = (double)gamma[c] * invstd[c], n = N > 0 ? (double)N : 1.0;
-        d[c] = (float)k;
-        a[c] = (float)(-k * dg * invstd[c] / n);
-        b[c] = (float)(-k * (db - (double)mean[c] * dg * invstd[c]) / n);
-    }
+    batchnorm_backward_coefficients(a, b, d, dgamma, dbeta, part, nb, mean, invstd, gamma, N, C);
     affine(dinp, inp, dy, a, b, d, N, C, 0);
 }

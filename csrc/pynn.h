@@ -35,7 +35,7 @@ int pynn_have_openmp(void);
  * asked for; called outside parallel regions only. release frees them all
  * (tests and leak checks). */
 enum { PYNN_SCRATCH_COL, PYNN_SCRATCH_WFLIP, PYNN_SCRATCH_NORM, PYNN_SCRATCH_MOMENTS,
-       PYNN_SCRATCH_SLOTS };
+       PYNN_SCRATCH_COEF, PYNN_SCRATCH_SLOTS };
 float *pynn_scratch(int slot, size_t n);
 void pynn_scratch_release(void);
 
@@ -232,5 +232,34 @@ void sgd_update(float *param, const float *grad, float *velocity, int64_t n, int
 void adam_update(float *param, const float *grad, float *m, float *v, int64_t n,
                  int64_t n_decay, float lr, float beta1, float beta2, float eps,
                  float weight_decay, int t);
+
+/* Batch norm, then ReLU, then 2x2 max-pool, fused (conv.c): the tail of a
+ * conv block, in one pass over its largest tensor instead of four. inp is
+ * the conv's output (B,H,W,C), out the pooled (B,H/2,W/2,C); the other
+ * arguments are batchnorm_forward's. The same numbers as the three layers
+ * one after another: out = maxpool(max(batchnorm(inp), 0)). */
+void batchnorm_relu_maxpool_forward(float *out, float *mean, float *invstd, float *running_mean,
+                                    float *running_var, const float *inp, const float *gamma,
+                                    const float *beta, int B, int H, int W, int C,
+                                    float momentum, float eps, int training);
+/* Its backward (training mode): dinp (B,H,W,C), dgamma, dbeta (C,) written;
+ * dout (B,H/2,W/2,C). The normalized values, the ReLU and each window's
+ * maximum are recomputed from inp and the saved mean and invstd. */
+void batchnorm_relu_maxpool_backward(float *dinp, float *dgamma, float *dbeta,
+                                     const float *dout, const float *inp, const float *mean,
+                                     const float *invstd, const float *gamma, const float *beta,
+                                     int B, int H, int W, int C);
+/* The pieces norm.c shares with the fused kernel: the batch (or running)
+ * statistics as batchnorm_forward computes them; out = scale * inp + shift
+ * from them; and, from per-block sums part (nb,2,C) of dy and dy*(inp-mean),
+ * dgamma, dbeta and dinp = d * dy + a * inp + b. */
+void batchnorm_statistics(float *mean, float *invstd, float *running_mean, float *running_var,
+                          const float *inp, int64_t N, int C, float momentum, float eps,
+                          int training);
+void batchnorm_coefficients(float *scale, float *shift, const float *mean, const float *invstd,
+                            const float *gamma, const float *beta, int C);
+void batchnorm_backward_coefficients(float *a, float *b, float *d, float *dgamma, float *dbeta,
+                                     const float *part, int64_t nb, const float *mean,
+                                     const float *invstd, const float *gamma, int64_t N, int C);
 
 #endif /* PYNN_H */

@@ -296,12 +296,15 @@ class BatchNorm(Module):
     in evaluation (``training = False``) those are used. gamma and beta are
     trained without weight decay; the running statistics are state, not
     parameters (``buffers``: saved, loaded and kept with the best weights).
-    ``relu=True`` fuses a following ReLU (Sequential sets it).
+    ``relu=True`` fuses a following ReLU, and ``pool=True`` (with relu) the
+    MaxPool2d after that too: one C call each way for the three layers
+    (Sequential sets both; the results are those of the layers in turn).
     """
 
     def __init__(self, num_features, momentum=0.1, eps=1e-5):
         C = self.num_features = num_features
-        self.momentum, self.eps, self.training, self.relu = momentum, eps, True, False
+        self.momentum, self.eps, self.training = momentum, eps, True
+        self.relu = self.pool = False
         self.gamma = Parameter("gamma", Tensor((C,)).fill_(1.0), False)
         self.beta = Parameter("beta", Tensor((C,)), False)
         self.running_mean, self.running_var = Tensor((C,)), Tensor((C,)).fill_(1.0)
@@ -321,6 +324,15 @@ class BatchNorm(Module):
         C = self.num_features
         if inp.shape[-1] != C:
             raise ValueError(f"BatchNorm input: expected {C} features last, got {inp.shape}")
+        if self.pool:
+            B, H, W, _ = inp.shape
+            out = self._buffer(self._out, (B, H // 2, W // 2, C))
+            lib.batchnorm_relu_maxpool_forward(
+                out.ptr, self._mean.ptr, self._invstd.ptr, self.running_mean.ptr,
+                self.running_var.ptr, inp.ptr, self.gamma.value.ptr, self.beta.value.ptr,
+                B, H, W, C, self.momentum, self.eps, int(self.training))
+            self._inp = inp
+            return out
         out = self._buffer(self._out, inp.shape)
         lib.batchnorm_forward(out.ptr, self._mean.ptr, self._invstd.ptr, self.running_mean.ptr,
                               self.running_var.ptr, inp.ptr, self.gamma.value.ptr,
@@ -333,8 +345,16 @@ class BatchNorm(Module):
         if not self.training:
             raise RuntimeError("BatchNorm.backward needs a forward in training mode")
         C, inp = self.num_features, self._inp
-        check(dout, inp.shape, what="BatchNorm dout")
         dinp = self._buffer(self._dinp, inp.shape)
+        if self.pool:
+            B, H, W, _ = inp.shape
+            check(dout, (B, H // 2, W // 2, C), what="BatchNorm+MaxPool2d dout")
+            lib.batchnorm_relu_maxpool_backward(
+                dinp.ptr, self.gamma.grad.ptr, self.beta.grad.ptr, dout.ptr, inp.ptr,
+                self._mean.ptr, self._invstd.ptr, self.gamma.value.ptr, self.beta.value.ptr,
+                B, H, W, C)
+            return dinp
+        check(dout, inp.shape, what="BatchNorm dout")
         lib.batchnorm_backward(dinp.ptr, self.gamma.grad.ptr, self.beta.grad.ptr, dout.ptr,
                                self._y.ptr, inp.ptr, self._mean.ptr, self._invstd.ptr,
                                self.gamma.value.ptr, inp.size // C, C, int(self.relu))

@@ -20,7 +20,8 @@ class Sequential:
     Two optimizations, both invisible in the results: the first layer does
     not compute dL/d(input pixels), which nobody needs; and a Linear or a
     BatchNorm directly followed by a ReLU runs both as one fused C call each
-    way (the ReLU is then skipped: ``steps`` lists what actually runs).
+    way (the ReLU is then skipped: ``steps`` lists what actually runs), and
+    BatchNorm, ReLU, MaxPool2d in a row (a conv block's tail) run as one.
     """
 
     def __init__(self, *layers, input_shape=None):
@@ -34,6 +35,9 @@ class Sequential:
             prev = self.steps[-1] if self.steps else None
             if isinstance(layer, ReLU) and isinstance(prev, (Linear, BatchNorm)) and not prev.relu:
                 prev.relu = True  # fused into the layer before
+            elif (isinstance(layer, MaxPool2d) and isinstance(prev, BatchNorm) and prev.relu
+                  and not prev.pool):
+                prev.pool = True  # batch norm, ReLU and pool: one kernel
             else:
                 self.steps.append(layer)
 
@@ -128,8 +132,8 @@ def parse_arch(text):
         tok = raw.strip()
         try:
             if tok.startswith("c"):
-                channels, _, k = tok[1:].partition("k")
-                tokens.append(("c", int(channels), int(k) if k else 3))
+                channels, has_k, k = tok[1:].partition("k")
+                tokens.append(("c", int(channels), int(k) if has_k else 3))
                 if tokens[-1][1] < 1 or tokens[-1][2] < 1 or tokens[-1][2] % 2 == 0:
                     raise ValueError
             elif tok == "p":

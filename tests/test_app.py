@@ -394,3 +394,62 @@ def test_cli_time_budget(subset_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "budget: training" in proc.stdout and "test accuracy" in proc.stdout
     assert len(parse_predictions(predictions(tmp_path)["test"])) == N_TEST
+
+
+# ---- presets, --arch and the CNN from the command line ---------------------------
+
+def test_presets_and_explicit_options():
+    from pynn.config import DEFAULT_MODEL, PRESETS, configure
+    cfg = configure()
+    assert cfg.model == DEFAULT_MODEL == "cnn" and cfg.arch == PRESETS["cnn"]["arch"]
+    mlp = configure("mlp")
+    assert (mlp.arch, mlp.epochs, mlp.augment, mlp.label_smoothing) == ("f1024,f512", 15, "off", 0.0)
+    mine = configure("cnn-large", epochs=3, lr=0.5)
+    assert (mine.epochs, mine.lr, mine.arch) == (3, 0.5, PRESETS["cnn-large"]["arch"])
+    assert mine.explicit == ("epochs", "lr", "model")
+    with pytest.raises(ValueError, match="unknown model"):
+        configure("resnet")
+
+
+def test_cli_cnn_run_with_arch(subset_dir, tmp_path):
+    proc = cli("--data-dir", subset_dir, "--out-dir", tmp_path, "--epochs", 1, "--arch",
+               "c4,p,f16", "--runs-dir", "", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Conv2d(1, 4, 3, bias=False)" in proc.stdout and "14x14x4" in proc.stdout
+    assert "augmented (shifts, flips)" in proc.stdout and "label smoothing 0.1" in proc.stdout
+    files = predictions(tmp_path)
+    assert len(parse_predictions(files["test"])) == N_TEST
+
+
+def test_cli_bad_arch_token_fails_before_reading(subset_dir, tmp_path):
+    proc = cli("--data-dir", subset_dir, "--out-dir", tmp_path, "--arch", "c32,q7",
+               cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "bad token 'q7'" in proc.stderr, proc.stderr
+
+
+def narrow_data(folder, width=10):
+    """The course files, but vectors of a width that is no square image."""
+    folder.mkdir()
+    rows = ["".join(",".join(str((r * 7 + c) % 256) for c in range(width))) for r in range(60)]
+    (folder / CSV_NAMES["train_vectors"]).write_text("\n".join(rows) + "\n")
+    (folder / CSV_NAMES["train_labels"]).write_text("\n".join(str(r % 3) for r in range(60)) + "\n")
+    (folder / CSV_NAMES["test_vectors"]).write_text("\n".join(rows[:10]) + "\n")
+    return folder
+
+
+def test_default_falls_back_to_the_mlp_for_vectors_that_are_no_image(tmp_path):
+    data = narrow_data(tmp_path / "data")
+    proc = cli("--data-dir", data, "--out-dir", tmp_path, "--epochs", 1, "--runs-dir", "",
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "not a square image: training the mlp preset instead of cnn" in proc.stdout
+    assert "Linear(10, 1024)" in proc.stdout
+
+
+@pytest.mark.parametrize("ask", [("--model", "cnn"), ("--arch", "c4,f8")])
+def test_asking_for_a_cnn_on_such_vectors_is_an_error(tmp_path, ask):
+    data = narrow_data(tmp_path / "data")
+    proc = cli("--data-dir", data, "--out-dir", tmp_path, *ask, cwd=tmp_path)
+    assert proc.returncode == 2 and "not a square number" in proc.stderr, proc.stderr
+    assert not (tmp_path / PREDICTION_NAMES["test"]).exists()

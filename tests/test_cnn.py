@@ -1,0 +1,254 @@
+"""The CNN as a whole: gradient checks of small networks with every new layer,
+the fused batch-norm/ReLU/pool path against the layers one by one, thread
+invariance of a training step, --arch parsing and building, and the time
+budget that shortens the plan instead of cutting the schedule off."""
+import random
+import time
+
+import pytest
+
+from pynn import (Adam, BatchNorm2d, Config, Conv2d, CrossEntropyLoss, Flatten, Linear,
+                  MaxPool2d, PynnError, ReLU, Sequential, build, set_threads, get_threads)
+from pynn.model import parse_arch
+from pynn.tensor import Tensor
+from pynn.train import accuracy, fit, planned_epochs
+
+from reference import blobs
+
+EPS = 1e-2
+RTOL, ATOL = 2e-2, 2e-4
+
+
+def batch(rng, B, width, classes):
+    x = Tensor.from_list([rng.uniform(-1.5, 1.5) for _ in range(B * width)], (B, width))
+    y = Tensor.from_list([rng.randrange(classes) for _ in range(B)], (B,), "int32")
+    return x, y
+
+
+def pool_pattern(model):
+    """Which input won each max-pool window (a finite difference across a
+    change of winner is meaningless, so the checks assert none happens)."""
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, MaxPool2d):
+            B, H, W, C = layer._inp.shape
+            v = layer._inp.tolist()
+            for b in range(B):
+                for y in range(H // 2):
+                    for x in range(W // 2):
+                        for c in range(C):
+                            at = [((b * H + 2 * y + dy) * W + 2 * x + dx) * C + c
+                                  for dy in (0, 1) for dx in (0, 1)]
+                            out.append(max(range(4), key=lambda k: (v[at[k]], -k)))
+    return out
+
+
+def loss_of(model, loss_fn, x, y):
+    loss, _ = loss_fn.forward(model.forward(x), y)
+    return loss, pool_pattern(model)
+
+
+def gradcheck(model, x, y, smoothing=0.0):
+    """Central differences of the mean loss against model.backward, for every
+    parameter entry whose +-EPS moves no pool winner (those few have no
+    derivative to compare); a list of mismatches (empty: pass)."""
+    loss_fn = CrossEntropyLoss(smoothing)
+    _, base = loss_of(model, loss_fn, x, y)
+    model.backward(loss_fn.backward())
+    grads = [p.grad.tolist() for p in model.parameters()]
+    bad, skipped, total = [], 0, 0
+    for p, g in zip(model.parameters(), grads):
+        for i in range(p.value.size):
+            v0 = p.value.ptr[i]
+            p.value.ptr[i] = v0 + EPS
+            up, (lp, pp) = p.value.ptr[i], loss_of(model, loss_fn, x, y)
+            p.value.ptr[i] = v0 - EPS
+            down, (lm, pm) = p.value.ptr[i], loss_of(model, loss_fn, x, y)
+            p.value.ptr[i] = v0
+            total += 1
+            if pp != base or pm != base:
+                skipped += 1
+                continue
+            num = (lp - lm) / (up - down)
+            if not abs(num - g[i]) <= ATOL + RTOL * max(abs(num), abs(g[i])):
+                bad.append(f"{p.name}[{i}]: numeric {num:.6g} analytic {g[i]:.6g}")
+    assert skipped <= total // 10, f"{skipped} of {total} entries move a pool winner"
+    return bad
+
+
+@pytest.mark.parametrize("arch, width, batchnorm, smoothing", [
+    ("c3,p,f5", 36, "conv", 0.0),        # conv + batch norm (training mode) + pool
+    ("c2k5,c3,f4", 25, "all", 0.1),      # 5x5 kernel, two convs, dense batch norm, smoothing
+    ("c3,p", 49, "off", 0.0),            # biases, an odd 7x7 image pooled
+    ("c2,c2k1,p,p", 64, "conv", 0.2),    # 1x1 kernel, pooling twice
+])
+def test_small_cnn_gradients(arch, width, batchnorm, smoothing):
+    rng = random.Random(7)
+    model = build(arch, width, 3, "tanh", rng, batchnorm=batchnorm)  # tanh: no kinks
+    for p in model.parameters():  # non-trivial gammas, betas and biases
+        if p.name in ("bias", "beta", "gamma"):
+            p.value.ptr[0:p.value.size] = [rng.uniform(0.5, 1.5) if p.name == "gamma"
+                                           else rng.uniform(-0.3, 0.3)
+                                           for _ in range(p.value.size)]
+    x, y = batch(rng, 3, width, 3)
+    assert gradcheck(model, x, y, smoothing) == []
+
+
+def test_gradcheck_sees_a_wrong_conv_gradient():
+    """The check can fail: a conv whose weight gradient is scaled is caught."""
+    class Scaled(Conv2d):
+        def backward(self, dout):
+            dinp = super().backward(dout)
+            self.weight.grad.ptr[0] *= 1.1
+            return dinp
+
+    rng = random.Random(3)
+    model = Sequential(Scaled(1, 2, 3, rng), Flatten(), Linear(32, 3, rng), input_shape=(4, 4, 1))
+    x, y = batch(rng, 2, 16, 3)
+    assert len(gradcheck(model, x, y)) >= 1
+
+
+@pytest.mark.parametrize("H", [6, 7, 5])
+def test_fused_batchnorm_relu_pool_matches_the_layers(H):
+    """BatchNorm2d, ReLU, MaxPool2d run as one kernel (Sequential fuses them):
+    the same forward values bit for bit, in training and evaluation mode, the
+    same running statistics, and the same gradients up to the order of sums."""
+    def make(fuse):
+        rng = random.Random(5)
+        layers = [Conv2d(2, 4, 3, rng, bias=False), BatchNorm2d(4), ReLU(), MaxPool2d(),
+                  Flatten(), Linear(4 * (H // 2) ** 2, 3, rng)]
+        model = Sequential(*layers, input_shape=(H, H, 2))
+        if not fuse:  # the layers one by one (what Sequential would run unfused)
+            model.layers[1].pool = False
+            model.steps = [model.layers[i] for i in (0, 1, 3, 4, 5)]
+        return model
+
+    fused, plain = make(True), make(False)
+    assert [type(s).__name__ for s in fused.steps] == ["Conv2d", "BatchNorm2d", "Flatten",
+                                                        "Linear"]
+    rng = random.Random(1)
+    x, y = batch(rng, 5, H * H * 2, 3)
+    results = []
+    for model in (fused, plain):
+        loss_fn = CrossEntropyLoss()
+        out = model.forward(x).tolist()
+        loss_fn.forward(model.forward(x), y)  # a second step moves the running stats again
+        model.backward(loss_fn.backward())
+        model.train(False)
+        evaluation = model.forward(x).tolist()
+        results.append((out, evaluation, [b.tolist() for b in model.buffers()],
+                        [p.grad.tolist() for p in model.parameters()]))
+    (f_out, f_eval, f_buf, f_grad), (p_out, p_eval, p_buf, p_grad) = results
+    assert f_out == p_out and f_eval == p_eval and f_buf == p_buf
+    for a, b in zip(f_grad, p_grad):
+        for u, v in zip(a, b):
+            assert abs(u - v) <= 1e-6 + 1e-4 * max(abs(u), abs(v)), (u, v)
+
+
+def cnn_step_results(threads):
+    set_threads(threads)
+    rng = random.Random(11)
+    model = build("c8,p,c16,p,f32", 784, 10, "relu", rng)
+    opt = Adam(model.parameters(), lr=1e-3)
+    loss_fn = CrossEntropyLoss(0.1)
+    x, y = batch(rng, 48, 784, 10)
+    losses = []
+    for _ in range(2):
+        loss, _ = loss_fn.forward(model.forward(x), y)
+        model.backward(loss_fn.backward())
+        opt.step()
+        losses.append(loss)
+    return losses, [p.value.tolist() for p in model.parameters()], model.predict(x).tolist()
+
+
+def test_cnn_step_is_the_same_on_1_2_and_3_threads():
+    before = get_threads()
+    try:
+        one, two, three = (cnn_step_results(t) for t in (1, 2, 3))
+    finally:
+        set_threads(before)
+    assert one == two == three
+
+
+# ---- --arch ------------------------------------------------------------------
+
+def test_arch_tokens():
+    assert parse_arch("c32,c32k5, p,f128,d0.3") == [
+        ("c", 32, 3), ("c", 32, 5), ("p",), ("f", 128), ("d", 0.3)]
+    assert parse_arch("") == []
+
+
+@pytest.mark.parametrize("arch, token", [
+    ("c32,x", "'x'"), ("c0", "'c0'"), ("c32k4", "'c32k4'"), ("f", "'f'"), ("d1.5", "'d1.5'"),
+    ("pp", "'pp'"), ("c32k", "'c32k'"),
+])
+def test_bad_arch_token_is_named(arch, token):
+    with pytest.raises(PynnError) as e:
+        parse_arch(arch)
+    assert token in str(e.value) and "\n" not in str(e.value)
+
+
+def test_build_shapes_and_summary():
+    model = build("c4,p,c8k5,p,f16,d0.5", 784, 10, "relu", random.Random(0))
+    names = [name for name, _, _ in model.summary()]
+    assert names[:4] == ["Conv2d(1, 4, 3, bias=False)", "BatchNorm2d(4)", "ReLU()", "MaxPool2d()"]
+    shapes = [shape for _, shape, _ in model.summary()]
+    assert shapes[3] == (14, 14, 4) and shapes[7] == (7, 7, 8) and shapes[-1] == (10,)
+    assert sum(count for *_, count in model.summary()) == sum(
+        p.value.size for p in model.parameters())
+    assert "Dropout(0.5)" in names
+
+
+@pytest.mark.parametrize("arch, width, words", [
+    ("c4", 50, "not a square"), ("p,p,p,p,p", 784, "below 1x1"), ("f8,c4", 784, "after a dense"),
+])
+def test_build_errors(arch, width, words):
+    with pytest.raises(PynnError, match=words):
+        build(arch, width, 10, "relu", random.Random(0))
+
+
+# ---- the time budget ------------------------------------------------------------
+
+def test_planned_epochs():
+    assert planned_epochs(20, 1, 10.0, 300.0) == 20   # 20 x 10 s fit in 310 s
+    assert planned_epochs(20, 1, 10.0, 95.0) == 10    # 1 done + 9 more
+    assert planned_epochs(20, 1, 10.0, 5.0) == 1      # nothing more fits
+
+
+class Quiet:
+    def __init__(self):
+        self.notes = []
+
+    def note(self, text):
+        self.notes.append(text)
+
+    def progress(self, *args):
+        pass
+
+    def epoch(self, m):
+        pass
+
+
+def blob_fit(epochs, budget):
+    rng = random.Random(2)
+    x, y = blobs(rng, 2000, 16, 4, spread=3.0)
+    xv, yv = blobs(random.Random(3), 400, 16, 4, spread=3.0)
+    model = build("f64", 16, 4, "relu", rng)
+    cfg = Config(batch_size=16, epochs=epochs, schedule="cosine", time_budget=budget)
+    reporter = Quiet()
+    t0 = time.perf_counter()
+    history, best, stopped = fit(model, Adam(model.parameters(), lr=0.01), x, y, range(2000),
+                                 xv, yv, cfg, reporter, rng, t0 + budget)
+    return history, best, stopped, reporter.notes, accuracy(model, xv, yv)
+
+
+def test_half_the_time_completes_a_shorter_schedule():
+    full, full_best, stopped, notes, _ = blob_fit(12, 600.0)
+    assert stopped == "done" and len(full) == 12 and notes == []
+    needed = sum(m["seconds"] for m in full)
+    half, half_best, stopped, notes, _ = blob_fit(12, needed / 2)
+    assert stopped == "done", notes           # the plan shrank: no cut-off
+    assert 2 <= len(half) < 12
+    assert any("learning-rate schedule fitted" in n for n in notes), notes
+    assert half[-1]["lr"] < 0.05 * 0.01       # the cosine reached its end
+    assert half_best >= full_best - 0.03      # and the accuracy is close
