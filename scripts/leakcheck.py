@@ -36,9 +36,16 @@ def workload(folder, runs=2):
     for i in range(runs):
         out = Path(folder) / f"out{i}"
         out.mkdir(exist_ok=True)
-        cfg = pynn.Config(data_dir=str(data), out_dir=str(out), arch="f256,f128", epochs=2,
-                          batch_size=8, threads=2, runs_dir="",
-                          optimizer=("adam", "sgd")[i % 2])
+        # an MLP with either optimizer, and a CNN (conv, fused batch norm + pool,
+        # augmenting gather, label smoothing) that also saves and loads itself
+        arch = ("f256,f128", "c4,p,c8,p,f16")[i % 2]
+        cfg = pynn.Config(data_dir=str(data), out_dir=str(out), arch=arch, epochs=2,
+                          batch_size=8, threads=2, runs_dir="", augment="on",
+                          label_smoothing=0.1, optimizer=("adam", "sgd")[i % 2],
+                          save=str(out / "model.bin"))
+        pynn.run(cfg, reporter=Reporter(io.StringIO()))
+        cfg = pynn.Config(data_dir=str(data), out_dir=str(out), runs_dir="", threads=2,
+                          load=str(out / "model.bin"))
         pynn.run(cfg, reporter=Reporter(io.StringIO()))
     for bad in (b"1,2\n3\n", b"", b"x\n", b"\x00" * 100, b"," * 5000 + b"\n1\n" * 100):
         path = Path(folder) / "bad.csv"
