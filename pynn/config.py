@@ -25,7 +25,8 @@ class Config:
     momentum: float = 0.9          # SGD only
     weight_decay: float = 0.05     # AdamW: decoupled, weights only
     label_smoothing: float = 0.0   # target (1 - eps) on the label + eps / classes on all
-    augment: str = "off"           # "on": random shifts by up to 2 pixels and flips (images)
+    augment: str = "off"           # "on": random shifts by up to 2 pixels and flips
+                                   # (of training images); "flip": flips only
     val_fraction: float = 0.1
     seed: int = 42
     threads: int = 0               # 0: free cores, at most 16 (pynn/cpu.py)

@@ -36,7 +36,8 @@ class Reporter:
                   f"{cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch_size}, "
                   f"{cfg.epochs} epochs, seed {cfg.seed}, threads {threads}")
         extras = [f"label smoothing {cfg.label_smoothing:g}" if cfg.label_smoothing else "",
-                  "augmented (shifts, flips)" if cfg.augment == "on" and model.input_shape else ""]
+                  {"on": "augmented (shifts, flips)", "flip": "augmented (flips)"}.get(cfg.augment, "")
+                  if model.input_shape else ""]
         if any(extras):
             self.line("training " + ", ".join(e for e in extras if e))
 

@@ -47,8 +47,8 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
     schedule is stretched over those: it still ends (at a low learning rate)
     instead of being cut off high.
 
-    With cfg.augment == "on" and an image model, each training batch is
-    gathered with random shifts and flips (``fill``: the normalized value of a
+    With cfg.augment "on" (or "flip") and an image model, each training batch
+    is gathered with random shifts and flips (or flips only) (``fill``: the normalized value of a
     background pixel, for pixels moved in from outside).
 
     A non-finite loss, or non-finite weights at the end of an epoch, restore
@@ -63,7 +63,8 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
     steps = n // B  # the last partial batch is dropped; shuffling varies it
     epochs = cfg.epochs
     total = steps * epochs
-    augment = cfg.augment == "on" and model.input_shape is not None
+    augment = cfg.augment != "off" and model.input_shape is not None
+    shift = AUGMENT_SHIFT if cfg.augment == "on" else 0  # "flip": flips only
     started = time.perf_counter()
     warmup = int(cfg.warmup_epochs * steps)
     idx = Tensor.from_list(rows, dtype="int32")
@@ -98,7 +99,7 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
                 if augment:
                     H, W, _ = model.input_shape
                     lib.pynn_gather_augment(xb.ptr, x.ptr, idx.ptr + b * B, B, H, W,
-                                            AUGMENT_SHIFT, 1, fill, rng.getrandbits(64))
+                                            shift, 1, fill, rng.getrandbits(64))
                 else:
                     lib.pynn_gather_rows(xb.ptr, x.ptr, idx.ptr + b * B, B, d)
                 lib.pynn_gather_labels(yb.ptr, y.ptr, idx.ptr + b * B, B)

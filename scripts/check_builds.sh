@@ -32,7 +32,8 @@ print('loaded', pynn.__file__, '| GEMM', kernel, '| OpenMP', lib.pynn_have_openm
 assert $expect, 'not the build asked for'
 " && PYTHONPATH="$WORK/$name" PYTHONDONTWRITEBYTECODE=1 "$PY" -m pytest -q -p no:cacheprovider \
         --rootdir "$ROOT" -c "$ROOT/pyproject.toml" "$ROOT/tests/test_kernels.py" \
-        "$ROOT/tests/test_gradcheck.py" "$ROOT/tests/test_training.py")
+        "$ROOT/tests/test_gradcheck.py" "$ROOT/tests/test_training.py" \
+        "$ROOT/tests/test_cnn_kernels.py" "$ROOT/tests/test_cnn.py")
 }
 
 check portable "'AVX' not in kernel and lib.pynn_have_openmp()" PYNN_PORTABLE=1

@@ -32,7 +32,7 @@ HELP = {
     "weight_decay": "weight decay on weights (not biases, not batch-norm scales)",
     "label_smoothing": "label smoothing eps of the cross-entropy (0: none)",
     "augment": "on: random shifts by up to 2 pixels and horizontal flips of training "
-               "images (never of validation or test images); off",
+               "images (never of validation or test images); flip: flips only; off",
     "val_fraction": "part of the training set held out for validation (0 allowed)",
     "seed": "random seed (the course allows 0, 1, 2, 3, 42)",
     "threads": "kernel threads (0: the free cores, at most 16)",
@@ -45,7 +45,7 @@ HELP = {
     "load": "saved model (--save) to predict with; no training",
 }
 CHOICES = {"activation": ("relu", "leaky_relu", "tanh"), "optimizer": ("adam", "sgd"),
-           "schedule": ("cosine", "constant"), "augment": ("on", "off")}
+           "schedule": ("cosine", "constant"), "augment": ("on", "flip", "off")}
 NOT_OPTIONS = ("explicit",)  # Config fields that are not set from the command line
 
 
