@@ -117,6 +117,12 @@ void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dou
     float *col = pynn_scratch(PYNN_SCRATCH_COL, (size_t)rows * kkC);
     if (N == 0) /* no pixel: an empty sum */
         for (int t = 0; t < OC * kkC; t++) dweight[t] = 0.0f;
+    /* With fewer inputs under the kernel than outputs (a one-channel first
+     * layer: k*k*C = 9 against 32), the MR x NR tiles fit dweight^T = col^T .
+     * dout better (9 rows pad to 16, not 9 columns to 32). The same products
+     * summed in the same order: the same bits, transposed at the end. */
+    const int swap = kkC < OC;
+    float *dwt = swap ? pynn_scratch(PYNN_SCRATCH_WFLIP, (size_t)OC * kkC) : NULL;
     pynn_gemm_reserve();
 #pragma omp parallel if (2.0 * N * kkC * OC >= PYNN_GEMM_PARALLEL_MIN_FLOPS)
     {
@@ -128,9 +134,18 @@ void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dou
                 const int64_t a = r0 + q * 64, e = a + 64 < r1 ? a + 64 : r1;
                 im2col(col + (size_t)(a - r0) * kkC, inp, a, e, H, W, C, k);
             }
-            pynn_gemm_team(1, 0, OC, kkC, (int)(r1 - r0), dout + (size_t)r0 * OC, col, NULL,
-                           dweight, r0 > 0 ? PYNN_GEMM_ACCUMULATE : 0);
+            if (swap)
+                pynn_gemm_team(1, 0, kkC, OC, (int)(r1 - r0), col, dout + (size_t)r0 * OC, NULL,
+                               dwt, r0 > 0 ? PYNN_GEMM_ACCUMULATE : 0);
+            else
+                pynn_gemm_team(1, 0, OC, kkC, (int)(r1 - r0), dout + (size_t)r0 * OC, col, NULL,
+                               dweight, r0 > 0 ? PYNN_GEMM_ACCUMULATE : 0);
 #pragma omp barrier
+        }
+        if (swap && N > 0) {
+#pragma omp for schedule(static)
+            for (int o = 0; o < OC; o++)
+                for (int t = 0; t < kkC; t++) dweight[(size_t)o * kkC + t] = dwt[(size_t)t * OC + o];
         }
         if (dbias) { /* column sums, 16 columns a share, rows in order */
 #pragma omp for schedule(static)

@@ -42,10 +42,10 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
     until ``deadline``, a perf_counter time, or Ctrl-C); leave the model at its
     best validation accuracy (always finite weights).
 
-    After the first epoch, when the planned epochs will not fit before the
-    deadline, the plan shrinks to the epochs that do, and the learning-rate
-    schedule is stretched over those: it still ends (at a low learning rate)
-    instead of being cut off high.
+    After each epoch, when the planned epochs will not fit before the
+    deadline at the pace so far, the plan shrinks to the epochs that do, and
+    the learning-rate schedule is fitted to those: it still ends (at a low
+    learning rate) instead of being cut off high.
 
     With cfg.augment "on" (or "flip") and an image model, each training batch
     is gathered with random shifts and flips (or flips only) (``fill``: the normalized value of a
@@ -135,11 +135,12 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
             if stopped != "done":
                 reporter.note(f"stopped after epoch {epoch}: {stopped} reached")
                 break
-            if epoch == 1 and epochs > 1:
+            if epoch < epochs:  # re-planned after every epoch: machines slow down too
                 now = time.perf_counter()
-                fits = planned_epochs(epochs, 1, now - started, deadline - now)
+                fits = planned_epochs(epochs, epoch, now - started, deadline - now)
                 if fits < epochs:
-                    reporter.note(f"{epochs} epochs would take about {epochs * (now - started):.0f}s, "
+                    per_epoch = (now - started) / epoch
+                    reporter.note(f"{epochs} epochs would take about {epochs * per_epoch:.0f}s, "
                                   f"over the {cfg.time_budget:g}s budget: training {fits} "
                                   "epochs, the learning-rate schedule fitted to them")
                     epochs, total = fits, steps * fits

@@ -1,35 +1,59 @@
 #!/usr/bin/env python3
 """Benchmark figures for pynn, and PyTorch side by side in the same run.
 
-    python scripts/bench.py [--torch] [--threads N] [--repeat R] [--quick]
+    python scripts/bench.py [--torch] [--threads N] [--repeat R] [--only PART]
 
-Prints, for pynn (and PyTorch with --torch, if importable; never a dependency):
+The first line names the CPU. Prints, for pynn (and PyTorch with --torch, if
+importable; never a dependency):
   - GFLOP/s of each GEMM layout at the network's shapes (batch 64 and 256
     against 784, 256, 128, 10): NT = forward, NN = dL/dinput, TN = dL/dweight;
   - seconds and samples/s of one training epoch of 784-256-128-10, batch 64,
     Adam lr 1e-3 (60 000 rows, the real loop: pynn.train.fit), at 1 thread
-    and at all threads (thread scaling); the same for the default run's
+    and at --threads (thread scaling); the same for the mlp preset's
     network and batch size (pynn.config.Config);
-  - CSV parse time and MB/s of the course CSVs (when data/ has them).
-Timings are the best of --repeat runs: the machine is noisy, the minimum is
-the figure least disturbed by it. Nothing here asserts anything.
+  - CSV parse time and MB/s of the course CSVs (when data/ has them);
+  - per conv layer of the cnn and cnn-large presets (batch 128, 28x28x1
+    input): GFLOP/s of conv2d_forward and conv2d_backward, beside the GEMM's
+    own at the equivalent products (what the convolution costs over its
+    matrix products) and torch.nn.functional.conv2d on NCHW tensors;
+  - ms per CNN training step (--cnn-arch, batch 128, Adam: gather, forward,
+    loss, backward, step), pynn's Sequential against the same network in
+    PyTorch.
+Timings of the GEMM, epoch and parse parts are the best of --repeat runs: the
+machine is noisy, the minimum is the figure least disturbed by it. The conv
+and CNN-step parts report the median and the best of --repeat blocks, the
+contenders taking turns block by block. Nothing here asserts anything.
+
+PyTorch may live in its own venv without pynn installed: this script puts
+the repository root first on sys.path, so that venv's python imports this
+checkout's pynn (with its in-place extension; cffi must be importable):
+
+    /path/to/venv/bin/python scripts/bench.py --torch --only conv
 
 The output ends with one line per figure, `bench NAME VALUE UNIT`, for scripts.
 """
 import argparse
+import math
 import os
+import platform
 import random
+import statistics
+import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's pynn, from any python
 
 import pynn  # noqa: E402
 from pynn._kernels import ffi, lib  # noqa: E402
-from pynn.config import Config  # noqa: E402
+from pynn.config import PRESETS, Config  # noqa: E402
 from pynn.io import CSV_NAMES  # noqa: E402
-from pynn.model import mlp  # noqa: E402
+from pynn.layers import Conv2d  # noqa: E402
+from pynn.loss import CrossEntropyLoss  # noqa: E402
+from pynn.model import build, parse_arch  # noqa: E402
 from pynn.optim import Adam  # noqa: E402
 from pynn.report import Reporter  # noqa: E402
 from pynn.tensor import Tensor  # noqa: E402
@@ -38,6 +62,8 @@ from pynn.train import fit  # noqa: E402
 LAYERS = [(784, 256), (256, 128), (128, 10)]  # (C, OC) of 784-256-128-10
 BATCHES = (64, 256)
 EPOCH_ROWS, EPOCH_BATCH = 60000, 64
+CONV_PRESETS, CONV_BATCH, IMAGE = ("cnn", "cnn-large"), 128, (28, 28, 1)
+CNN_ARCH, CNN_BATCH, CNN_ROWS = "c32,p,c64,p,f128,d0.3", 128, 4096
 
 results = []  # (name, value, unit)
 
@@ -73,6 +99,50 @@ def random_tensor(shape, rng):
     t = Tensor(shape)
     t.ptr[0:t.size] = [rng.uniform(-1, 1) for _ in range(t.size)]
     return t
+
+
+def block_times(fns, repeat, min_seconds=0.1):
+    """{name: [seconds per call of each block]} for the functions fns
+    {name: fn}: each gets enough calls per block to last min_seconds, and
+    they take turns block by block (a slow moment of the machine then falls
+    on all of them)."""
+    calls = {}
+    for name, fn in fns.items():  # warm up, then time one call to size the blocks
+        fn()
+        t0 = time.perf_counter()
+        fn()
+        calls[name] = max(1, math.ceil(min_seconds / max(time.perf_counter() - t0, 1e-9)))
+    times = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(calls[name]):
+                fn()
+            times[name].append((time.perf_counter() - t0) / calls[name])
+    return times
+
+
+def median_min(times):
+    return statistics.median(times), min(times)
+
+
+def cpu_name():
+    """The CPU's model name: /proc/cpuinfo, else lscpu, else the platform's."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 # ---- GEMM ------------------------------------------------------------------
@@ -149,7 +219,7 @@ def pynn_trainer(x, y, threads, arch="f256,f128", batch=EPOCH_BATCH, wd=0.0):
     """A function that trains one more epoch (the real loop, pynn.train.fit)
     and returns its seconds."""
     rng = random.Random(0)
-    model = mlp([784, *hidden, 10], "relu", rng)
+    model = build(arch, 784, 10, "relu", rng, batchnorm="off")
     opt = Adam(model.parameters(), 1e-3, weight_decay=wd)
     cfg = Config(epochs=1, batch_size=batch, schedule="constant")
     rows = list(range(x.shape[0]))
@@ -233,11 +303,11 @@ def bench_epoch(threads, repeat, torch):
             print(f"  torch {threads:2d} threads ({label}): {tt:7.3f} s  "
                   f"({samples / tt:9.0f} samples/s)   pynn/torch time {ratio:.3f}")
 
-    d = Config()  # the default run's network and batch: what ./run.sh trains
-    name = "-".join(map(str, (784, *d.hidden, 10)))
-    print(f"\nTraining epoch of the default run: {name}, batch {d.batch_size}, AdamW; "
+    d = Config()  # the mlp preset's network and batch: what ./run.sh --model mlp trains
+    name = "-".join(["784", *(t[1:] for t in d.arch.split(",")), "10"])
+    print(f"\nTraining epoch of the mlp preset: {name}, batch {d.batch_size}, AdamW; "
           f"best of {repeat}")
-    kw = dict(hidden=d.hidden, batch=d.batch_size, wd=d.weight_decay)
+    kw = dict(arch=d.arch, batch=d.batch_size, wd=d.weight_decay)
     best = fastest({1: pynn_trainer(x, y, 1, **kw), threads: pynn_trainer(x, y, threads, **kw)},
                    repeat)
     d1 = record("default_epoch_seconds_1thread", best[1], "s")
@@ -268,19 +338,258 @@ def bench_parse(data_dir, repeat):
           f"{best:.3f} s, {size / 1e6 / best:.0f} MB/s")
 
 
+# ---- convolution layers ------------------------------------------------------
+
+def fill_random(t, rng):
+    """t filled with uniform(-1, 1) values: one block drawn in Python, then
+    copied over (the values do not change the timing; 30 M draws would)."""
+    block = min(t.size, 4096)
+    t.ptr[0:block] = [rng.uniform(-1, 1) for _ in range(block)]
+    done = block
+    while done < t.size:
+        n = min(done, t.size - done)
+        ffi.memmove(t.ptr + done, t.ptr, n * 4)
+        done += n
+    return t
+
+
+def preset_convs():
+    """[(names, (H, W, C, OC, k), first)]: the conv layers of the CONV_PRESETS
+    as pynn.build makes them, with the image size each sees; a layer of the
+    same shape in several presets is listed once, with all its names."""
+    layers = {}
+    for preset in CONV_PRESETS:
+        model = build(PRESETS[preset]["arch"], 784, 10, "relu", random.Random(0))
+        shape, n = model.input_shape, 0
+        for layer in model.layers:
+            if isinstance(layer, Conv2d):
+                n += 1
+                key = (*shape[:2], layer.in_channels, layer.out_channels, layer.k)
+                first = not layer.input_grad
+                layers.setdefault((key, first), []).append(f"{preset}:{n}")
+            shape = layer.out_shape(shape)
+    return [(" ".join(names), key, first) for (key, first), names in layers.items()]
+
+
+def conv_contenders(B, H, W, C, OC, k, first, torch, rng):
+    """{(direction, contender): fn} for one conv layer: pynn's kernels, the
+    GEMM alone at the equivalent products, and PyTorch's conv2d."""
+    N, kkC, kkOC = B * H * W, k * k * C, k * k * OC
+    inp, weight = fill_random(Tensor((B, H, W, C)), rng), fill_random(Tensor((OC, k, k, C)), rng)
+    out, dout = Tensor((B, H, W, OC)), fill_random(Tensor((B, H, W, OC)), rng)
+    dweight = Tensor(weight.shape)
+    dinp = ffi.NULL if first else Tensor(inp.shape).ptr
+    col = fill_random(Tensor((N, kkC)), rng)     # im2col of inp, whole
+    dcol = None if first else fill_random(Tensor((N, kkOC)), rng)  # im2col of dout
+    wflip = fill_random(Tensor((C, kkOC)), rng)  # the turned kernel of dinp
+    fns = {
+        ("fwd", "pynn"): lambda: lib.conv2d_forward(out.ptr, inp.ptr, weight.ptr, ffi.NULL,
+                                                    B, H, W, C, OC, k),
+        ("bwd", "pynn"): lambda: lib.conv2d_backward(dinp, dweight.ptr, ffi.NULL, dout.ptr,
+                                                     inp.ptr, weight.ptr, B, H, W, C, OC, k),
+        # out = col . weight^T
+        ("fwd", "gemm"): lambda: lib.pynn_gemm(0, 1, N, OC, kkC, col.ptr, weight.ptr, ffi.NULL,
+                                               out.ptr, 0),
+    }
+
+    def gemm_backward():
+        # dweight = dout^T . col; dinp = dcol . wflip^T
+        lib.pynn_gemm(1, 0, OC, kkC, N, dout.ptr, col.ptr, ffi.NULL, dweight.ptr, 0)
+        if not first:
+            lib.pynn_gemm(0, 1, N, C, kkOC, dcol.ptr, wflip.ptr, ffi.NULL, dinp, 0)
+    fns[("bwd", "gemm")] = gemm_backward
+    if torch:
+        F, p = torch.nn.functional, k // 2
+        x, w = torch.randn(B, C, H, W), torch.randn(OC, C, k, k) * 0.1
+        fns[("fwd", "torch")] = lambda: F.conv2d(x, w, padding=p)
+        xg, wg = x.clone().requires_grad_(not first), w.clone().requires_grad_()
+        y = F.conv2d(xg, wg, padding=p)
+        g = torch.randn_like(y)
+        wrt = [wg] if first else [xg, wg]  # the backward alone, on a kept graph
+        fns[("bwd", "torch")] = lambda: torch.autograd.grad(y, wrt, g, retain_graph=True)
+    return fns
+
+
+def bench_conv(threads, repeat, torch):
+    rng = random.Random(0)
+    B = CONV_BATCH
+    print(f"\nConv layers of the {' and '.join(CONV_PRESETS)} presets, batch {B}, "
+          f"{threads} threads: GFLOP/s at the median block (best of {repeat} in parentheses)")
+    print("  fwd: conv2d_forward; gemm = pynn_gemm NT at M=B*H*W, N=OC, K=k*k*C")
+    print("  bwd: conv2d_backward (dinput too, but not for a first layer); gemm = "
+          "TN OCx(B*H*W)x(k*k*C) for dweight + NT M=B*H*W, N=C, K=k*k*OC for dinput")
+    header = (f"  {'layer':21s} {'HxWxC->OC,k':14s} {'':3s} {'pynn':>14s} {'gemm':>14s} "
+              f"{'pynn/gemm':>9s}")
+    if torch:
+        header += f" {'torch':>14s} {'pynn/torch':>10s}"
+    print(header)
+    for names, (H, W, C, OC, k), first in preset_convs():
+        pynn.set_threads(threads)
+        fns = conv_contenders(B, H, W, C, OC, k, first, torch, rng)
+        times = block_times(fns, repeat)
+        fwd_flops = 2.0 * B * H * W * OC * k * k * C
+        tag = f"{H}x{W}x{C}_{OC}_k{k}"
+        shape = f"{H}x{W}x{C}->{OC},{k}"
+        for direction in ("fwd", "bwd"):
+            flops = fwd_flops * (1 if direction == "fwd" or first else 2)
+            rate = {}
+            for who in ("pynn", "gemm", "torch"):
+                if (direction, who) in times:
+                    med, best = median_min(times[(direction, who)])
+                    rate[who] = (flops / med / 1e9, flops / best / 1e9)
+                    record(f"conv_{tag}_{direction}_{who}_gflops", rate[who][0], "GFLOP/s")
+            cell = lambda who: f"{rate[who][0]:7.1f} ({rate[who][1]:4.0f})"  # noqa: E731
+            ratio = record(f"ratio_conv_{tag}_{direction}_pynn_over_gemm",
+                           rate["pynn"][0] / rate["gemm"][0], "x")
+            line = (f"  {names if direction == 'fwd' else '':21s} "
+                    f"{shape if direction == 'fwd' else '':14s} {direction:3s} "
+                    f"{cell('pynn'):>14s} {cell('gemm'):>14s} {ratio:9.2f}")
+            if "torch" in rate:
+                ratio = record(f"ratio_conv_{tag}_{direction}_pynn_over_torch",
+                               rate["pynn"][0] / rate["torch"][0], "x")
+                line += f" {cell('torch'):>14s} {ratio:10.2f}"
+            print(line)
+        del fns, times  # the layer's buffers (the largest some 100 MB) go now
+
+
+# ---- CNN training step ---------------------------------------------------------
+
+def pynn_cnn_stepper(arch, x, y, threads):
+    """A function that runs n training steps of pynn's Sequential for arch
+    (batch norm after convs, Adam lr 1e-3) and returns their seconds."""
+    rng = random.Random(0)
+    model = build(arch, 784, 10, "relu", rng, batchnorm="conv")
+    opt = Adam(model.parameters(), 1e-3, weight_decay=0.0)
+    loss_fn = CrossEntropyLoss(0.0)
+    n, d, B = x.shape[0], x.shape[1], CNN_BATCH
+    rows = list(range(n))
+    rng.shuffle(rows)
+    idx = Tensor.from_list(rows, dtype="int32")
+    xb, yb = Tensor((B, d)), Tensor((B,), "int32")
+    state = {"batch": 0}
+
+    def steps(count):
+        pynn.set_threads(threads)
+        t0 = time.perf_counter()
+        for _ in range(count):
+            at = idx.ptr + state["batch"] * B
+            state["batch"] = (state["batch"] + 1) % (n // B)
+            lib.pynn_gather_rows(xb.ptr, x.ptr, at, B, d)
+            lib.pynn_gather_labels(yb.ptr, y.ptr, at, B)
+            loss_fn.forward(model.forward(xb), yb)
+            model.backward(loss_fn.backward())
+            opt.step()
+        return time.perf_counter() - t0
+    return steps
+
+
+def torch_cnn(torch, arch, classes=10):
+    """The network pynn.build makes for arch, in PyTorch on NCHW images:
+    Conv2d(bias=False) + BatchNorm2d + ReLU, MaxPool2d(2), Flatten, Linear +
+    ReLU, Dropout, and the Linear to the classes."""
+    nn = torch.nn
+    layers, (H, W, C), flat = [], IMAGE, False
+    for tok in parse_arch(arch):
+        if tok[0] == "c":
+            layers += [nn.Conv2d(C, tok[1], tok[2], padding=tok[2] // 2, bias=False),
+                       nn.BatchNorm2d(tok[1]), nn.ReLU()]
+            C = tok[1]
+        elif tok[0] == "p":
+            layers.append(nn.MaxPool2d(2))
+            H, W = H // 2, W // 2
+        elif tok[0] == "f":
+            if not flat:
+                layers.append(nn.Flatten())
+                C, flat = H * W * C, True
+            layers += [nn.Linear(C, tok[1]), nn.ReLU()]
+            C = tok[1]
+        else:
+            layers.append(nn.Dropout(tok[1]))
+    if not flat:
+        layers.append(nn.Flatten())
+        C = H * W * C
+    return nn.Sequential(*layers, nn.Linear(C, classes))
+
+
+def torch_cnn_stepper(torch, arch, x, y, threads):
+    """The same steps in PyTorch: batches indexed from a tensor, Adam."""
+    torch.manual_seed(0)
+    X = to_torch(torch, x).reshape(-1, 1, *IMAGE[:2])
+    Y = torch.tensor(y.tolist(), dtype=torch.long)
+    model = torch_cnn(torch, arch)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    n, B = X.shape[0], CNN_BATCH
+    perm = torch.randperm(n)
+    state = {"batch": 0}
+
+    def steps(count):
+        torch.set_num_threads(threads)
+        t0 = time.perf_counter()
+        for _ in range(count):
+            i = state["batch"] * B
+            state["batch"] = (state["batch"] + 1) % (n // B)
+            idx = perm[i:i + B]
+            opt.zero_grad()
+            loss = loss_fn(model(X[idx]), Y[idx])
+            loss.backward()
+            opt.step()
+        return time.perf_counter() - t0
+    return steps
+
+
+def bench_cnn_step(arch, threads, repeat, steps, torch):
+    parse_arch(arch)  # a bad --cnn-arch fails here, with pynn's message
+    x, y = synthetic_data(CNN_ROWS, 784, 10)
+    print(f"\nCNN training step: --arch {arch}, batch norm after convs, batch {CNN_BATCH}, "
+          f"Adam lr 1e-3, {threads} threads; {repeat} blocks of {steps} steps after "
+          "warm-up, contenders taking turns")
+    steppers = {"pynn": pynn_cnn_stepper(arch, x, y, threads)}
+    if torch:
+        steppers["torch"] = torch_cnn_stepper(torch, arch, x, y, threads)
+    for stepper in steppers.values():  # warm-up: buffers, caches, thread pools
+        stepper(3)
+    times = {name: [] for name in steppers}
+    for _ in range(repeat):
+        for name, stepper in steppers.items():
+            times[name].append(stepper(steps) / steps)
+    ms = {}
+    for name in steppers:
+        med, best = median_min(times[name])
+        ms[name] = med * 1e3
+        prefix = "" if name == "pynn" else "torch_"
+        record(f"{prefix}cnn_step_ms", med * 1e3, "ms")
+        record(f"{prefix}cnn_step_best_ms", best * 1e3, "ms")
+        print(f"  {name:5s}: {med * 1e3:8.2f} ms/step median, {best * 1e3:8.2f} best  "
+              f"({CNN_BATCH / med:7.0f} samples/s)")
+    if torch:
+        ratio = record("ratio_cnn_step_pynn_over_torch", ms["pynn"] / ms["torch"], "x")
+        print(f"  pynn/torch time (medians): {ratio:.3f}")
+    pynn.set_threads(threads)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--torch", action="store_true", help="also measure PyTorch (if importable)")
-    p.add_argument("--threads", type=int, default=0, help="threads (0: all cores, at most 16)")
-    p.add_argument("--repeat", type=int, default=3, help="rounds; the best is reported")
+    p.add_argument("--threads", type=int, default=2,
+                   help="threads of pynn and PyTorch alike (0: all cores, at most 16)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="rounds (blocks); the best is reported (conv, cnn-step: median and best)")
     p.add_argument("--data-dir", type=Path, default=ROOT / "data")
-    p.add_argument("--only", choices=("gemm", "epoch", "parse"), help="one part only")
+    p.add_argument("--only", choices=("gemm", "epoch", "parse", "conv", "cnn-step"),
+                   help="one part only")
+    p.add_argument("--cnn-arch", default=CNN_ARCH, help="the network of the cnn-step part")
+    p.add_argument("--cnn-steps", type=int, default=10,
+                   help="training steps per timed block of the cnn-step part")
     args = p.parse_args(argv)
 
+    print(f"CPU: {cpu_name()}")
     torch = None
     if args.torch:
         try:
-            import torch
+            with warnings.catch_warnings():  # a torch without NumPy beside it says so
+                warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+                import torch
         except ImportError:
             print("note: PyTorch is not importable; measuring pynn alone")
     pynn.set_threads(args.threads)
@@ -296,6 +605,10 @@ def main(argv=None):
         bench_epoch(threads, args.repeat, torch)
     if args.only in (None, "parse"):
         bench_parse(args.data_dir, args.repeat)
+    if args.only in (None, "conv"):
+        bench_conv(threads, args.repeat, torch)
+    if args.only in (None, "cnn-step"):
+        bench_cnn_step(args.cnn_arch, threads, args.repeat, args.cnn_steps, torch)
     print()
     for name, value, unit in results:
         print(f"bench {name} {value:.4g} {unit}")

@@ -403,7 +403,7 @@ def test_presets_and_explicit_options():
     cfg = configure()
     assert cfg.model == DEFAULT_MODEL == "cnn" and cfg.arch == PRESETS["cnn"]["arch"]
     mlp = configure("mlp")
-    assert (mlp.arch, mlp.epochs, mlp.augment, mlp.label_smoothing) == ("f1024,f512", 15, "off", 0.0)
+    assert (mlp.arch, mlp.epochs, mlp.dropout, mlp.label_smoothing) == ("f1024,f512", 15, 0.0, 0.0)
     mine = configure("cnn-large", epochs=3, lr=0.5)
     assert (mine.epochs, mine.lr, mine.arch) == (3, 0.5, PRESETS["cnn-large"]["arch"])
     assert mine.explicit == ("epochs", "lr", "model")
@@ -413,7 +413,7 @@ def test_presets_and_explicit_options():
 
 def test_cli_cnn_run_with_arch(subset_dir, tmp_path):
     proc = cli("--data-dir", subset_dir, "--out-dir", tmp_path, "--epochs", 1, "--arch",
-               "c4,p,f16", "--runs-dir", "", cwd=tmp_path)
+               "c4,p,f16", "--augment", "on", "--runs-dir", "", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Conv2d(1, 4, 3, bias=False)" in proc.stdout and "14x14x4" in proc.stdout
     assert "augmented (shifts, flips)" in proc.stdout and "label smoothing 0.1" in proc.stdout

@@ -68,6 +68,8 @@ CONV_SHAPES = [
     (1, 1, 7, 2, 2, 5),      # one row
     (2, 6, 1, 3, 2, 3),      # one column
     (1, 3, 3, 1, 1, 7),      # kernel wider than the image
+    (2, 5, 6, 1, 12, 3),     # k*k*C < OC: dweight computed transposed
+    (1, 4, 4, 2, 5, 1),      # k*k*C < OC with a 1x1 kernel
 ]
 
 
