@@ -15,6 +15,8 @@ pixels, batch norm's backward the textbook chain rule of Ioffe & Szegedy
 import math
 import operator
 
+from reference import argmax
+
 _MASK64 = (1 << 64) - 1
 _mul = operator.mul
 
@@ -114,14 +116,9 @@ def conv2d_backward(dout, inp, w, B, H, W, C, OC, k, need_dinp=True):
 
 # ---- 2x2 max-pool ------------------------------------------------------------------
 
-def first_max(v):
-    """Index of the first maximum of v by strict '>' comparisons (so a NaN is
-    never chosen after the first position, and the first of equal values wins)."""
-    a = 0
-    for t in range(1, len(v)):
-        if v[t] > v[a]:
-            a = t
-    return a
+# The index of the first maximum by strict '>' comparisons (so a NaN is never
+# chosen after the first position, and the first of equal values wins).
+first_max = argmax
 
 
 def _windows(B, H, W, C):

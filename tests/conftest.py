@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from pynn._kernels import lib
 from pynn.io import CSV_NAMES
 
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "scripts"
@@ -59,3 +60,11 @@ def subset_dir(tmp_path_factory):
     for key, n in SUBSET.items():
         (folder / CSV_NAMES[key]).write_bytes(head(DATA_DIR / CSV_NAMES[key], n))
     return folder
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """Every test leaves the kernels' thread count as it found it."""
+    before = lib.pynn_get_threads()
+    yield
+    lib.pynn_set_threads(before)

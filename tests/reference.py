@@ -20,6 +20,11 @@ def f32(x):
     return _F32.unpack(_F32.pack(x))[0]
 
 
+def bits(values):
+    """The exact float32 bit patterns (NaN-safe, -0.0 != 0.0)."""
+    return struct.pack(f"{len(values)}f", *values)
+
+
 def f32list(values):
     return [f32(v) for v in values]
 

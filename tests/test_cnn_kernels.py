@@ -22,23 +22,13 @@ import pytest
 
 import cnn_reference as cref
 import reference as ref
+from reference import bits
 from pynn._kernels import ffi, lib
 from pynn.tensor import Tensor
 
 NAN = float("nan")
 INF = float("inf")
 
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = lib.pynn_get_threads()
-    yield
-    lib.pynn_set_threads(before)
-
-
-def bits(values):
-    """The exact float32 bit patterns (NaN-safe, -0.0 != 0.0)."""
-    return struct.pack(f"{len(values)}f", *values)
 
 
 def nans(n):

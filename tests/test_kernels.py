@@ -9,11 +9,11 @@ count at all.
 import functools
 import math
 import random
-import struct
 
 import pytest
 
 import reference as ref
+from reference import bits
 from pynn._kernels import ffi, lib
 from pynn.tensor import Tensor
 
@@ -21,17 +21,6 @@ NAN = float("nan")
 INF = float("inf")
 PAR = 65536 + 7  # long enough for the OpenMP path of the element-wise kernels
 
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = lib.pynn_get_threads()
-    yield
-    lib.pynn_set_threads(before)
-
-
-def bits(values):
-    """The exact float32 bit patterns (NaN-safe, -0.0 != 0.0)."""
-    return struct.pack(f"{len(values)}f", *values)
 
 
 # ---- GEMM --------------------------------------------------------------------
