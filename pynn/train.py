@@ -48,8 +48,8 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
     learning rate) instead of being cut off high.
 
     With cfg.augment "on" (or "flip") and an image model, each training batch
-    is gathered with random shifts and flips (or flips only) (``fill``: the normalized value of a
-    background pixel, for pixels moved in from outside).
+    is gathered with random shifts and flips (or flips only); ``fill`` is the
+    normalized value of a background pixel, for pixels moved in from outside.
 
     A non-finite loss, or non-finite weights at the end of an epoch, restore
     the last finite weights and halve the learning rate; the fourth time, fit
@@ -65,6 +65,7 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
     total = steps * epochs
     augment = cfg.augment != "off" and model.input_shape is not None
     shift = AUGMENT_SHIFT if cfg.augment == "on" else 0  # "flip": flips only
+    H, W = model.input_shape[:2] if augment else (0, 0)
     started = time.perf_counter()
     warmup = int(cfg.warmup_epochs * steps)
     idx = Tensor.from_list(rows, dtype="int32")
@@ -97,7 +98,6 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
             for b in range(steps):
                 optimizer.lr = base_lr * lr_scale * lr_factor(step, total, warmup, cfg.schedule)
                 if augment:
-                    H, W, _ = model.input_shape
                     lib.pynn_gather_augment(xb.ptr, x.ptr, idx.ptr + b * B, B, H, W,
                                             shift, 1, fill, rng.getrandbits(64))
                 else:
