@@ -333,6 +333,7 @@ static void pooled_grad(float *restrict d0, float *restrict d1, const float *res
         const float *p0 = r0 + at, *p1 = p0 + C, *p2 = r1 + at, *p3 = p2 + C;
         const float *gx = g + (size_t)x * C;
         float *e0 = d0 + at, *e1 = e0 + C, *e2 = d1 + at, *e3 = e2 + C;
+#pragma omp simd /* gcc's alias check sends this loop down its scalar path */
         for (int c = 0; c < C; c++) {
             WINDOW(c)
             const int k3 = s3, k2 = s2 & !s3, k1 = s1 & !s2 & !s3, k0 = !(s1 | s2 | s3);

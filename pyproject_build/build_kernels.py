@@ -40,8 +40,9 @@ def compile_flags():
     if _flag("PYNN_OPENMP", "1"):
         cflags.append("-fopenmp")
         ldflags.append("-fopenmp")
-    else:  # the "#pragma omp" lines are then plain comments, on purpose
-        cflags.append("-Wno-unknown-pragmas")
+    else:  # the "#pragma omp" lines are then plain comments, on purpose,
+        # but for "omp simd", a vectorization hint that needs no OpenMP runtime
+        cflags += ["-fopenmp-simd", "-Wno-unknown-pragmas"]
     if _flag("PYNN_PLAIN_C", "0"):
         cflags.append("-DPYNN_PLAIN_C")
     if _flag("PYNN_SANITIZE", "0"):
