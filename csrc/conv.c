@@ -75,10 +75,202 @@ static void im2col(float *restrict col, const float *restrict inp, int64_t r0, i
     }
 }
 
+/* ---- one input channel: direct loops instead of im2col ------------------- */
+/* The first layer reads one channel, so k*k*C is 9 for a 3x3 kernel: as a
+ * GEMM a K = 9 product, whose time goes to building and reading im2col rows,
+ * not to multiplying. It is computed directly instead. Each image is first
+ * copied into a zero-bordered buffer pad (H+k-1, PW), so that no output
+ * pixel needs an edge test, and then
+ *     out[b,y,x,o] = sum_{i,j} pad[y+i, x+j] * wt[i,j,o]  (+ bias[o])
+ *     dw[i,j,o]    = sum_{b,y,x} pad_b[y+i, x+j] * dout[b,y,x,o]
+ * with wt[i,j,o] = weight[o,i,j,0] (o last: a vector of channels per tap).
+ * The forward keeps a block of DX pixels x DO channels in registers while
+ * the k*k taps go by; the weight gradient keeps DX pixels' partial sums of
+ * one tap and DO channels while the pixels of an image go by. Each image's
+ * dw is its own (scratch), and the images' are added in image order: as
+ * everywhere, the bits do not depend on the thread count. */
+#define DX 4  /* pixels of a block */
+#define VW 16 /* floats of a vec; a block is 2 vecs of channels */
+#define DO (2 * VW)
+
+/* A vec: VW consecutive channels, the unit the direct loops compute in (on
+ * AVX-512 one register, two on AVX2). GNU C vectors where the compiler has
+ * them (gcc's own vectorizer picks the wrong axis for these loops), else a
+ * plain-C stand-in with the same operations (built and tested, PYNN_PLAIN_C). */
+#if defined(__GNUC__) && !defined(PYNN_PLAIN_C)
+typedef float vec __attribute__((vector_size(VW * sizeof(float))));
+static inline vec vzero(void) { return (vec){0}; }
+static inline vec vload(const float *p) { vec v; memcpy(&v, p, sizeof v); return v; }
+static inline void vstore(float *p, vec v) { memcpy(p, &v, sizeof v); }
+static inline vec vfma(vec acc, float a, vec w) { return acc + a * w; } /* acc + a w */
+static inline vec vadd(vec a, vec b) { return a + b; }
+static inline float vget(vec v, int l) { return v[l]; }
+#else
+typedef struct { float f[VW]; } vec;
+static inline vec vzero(void) { vec v = {{0}}; return v; }
+static inline vec vload(const float *p) { vec v; memcpy(&v, p, sizeof v); return v; }
+static inline void vstore(float *p, vec v) { memcpy(p, &v, sizeof v); }
+static inline vec vfma(vec acc, float a, vec w) {
+    for (int l = 0; l < VW; l++) acc.f[l] += a * w.f[l];
+    return acc;
+}
+static inline vec vadd(vec a, vec b) {
+    for (int l = 0; l < VW; l++) a.f[l] += b.f[l];
+    return a;
+}
+static inline float vget(vec v, int l) { return v.f[l]; }
+#endif
+
+/* the padded row length: room for the left and right borders and for a last
+ * block of DX pixels that reaches past the image */
+static int pad_width(int W, int k) { return W + k - 1 + DX; }
+
+/* pad (H+k-1, pad_width) = img (H,W) with a zero border of k/2 (and zeros
+ * right of it) */
+static void pad_image(float *restrict pad, const float *restrict img, int H, int W, int k) {
+    const int p = k / 2, PW = pad_width(W, k);
+    for (int t = 0; t < (H + k - 1) * PW; t++) pad[t] = 0.0f;
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) pad[(size_t)(y + p) * PW + x + p] = img[(size_t)y * W + x];
+}
+
+/* out (H,W,OC) of one image from its pad; wt (k,k,OCP), OCP = OC rounded up
+ * to DO (zeros past OC) */
+static void direct_forward_image(float *restrict out, const float *restrict pad,
+                                 const float *restrict wt, const float *restrict bias, int H,
+                                 int W, int OC, int OCP, int k) {
+    const int PW = pad_width(W, k);
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x += DX)
+            for (int o0 = 0; o0 < OC; o0 += DO) {
+                vec acc[DX][2];
+                for (int q = 0; q < DX; q++) acc[q][0] = acc[q][1] = vzero();
+                for (int i = 0; i < k; i++)
+                    for (int j = 0; j < k; j++) {
+                        const float *w = wt + (size_t)(i * k + j) * OCP + o0;
+                        const float *src = pad + (size_t)(y + i) * PW + x + j;
+                        const vec w0 = vload(w), w1 = vload(w + VW);
+                        for (int q = 0; q < DX; q++) {
+                            acc[q][0] = vfma(acc[q][0], src[q], w0);
+                            acc[q][1] = vfma(acc[q][1], src[q], w1);
+                        }
+                    }
+                const int nq = W - x < DX ? W - x : DX, nl = OC - o0 < DO ? OC - o0 : DO;
+                for (int q = 0; q < nq; q++) {
+                    float *o = out + ((size_t)y * W + x + q) * OC + o0;
+                    if (nl == DO) { /* whole vecs */
+                        vstore(o, bias ? vadd(acc[q][0], vload(bias + o0)) : acc[q][0]);
+                        vstore(o + VW, bias ? vadd(acc[q][1], vload(bias + o0 + VW)) : acc[q][1]);
+                        continue;
+                    }
+                    for (int l = 0; l < nl; l++) {
+                        const float v = vget(acc[q][l / VW], l % VW);
+                        o[l] = bias ? v + bias[o0 + l] : v;
+                    }
+                }
+            }
+}
+
+/* dw (k,k,OCP) = this image's sum over its pixels of pad[y+i, x+j] * dout[y,x,o];
+ * dout (H,W,OC) */
+static void direct_dweight_image(float *restrict dw, const float *restrict pad,
+                                 const float *restrict dout, int H, int W, int OC, int OCP,
+                                 int k) {
+    const int PW = pad_width(W, k);
+    for (int t = 0; t < k * k; t++)
+        for (int o0 = 0; o0 < OC; o0 += DO) {
+            const int nl = OC - o0 < DO ? OC - o0 : DO;
+            vec acc[DX][2];
+            for (int q = 0; q < DX; q++) acc[q][0] = acc[q][1] = vzero();
+            float rest[DO] = {0}; /* channels of a partial block */
+            for (int y = 0; y < H; y++) {
+                const float *src = pad + (size_t)(y + t / k) * PW + t % k;
+                const float *g = dout + (size_t)y * W * OC + o0;
+                if (nl < DO) { /* a partial block of channels: one at a time */
+                    for (int x = 0; x < W; x++)
+                        for (int l = 0; l < nl; l++) rest[l] += src[x] * g[(size_t)x * OC + l];
+                    continue;
+                }
+                int x = 0;
+                for (; x + DX <= W; x += DX)
+                    for (int q = 0; q < DX; q++) {
+                        const float *gq = g + (size_t)(x + q) * OC;
+                        acc[q][0] = vfma(acc[q][0], src[x + q], vload(gq));
+                        acc[q][1] = vfma(acc[q][1], src[x + q], vload(gq + VW));
+                    }
+                for (; x < W; x++) {
+                    const float *gq = g + (size_t)x * OC;
+                    acc[0][0] = vfma(acc[0][0], src[x], vload(gq));
+                    acc[0][1] = vfma(acc[0][1], src[x], vload(gq + VW));
+                }
+            }
+            for (int h = 0; h < 2; h++) {
+                const vec sum = vadd(vadd(acc[0][h], acc[1][h]), vadd(acc[2][h], acc[3][h]));
+                for (int l = 0; l < VW; l++)
+                    dw[(size_t)t * OCP + o0 + h * VW + l] = nl < DO ? rest[h * VW + l] : vget(sum, l);
+            }
+        }
+}
+
+static int round_up(int n, int m) { return (n + m - 1) / m * m; }
+
+/* conv2d_forward of a one-channel input: inp (B,H,W), the rest as there */
+static void direct_forward(float *out, const float *inp, const float *weight, const float *bias,
+                           int B, int H, int W, int OC, int k) {
+    const int OCP = round_up(OC, DO);
+    const size_t padn = (size_t)(H + k - 1) * pad_width(W, k);
+    float *wt = pynn_scratch(PYNN_SCRATCH_DIRECT, (size_t)k * k * OCP);
+    float *pads = pynn_scratch(PYNN_SCRATCH_COL, (size_t)omp_get_max_threads() * padn);
+    for (int t = 0; t < k * k; t++)
+        for (int o = 0; o < OCP; o++) wt[(size_t)t * OCP + o] = o < OC ? weight[(size_t)o * k * k + t] : 0.0f;
+#pragma omp parallel if (2.0 * B * H * W * k * k * OC >= PYNN_GEMM_PARALLEL_MIN_FLOPS)
+    {
+        float *pad = pads + (size_t)omp_get_thread_num() * padn;
+#pragma omp for schedule(static)
+        for (int b = 0; b < B; b++) {
+            pad_image(pad, inp + (size_t)b * H * W, H, W, k);
+            direct_forward_image(out + (size_t)b * H * W * OC, pad, wt, bias, H, W, OC, OCP, k);
+        }
+    }
+}
+
+/* conv2d_backward's dweight of a one-channel input: dweight (OC,k,k) */
+static void direct_dweight(float *dweight, const float *dout, const float *inp, int B, int H,
+                           int W, int OC, int k) {
+    const int OCP = round_up(OC, DO), kk = k * k;
+    const size_t padn = (size_t)(H + k - 1) * pad_width(W, k);
+    float *part = pynn_scratch(PYNN_SCRATCH_DIRECT, (size_t)(B > 0 ? B : 1) * kk * OCP);
+    float *pads = pynn_scratch(PYNN_SCRATCH_COL, (size_t)omp_get_max_threads() * padn);
+#pragma omp parallel if (2.0 * B * H * W * kk * OC >= PYNN_GEMM_PARALLEL_MIN_FLOPS)
+    {
+        float *pad = pads + (size_t)omp_get_thread_num() * padn;
+#pragma omp for schedule(static)
+        for (int b = 0; b < B; b++) {
+            pad_image(pad, inp + (size_t)b * H * W, H, W, k);
+            direct_dweight_image(part + (size_t)b * kk * OCP, pad, dout + (size_t)b * H * W * OC,
+                                 H, W, OC, OCP, k);
+        }
+#pragma omp for schedule(static)
+        for (int o = 0; o < OC; o++)
+            for (int t = 0; t < kk; t++) {
+                float s = 0.0f;
+                for (int b = 0; b < B; b++) s += part[((size_t)b * kk + t) * OCP + o];
+                dweight[(size_t)o * kk + t] = s;
+            }
+    }
+}
+#undef DX
+#undef DO
+#undef VW
+
 /* out (N,OC) = im2col(inp) . weight^T (+ bias), N = B*H*W rows, each thread
  * taking whole chunks; inp (B,H,W,C), weight (OC, k*k*C) */
 static void conv_product(float *out, const float *inp, const float *weight, const float *bias,
                          int B, int H, int W, int C, int OC, int k) {
+    if (C == 1) {
+        direct_forward(out, inp, weight, bias, B, H, W, OC, k);
+        return;
+    }
     const int kkC = k * k * C;
     const int64_t N = (int64_t)B * H * W, rows = chunk_rows(kkC);
     const int64_t n_chunks = (N + rows - 1) / rows;
@@ -104,23 +296,20 @@ void conv2d_forward(float *out, const float *inp, const float *weight, const flo
     conv_product(out, inp, weight, bias, B, H, W, C, OC, k);
 }
 
-void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                     const float *inp, const float *weight, int B, int H, int W, int C, int OC,
-                     int k) {
-    /* dout is (B,H,W,OC), inp is (B,H,W,C), weight is (OC,k,k,C)
-     * dweight[o,t] = sum_r dout[r,o] * col[r,t]     (OC, k*k*C), r over all B*H*W pixels
-     * dbias[o]     = sum_r dout[r,o]                (OC,)
-     * dinp         = conv2d(dout, wflip)            (B,H,W,C), see the top of this file */
+/* dweight (OC, k*k*C) = dout^T . col: the chunks of col rows go by in order,
+ * each built by all threads together and multiplied by the team */
+static void gemm_dweight(float *dweight, const float *dout, const float *inp, int B, int H,
+                         int W, int C, int OC, int k) {
     const int kkC = k * k * C;
     const int64_t N = (int64_t)B * H * W;
     const int64_t rows = DW_CHUNK_FLOATS / kkC < 64 ? 64 : DW_CHUNK_FLOATS / kkC;
     float *col = pynn_scratch(PYNN_SCRATCH_COL, (size_t)rows * kkC);
     if (N == 0) /* no pixel: an empty sum */
         for (int t = 0; t < OC * kkC; t++) dweight[t] = 0.0f;
-    /* With fewer inputs under the kernel than outputs (a one-channel first
-     * layer: k*k*C = 9 against 32), the MR x NR tiles fit dweight^T = col^T .
-     * dout better (9 rows pad to 16, not 9 columns to 32). The same products
-     * summed in the same order: the same bits, transposed at the end. */
+    /* With fewer inputs under the kernel than outputs (k*k*C = 4 against 12,
+     * say), the MR x NR tiles fit dweight^T = col^T . dout better (4 rows pad
+     * to 8, not 4 columns to 32). The same products summed in the same order:
+     * the same bits, transposed at the end. */
     const int swap = kkC < OC;
     float *dwt = swap ? pynn_scratch(PYNN_SCRATCH_WFLIP, (size_t)OC * kkC) : NULL;
     pynn_gemm_reserve();
@@ -147,18 +336,36 @@ void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dou
             for (int o = 0; o < OC; o++)
                 for (int t = 0; t < kkC; t++) dweight[(size_t)o * kkC + t] = dwt[(size_t)t * OC + o];
         }
-        if (dbias) { /* column sums, 16 columns a share, rows in order */
-#pragma omp for schedule(static)
-            for (int o0 = 0; o0 < OC; o0 += 16) {
-                const int o1 = o0 + 16 < OC ? o0 + 16 : OC;
-                for (int o = o0; o < o1; o++) dbias[o] = 0.0f;
-                for (int64_t r = 0; r < N; r++) {
-                    const float *row = dout + (size_t)r * OC;
-                    for (int o = o0; o < o1; o++) dbias[o] += row[o];
-                }
-            }
+    }
+}
+
+/* dbias[o] = sum_r dout[r,o] over the N rows: column sums, 16 columns a
+ * share, rows in order */
+static void bias_sums(float *dbias, const float *dout, int64_t N, int OC) {
+#pragma omp parallel for schedule(static) if (N * OC >= 65536)
+    for (int o0 = 0; o0 < OC; o0 += 16) {
+        const int o1 = o0 + 16 < OC ? o0 + 16 : OC;
+        for (int o = o0; o < o1; o++) dbias[o] = 0.0f;
+        for (int64_t r = 0; r < N; r++) {
+            const float *row = dout + (size_t)r * OC;
+            for (int o = o0; o < o1; o++) dbias[o] += row[o];
         }
     }
+}
+
+void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                     const float *inp, const float *weight, int B, int H, int W, int C, int OC,
+                     int k) {
+    /* dout is (B,H,W,OC), inp is (B,H,W,C), weight is (OC,k,k,C)
+     * dweight[o,t] = sum_r dout[r,o] * col[r,t]     (OC, k*k*C), r over all B*H*W pixels
+     * dbias[o]     = sum_r dout[r,o]                (OC,)
+     * dinp         = conv2d(dout, wflip)            (B,H,W,C), see the top of this file */
+    const int kkC = k * k * C;
+    if (C == 1)
+        direct_dweight(dweight, dout, inp, B, H, W, OC, k);
+    else
+        gemm_dweight(dweight, dout, inp, B, H, W, C, OC, k);
+    if (dbias) bias_sums(dbias, dout, (int64_t)B * H * W, OC);
     if (dinp) {
         float *wflip = pynn_scratch(PYNN_SCRATCH_WFLIP, (size_t)OC * kkC);
         for (int c = 0; c < C; c++)

@@ -35,7 +35,7 @@ int pynn_have_openmp(void);
  * asked for; called outside parallel regions only. release frees them all
  * (tests and leak checks). */
 enum { PYNN_SCRATCH_COL, PYNN_SCRATCH_WFLIP, PYNN_SCRATCH_NORM, PYNN_SCRATCH_MOMENTS,
-       PYNN_SCRATCH_COEF, PYNN_SCRATCH_SLOTS };
+       PYNN_SCRATCH_COEF, PYNN_SCRATCH_DIRECT, PYNN_SCRATCH_SLOTS };
 float *pynn_scratch(int slot, size_t n);
 void pynn_scratch_release(void);
 

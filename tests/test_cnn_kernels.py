@@ -60,6 +60,9 @@ CONV_SHAPES = [
     (1, 3, 3, 1, 1, 7),      # kernel wider than the image
     (2, 5, 6, 1, 12, 3),     # k*k*C < OC: dweight computed transposed
     (1, 4, 4, 2, 5, 1),      # k*k*C < OC with a 1x1 kernel
+    (2, 7, 9, 1, 32, 3),     # one channel (direct loops): whole blocks of 32 outputs,
+                             # rows not a multiple of the 4-pixel block
+    (1, 6, 5, 1, 40, 5),     # one channel: a whole block of 32 outputs and a partial one
 ]
 
 
@@ -625,7 +628,8 @@ def _across_threads(run):
     return results
 
 
-@pytest.mark.parametrize("shape", [CHUNKED[0], DW_CHUNKED[1], (4, 28, 28, 1, 8, 5)],
+@pytest.mark.parametrize("shape", [CHUNKED[0], DW_CHUNKED[1], (4, 28, 28, 1, 8, 5),
+                                   (5, 12, 12, 1, 32, 3)],
                          ids=_shape_id)
 def test_conv_bit_identical_across_threads(shape):
     B, H, W, C, OC, k = shape
