@@ -176,7 +176,7 @@ def test_conv_empty_batch():
 
 # larger shapes, for the chunked paths of conv.c (N = B*H*W rows):
 #   forward: chunks of min(4096, 65536/(k*k*C) rounded down to 8) rows, at least 64
-#   dweight: chunks of 2^19/(k*k*C) rows, at least 64, built in blocks of 64
+#   dweight: chunks of 2^18/(k*k*C) rows, at least 64, built in blocks of 64
 #   dinp:    a forward of dout with OC input channels
 CHUNKED = [
     # N = 980 > 904 rows of a forward chunk (k*k*C = 72); dinp: 3 chunks of 448;
@@ -185,10 +185,10 @@ CHUNKED = [
     # N = 4704 > 4096: two forward chunks; dinp (k*k*OC = 36): 3 chunks of 1816
     (6, 28, 28, 1, 4, 3),
 ]
-# N = 576 > 524 rows of a dweight chunk (k*k*C = 1000), the second chunk 52
-# rows (not a multiple of 64, starting mid image row); 9 forward chunks of 64;
-# N = 675 > 2 * 327 (k*k*C = 1600): three dweight chunks, the last one 21 rows
-DW_CHUNKED = [(1, 24, 24, 40, 3, 5), (3, 15, 15, 64, 2, 5)]
+# N = 400 > 262 rows of a dweight chunk (k*k*C = 1000), the second chunk 138
+# rows (not a multiple of 64, starting mid image row); 7 forward chunks of 64;
+# N = 450 > 2 * 163 (k*k*C = 1600): three dweight chunks, the last one 124 rows
+DW_CHUNKED = [(1, 20, 20, 40, 3, 5), (2, 15, 15, 64, 2, 5)]
 
 
 def test_chunk_shapes_cross_the_chunk_edges():
@@ -197,7 +197,7 @@ def test_chunk_shapes_cross_the_chunk_edges():
         return min(4096, max(64, 65536 // kkC // 8 * 8))
 
     def dw_rows(kkC):
-        return max(64, (1 << 19) // kkC)
+        return max(64, (1 << 18) // kkC)
 
     B, H, W, C, OC, k = CHUNKED[0]
     assert B * H * W > fwd_rows(k * k * C) and B * H * W > 2 * fwd_rows(k * k * OC)
