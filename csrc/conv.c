@@ -30,6 +30,10 @@
  * order, each built by all threads together and multiplied by the team
  * (pynn_gemm_team splits the output tiles), accumulating - so its sums, like
  * every other result here, do not depend on the thread count.
+ *
+ * A one-channel input (the first layer) takes another road, direct loops
+ * without im2col (below): its product has K = k*k = 9, too short to pay for
+ * building col rows.
  */
 #include <string.h>
 
