@@ -26,10 +26,9 @@
  * that stays in the core's L2 cache while the GEMM reads it. In the forward
  * products each thread takes whole chunks and multiplies them on its own
  * (pynn_gemm_solo): rows are independent, so no thread ever waits for
- * another. dweight is a sum over all rows: there the chunks go by in a fixed
- * order, each built by all threads together and multiplied by the team
- * (pynn_gemm_team splits the output tiles), accumulating - so its sums, like
- * every other result here, do not depend on the thread count.
+ * another. dweight is a sum over all rows: there each chunk's product goes
+ * to a slot of its own, and the slots are added in chunk order - so its sums,
+ * like every other result here, do not depend on the thread count.
  *
  * A one-channel input (the first layer) takes another road, direct loops
  * without im2col (below): its product has K = k*k = 9, too short to pay for
@@ -51,8 +50,8 @@ static int64_t chunk_rows(int kkC) {
     int64_t rows = ((int64_t)65536 / kkC) / 8 * 8;
     return rows < 64 ? 64 : rows > 4096 ? 4096 : rows;
 }
-/* rows per chunk of the dweight sum (all threads build one chunk): about 1 MB,
- * half a core's L2 here (2 MB chunks ran 17 % slower: they spill to L3) */
+/* rows per chunk of the dweight sum: about 1 MB of im2col rows, half a core's
+ * L2 here (2 MB chunks ran 17 % slower: they spill to L3) */
 #define DW_CHUNK_FLOATS (1 << 18)
 
 /* im2col of output pixels [r0, r1) of images (B,H,W,C): col is (r1-r0, k*k*C).
@@ -301,45 +300,50 @@ void conv2d_forward(float *out, const float *inp, const float *weight, const flo
     conv_product(out, inp, weight, bias, B, H, W, C, OC, k);
 }
 
-/* dweight (OC, k*k*C) = dout^T . col: the chunks of col rows go by in order,
- * each built by all threads together and multiplied by the team */
+/* dweight (OC, k*k*C) = dout^T . col, a sum over all N rows, in fixed chunks
+ * of rows: each thread takes whole chunks (its own im2col buffer, no waiting
+ * for the others) and writes each chunk's product to the chunk's own slot;
+ * then the slots are added in chunk order. The chunks do not depend on the
+ * thread count, so neither do the sums. */
 static void gemm_dweight(float *dweight, const float *dout, const float *inp, int B, int H,
                          int W, int C, int OC, int k) {
     const int kkC = k * k * C;
     const int64_t N = (int64_t)B * H * W;
     const int64_t rows = DW_CHUNK_FLOATS / kkC < 64 ? 64 : DW_CHUNK_FLOATS / kkC;
-    float *col = pynn_scratch(PYNN_SCRATCH_COL, (size_t)rows * kkC);
-    if (N == 0) /* no pixel: an empty sum */
-        for (int t = 0; t < OC * kkC; t++) dweight[t] = 0.0f;
+    const int64_t n_chunks = (N + rows - 1) / rows;
+    const size_t per = (size_t)OC * kkC;
+    float *col = pynn_scratch(PYNN_SCRATCH_COL, (size_t)omp_get_max_threads() * rows * kkC);
+    float *part = pynn_scratch(PYNN_SCRATCH_DIRECT, (size_t)(n_chunks ? n_chunks : 1) * per);
     /* With fewer inputs under the kernel than outputs (k*k*C = 4 against 12,
-     * say), the MR x NR tiles fit dweight^T = col^T . dout better (4 rows pad
-     * to 8, not 4 columns to 32). The same products summed in the same order:
-     * the same bits, transposed at the end. */
+     * say), the MR x NR tiles fit a chunk's dweight^T = col^T . dout better
+     * (4 rows pad to 8, not 4 columns to 32); it is transposed when added. */
     const int swap = kkC < OC;
-    float *dwt = swap ? pynn_scratch(PYNN_SCRATCH_WFLIP, (size_t)OC * kkC) : NULL;
     pynn_gemm_reserve();
 #pragma omp parallel if (2.0 * N * kkC * OC >= PYNN_GEMM_PARALLEL_MIN_FLOPS)
     {
-        for (int64_t r0 = 0; r0 < N; r0 += rows) {
-            const int64_t r1 = r0 + rows < N ? r0 + rows : N;
-            const int64_t per = (r1 - r0 + 63) / 64; /* im2col in blocks of 64 rows */
-#pragma omp for schedule(static)
-            for (int64_t q = 0; q < per; q++) {
-                const int64_t a = r0 + q * 64, e = a + 64 < r1 ? a + 64 : r1;
-                im2col(col + (size_t)(a - r0) * kkC, inp, a, e, H, W, C, k);
-            }
+        float *mine = col + (size_t)omp_get_thread_num() * rows * kkC;
+#pragma omp for schedule(dynamic)
+        for (int64_t ch = 0; ch < n_chunks; ch++) {
+            const int64_t r0 = ch * rows, r1 = r0 + rows < N ? r0 + rows : N;
+            im2col(mine, inp, r0, r1, H, W, C, k);
             if (swap)
-                pynn_gemm_team(1, 0, kkC, OC, (int)(r1 - r0), col, dout + (size_t)r0 * OC, NULL,
-                               dwt, r0 > 0 ? PYNN_GEMM_ACCUMULATE : 0);
+                pynn_gemm_solo(1, 0, kkC, OC, (int)(r1 - r0), mine, dout + (size_t)r0 * OC, NULL,
+                               part + ch * per, 0);
             else
-                pynn_gemm_team(1, 0, OC, kkC, (int)(r1 - r0), dout + (size_t)r0 * OC, col, NULL,
-                               dweight, r0 > 0 ? PYNN_GEMM_ACCUMULATE : 0);
-#pragma omp barrier
+                pynn_gemm_solo(1, 0, OC, kkC, (int)(r1 - r0), dout + (size_t)r0 * OC, mine, NULL,
+                               part + ch * per, 0);
         }
-        if (swap && N > 0) {
 #pragma omp for schedule(static)
-            for (int o = 0; o < OC; o++)
-                for (int t = 0; t < kkC; t++) dweight[(size_t)o * kkC + t] = dwt[(size_t)t * OC + o];
+        for (int o = 0; o < OC; o++) { /* dweight[o,:] = the chunks' rows o, in order */
+            float *d = dweight + (size_t)o * kkC;
+            for (int t = 0; t < kkC; t++) d[t] = 0.0f;
+            for (int64_t ch = 0; ch < n_chunks; ch++) {
+                const float *src = part + ch * per;
+                if (swap)
+                    for (int t = 0; t < kkC; t++) d[t] += src[(size_t)t * OC + o];
+                else
+                    for (int t = 0; t < kkC; t++) d[t] += src[(size_t)o * kkC + t];
+            }
         }
     }
 }

@@ -176,7 +176,7 @@ def test_conv_empty_batch():
 
 # larger shapes, for the chunked paths of conv.c (N = B*H*W rows):
 #   forward: chunks of min(4096, 65536/(k*k*C) rounded down to 8) rows, at least 64
-#   dweight: chunks of 2^18/(k*k*C) rows, at least 64, built in blocks of 64
+#   dweight: chunks of 2^18/(k*k*C) rows, at least 64, each thread its own
 #   dinp:    a forward of dout with OC input channels
 CHUNKED = [
     # N = 980 > 904 rows of a forward chunk (k*k*C = 72); dinp: 3 chunks of 448;
