@@ -46,12 +46,12 @@ AUGMENT_SHIFT = 2  # pixels, at most, in each direction
 # Chosen by validation accuracy only (README: "Defaults").
 PRESETS = {
     "mlp": {},
-    "cnn": {"arch": "c32,p,c64,p,f128", "dropout": 0.3, "epochs": 15, "batch_size": 128,
-            "lr": 2e-3, "weight_decay": 0.05, "label_smoothing": 0.1, "augment": "off",
-            "warmup_epochs": 1.0},
-    "cnn-large": {"arch": "c32,c32,p,c64,c64,p,f256", "dropout": 0.3, "epochs": 15,
-                  "batch_size": 128, "lr": 2e-3, "weight_decay": 0.05, "label_smoothing": 0.1,
-                  "augment": "off", "warmup_epochs": 1.0},
+    "cnn": {"arch": "c32,p,c64,p,f256", "batchnorm": "all", "dropout": 0.3, "epochs": 15,
+            "batch_size": 128, "lr": 2e-3, "weight_decay": 0.05, "label_smoothing": 0.1,
+            "augment": "flip", "warmup_epochs": 1.0},
+    "cnn-large": {"arch": "c32,c32,p,c64,c64,p,f256", "batchnorm": "all", "dropout": 0.3,
+                  "epochs": 12, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.05,
+                  "label_smoothing": 0.1, "augment": "flip", "warmup_epochs": 1.0},
 }
 DEFAULT_MODEL = "cnn"
 FIELDS = tuple(f.name for f in fields(Config))
