@@ -86,6 +86,21 @@ void pynn_gather_rows(float *out, const float *inp, const int32_t *idx, int B, i
     }
 }
 
+void pynn_flip_images(float *restrict out, const float *restrict inp, int B, int H, int W,
+                      int C) {
+    /* out (B,H,W,C): pixel x of a row takes pixel W-1-x, its C channels as they are */
+    for (int64_t r = 0; r < (int64_t)B * H; r++) {
+        const float *src = inp + (size_t)r * W * C;
+        float *dst = out + (size_t)r * W * C;
+        for (int x = 0; x < W; x++)
+            for (int c = 0; c < C; c++) dst[(size_t)x * C + c] = src[(size_t)(W - 1 - x) * C + c];
+    }
+}
+
+void pynn_add(float *restrict y, const float *restrict x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
 void pynn_gather_labels(int32_t *out, const int32_t *inp, const int32_t *idx, int B) {
     for (int i = 0; i < B; i++) out[i] = inp[idx[i]];
 }

@@ -38,6 +38,13 @@ def fall_back_to_mlp(cfg, width, reporter):
     return configure("mlp", **{k: getattr(cfg, k) for k in cfg.explicit})
 
 
+def check_tta(cfg, width):
+    """--tta flip mirrors images: the vectors must be square ones."""
+    if cfg.tta == "flip" and image_shape(width) is None:
+        raise PynnError(f"--tta flip: test-time flips need square images, but the vectors "
+                        f"have {width} values (not a square number)")
+
+
 def run(cfg, reporter=None):
     """Train on cfg.data_dir (or load cfg.load), write the two prediction files
     into cfg.out_dir, and a run folder with the report into cfg.out_dir/cfg.runs_dir.
@@ -70,6 +77,7 @@ def run(cfg, reporter=None):
         classes = model.layers[-1].out_features
         y = load_labels(data / CSV_NAMES["train_labels"], count=x.shape[0], classes=classes)
         norm(x)
+        check_tta(cfg, x.shape[1])
         val_rows, x_val, y_val = [], None, None
         reporter.loaded(model, cfg.load)
         history, val_acc, stopped = [], None, "loaded"
@@ -81,6 +89,7 @@ def run(cfg, reporter=None):
         norm(x)
         x_val, y_val = (gather(x, val_rows), gather(y, val_rows)) if val_rows else (None, None)
         cfg = fall_back_to_mlp(cfg, x.shape[1], reporter)
+        check_tta(cfg, x.shape[1])
         model = build(cfg.arch, x.shape[1], classes, cfg.activation, rng, cfg.dropout,
                       cfg.batchnorm)
         optimizer = build_optimizer(cfg, model.parameters())
@@ -91,9 +100,10 @@ def run(cfg, reporter=None):
     trained = time.perf_counter()
 
     # predictions: training rows in input order, then the test set (its first use)
-    train_pred = model.predict(x)
+    flip = cfg.tta == "flip"
+    train_pred = model.predict(x, flip=flip)
     x_test = norm(load_vectors(data / CSV_NAMES["test_vectors"], width=x.shape[1]))
-    test_pred = model.predict(x_test)
+    test_pred = model.predict(x_test, flip=flip)
     y_test, test_acc = None, None
     labels_path = data / CSV_NAMES["test_labels"]
     if labels_path.exists():  # final evaluation only; never used before this line
@@ -109,7 +119,7 @@ def run(cfg, reporter=None):
 
     # evaluation: per class, on the validation part and (if labelled) the test set
     t0 = time.perf_counter()
-    val_pred = model.predict(x_val) if x_val is not None else None
+    val_pred = model.predict(x_val, flip=flip) if x_val is not None else None
     results = {"validation": evaluate(y_val, val_pred, classes) if x_val is not None else None,
                "test": evaluate(y_test, test_pred, classes) if y_test is not None else None}
     for title, key in (("validation", "validation"), ("test (final evaluation)", "test")):

@@ -27,6 +27,8 @@ class Config:
     label_smoothing: float = 0.0   # target (1 - eps) on the label + eps / classes on all
     augment: str = "off"           # "on": random shifts by up to 2 pixels and flips
                                    # (of training images); "flip": flips only
+    tta: str = "off"               # "flip": predict each image and its mirror image, and
+                                   # take the class of the two logit vectors' sum
     val_fraction: float = 0.1
     seed: int = 42
     threads: int = 0               # 0: free cores, at most 16 (pynn/cpu.py)

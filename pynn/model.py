@@ -7,7 +7,7 @@ from .config import BATCHNORM
 from .errors import PynnError
 from .layers import (ACTIVATIONS, BatchNorm, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten,
                      Linear, MaxPool2d, ReLU)
-from .tensor import Tensor
+from .tensor import Tensor, check
 
 
 class Sequential:
@@ -76,19 +76,38 @@ class Sequential:
     def is_conv(self):
         return any(isinstance(layer, Conv2d) for layer in self.layers)
 
-    def predict(self, x, batch_size=None):
+    def predict(self, x, batch_size=None, flip=False):
         """Class indices (int32 Tensor (N,)) for the rows of x (N, D), in
         evaluation mode (training mode is restored afterwards). Batches of
-        1000 rows, or of 250 images for a CNN (its activations are larger)."""
+        1000 rows, or of 250 images for a CNN (its activations are larger).
+
+        ``flip=True``: test-time augmentation; each image is also seen mirrored
+        left-right, and the class is the argmax of the two logit vectors'
+        sum. The rows must be square images (or the model's input_shape)."""
         batch_size = batch_size or (250 if self.is_conv() else 1000)
         n = x.shape[0]
         out = Tensor((n,), "int32")
+        if flip:
+            H, W, C = self.input_shape or image_shape(x.shape[1]) or (0, 0, 0)
+            if H * W * C != x.shape[1]:
+                raise PynnError(f"test-time flips need square images, not rows of {x.shape[1]}")
+            mirrored, total = Tensor((min(n, batch_size), x.shape[1])), None
         modes = [(layer, layer.training) for layer in self.layers if hasattr(layer, "training")]
         self.train(False)
         try:
             for start in range(0, n, batch_size):
                 stop = min(n, start + batch_size)
                 logits = self.forward(x.rows(start, stop))
+                if flip:  # logits of the image + logits of its mirror image
+                    if total is None:
+                        total = Tensor((min(n, batch_size), logits.shape[1]))
+                    total_b, mirrored_b = total.rows(0, stop - start), mirrored.rows(0, stop - start)
+                    total_b.copy_(logits)
+                    lib.pynn_flip_images(mirrored_b.ptr, x.rows(start, stop).ptr, stop - start,
+                                         H, W, C)
+                    lib.pynn_add(total_b.ptr, check(self.forward(mirrored_b), total_b.shape).ptr,
+                                 total_b.size)
+                    logits = total_b
                 lib.pynn_argmax(out.rows(start, stop).ptr, logits.ptr, *logits.shape)
         finally:
             for layer, mode in modes:

@@ -40,6 +40,8 @@ class Reporter:
                   if model.input_shape else ""]
         if any(extras):
             self.line("training " + ", ".join(e for e in extras if e))
+        if cfg.tta == "flip":
+            self.line("predicting with test-time flips (each image and its mirror image)")
 
     def model_table(self, model):
         """The model line, then each layer with its output shape and parameters."""

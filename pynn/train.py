@@ -22,9 +22,10 @@ def lr_factor(step, total, warmup, schedule):
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def accuracy(model, x, y):
-    """Fraction of rows of x whose predicted class is y."""
-    pred = model.predict(x)
+def accuracy(model, x, y, flip=False):
+    """Fraction of rows of x whose predicted class is y (``flip``: with
+    test-time flips, see Sequential.predict)."""
+    pred = model.predict(x, flip=flip)
     return lib.pynn_count_equal(pred.ptr, y.ptr, y.shape[0]) / max(1, y.shape[0])
 
 
@@ -120,7 +121,8 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
             # only an epoch that ends with finite weights may become good or best.
             finite = all(lib.pynn_all_finite(p.value.ptr, p.value.size)
                          for p in model.parameters())
-            val_acc = accuracy(model, x_val, y_val) if x_val is not None and finite else None
+            val_acc = (accuracy(model, x_val, y_val, cfg.tta == "flip")
+                       if x_val is not None and finite else None)
             if finite:
                 good = model.state()
                 if val_acc is not None and (best_acc is None or val_acc > best_acc):

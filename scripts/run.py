@@ -33,6 +33,8 @@ HELP = {
     "label_smoothing": "label smoothing eps of the cross-entropy (0: none)",
     "augment": "on: random shifts by up to 2 pixels and horizontal flips of training "
                "images (never of validation or test images); flip: flips only; off",
+    "tta": "test-time augmentation: flip = predict each image and its mirror image "
+           "and add their logits (validation, training and test predictions); off",
     "val_fraction": "part of the training set held out for validation (0 allowed)",
     "seed": "random seed (the course allows 0, 1, 2, 3, 42)",
     "threads": "kernel threads (0: the free cores, at most 16)",
@@ -45,7 +47,8 @@ HELP = {
     "load": "saved model (--save) to predict with; no training",
 }
 CHOICES = {"activation": ("relu", "leaky_relu", "tanh"), "optimizer": ("adam", "sgd"),
-           "schedule": ("cosine", "constant"), "augment": ("on", "flip", "off")}
+           "schedule": ("cosine", "constant"), "augment": ("on", "flip", "off"),
+           "tta": ("flip", "off")}
 NOT_OPTIONS = ("explicit",)  # Config fields that are not set from the command line
 
 

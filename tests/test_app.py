@@ -453,3 +453,13 @@ def test_asking_for_a_cnn_on_such_vectors_is_an_error(tmp_path, ask):
     proc = cli("--data-dir", data, "--out-dir", tmp_path, *ask, cwd=tmp_path)
     assert proc.returncode == 2 and "not a square number" in proc.stderr, proc.stderr
     assert not (tmp_path / PREDICTION_NAMES["test"]).exists()
+
+
+def test_test_time_flips_on_such_vectors_are_an_error(tmp_path):
+    data = narrow_data(tmp_path / "data")
+    proc = cli("--data-dir", data, "--out-dir", tmp_path, "--model", "mlp", "--tta", "flip",
+               cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "--tta flip" in proc.stderr, proc.stderr
+    assert "not a square number" in proc.stderr
+    assert not (tmp_path / PREDICTION_NAMES["test"]).exists()

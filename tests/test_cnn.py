@@ -1,7 +1,7 @@
 """The CNN as a whole: gradient checks of small networks with every new layer,
 the fused batch-norm/ReLU/pool path against the layers one by one, thread
-invariance of a training step, --arch parsing and building, and the time
-budget that shortens the plan instead of cutting the schedule off."""
+invariance of a training step, test-time flips, --arch parsing and building,
+and the time budget that shortens the plan instead of cutting the schedule off."""
 import random
 import time
 
@@ -9,6 +9,7 @@ import pytest
 
 from pynn import (Adam, BatchNorm2d, Config, Conv2d, CrossEntropyLoss, Flatten, Linear,
                   MaxPool2d, PynnError, ReLU, Sequential, build, set_threads, get_threads)
+from pynn._kernels import lib
 from pynn.model import parse_arch
 from pynn.tensor import Tensor
 from pynn.train import accuracy, fit, planned_epochs
@@ -168,6 +169,58 @@ def test_cnn_step_is_the_same_on_1_2_and_3_threads():
     finally:
         set_threads(before)
     assert one == two == three
+
+
+# ---- test-time flips ------------------------------------------------------------
+
+def mirrored(x, H, W):
+    """Each (H*W) row of x mirrored left-right, in Python."""
+    rows = x.tolist()
+    out = [rows[r * H * W + y * W + (W - 1 - c)] for r in range(x.shape[0])
+           for y in range(H) for c in range(W)]
+    return Tensor.from_list(out, x.shape)
+
+
+def test_flip_images_kernel():
+    rng = random.Random(5)
+    B, H, W, C = 2, 3, 5, 3
+    x = Tensor.from_list([rng.uniform(-1, 1) for _ in range(B * H * W * C)], (B, H, W, C))
+    out = Tensor(x.shape)
+    lib.pynn_flip_images(out.ptr, x.ptr, B, H, W, C)
+    v, got = x.tolist(), out.tolist()
+    assert got == [v[((b * H + y) * W + (W - 1 - c)) * C + ch] for b in range(B)
+                   for y in range(H) for c in range(W) for ch in range(C)]
+    y = Tensor.from_list([1.0, 2.0, -3.0], (3,))
+    lib.pynn_add(y.ptr, Tensor.from_list([0.5, 0.25, 3.0], (3,)).ptr, 3)
+    assert y.tolist() == [1.5, 2.25, 0.0]
+
+
+@pytest.mark.parametrize("arch,width", [("c4,p,f16", 49), ("f16", 25)])
+def test_predict_with_flips_sums_the_logits_of_both_images(arch, width):
+    """The class is the argmax of logits(image) + logits(mirror image); for a
+    CNN and for an MLP on square vectors. Batch 4 of 7 rows: a partial batch."""
+    rng = random.Random(8)
+    side = int(width ** 0.5)
+    model = build(arch, width, 5, "relu", rng).train(False)
+    x, _ = batch(rng, 7, width, 5)
+    want = []
+    for r in range(7):
+        row = x.rows(r, r + 1)
+        a = model.forward(row).tolist()
+        b = model.forward(mirrored(row, side, side)).tolist()
+        s = [p + q for p, q in zip(a, b)]
+        want.append(s.index(max(s)))
+    model.train(True)
+    assert model.predict(x, batch_size=4, flip=True).tolist() == want
+    # the sum is the same for an image and its mirror image: so is the class
+    assert (model.predict(mirrored(x, side, side), batch_size=4, flip=True).tolist() == want)
+    assert all(layer.training for layer in model.layers if hasattr(layer, "training"))
+
+
+def test_predict_with_flips_needs_square_images():
+    model = build("f8", 10, 3, "relu", random.Random(0))
+    with pytest.raises(PynnError, match="square images"):
+        model.predict(Tensor((2, 10)), flip=True)
 
 
 # ---- --arch ------------------------------------------------------------------

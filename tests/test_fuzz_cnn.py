@@ -38,6 +38,8 @@ def close(got, want, terms):
 def conv_case(draw):
     B, H, W = draw(st.integers(0, 2)), draw(st.integers(1, 6)), draw(st.integers(1, 6))
     C, OC, k = draw(st.integers(1, 4)), draw(st.integers(1, 5)), draw(st.sampled_from([1, 3, 5, 7]))
+    if draw(st.integers(0, 3)) == 0:  # one channel into whole 32-output blocks (and a partial one)
+        C, OC, k = 1, draw(st.sampled_from([32, 37])), draw(st.sampled_from([1, 3]))
     n_in, n_w = B * H * W * C, OC * k * k * C
     inp = draw(st.lists(values, min_size=n_in, max_size=n_in))
     w = draw(st.lists(values, min_size=n_w, max_size=n_w))
