@@ -50,10 +50,11 @@ PRESETS = {
     "mlp": {},
     "cnn": {"arch": "c32,p,c64,p,f256", "batchnorm": "all", "dropout": 0.3, "epochs": 15,
             "batch_size": 128, "lr": 2e-3, "weight_decay": 0.05, "label_smoothing": 0.1,
-            "augment": "flip", "warmup_epochs": 1.0},
+            "augment": "flip", "tta": "flip", "warmup_epochs": 1.0},
     "cnn-large": {"arch": "c32,c32,p,c64,c64,p,f256", "batchnorm": "all", "dropout": 0.3,
                   "epochs": 12, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.05,
-                  "label_smoothing": 0.1, "augment": "flip", "warmup_epochs": 1.0},
+                  "label_smoothing": 0.1, "augment": "flip", "tta": "flip",
+                  "warmup_epochs": 1.0},
 }
 DEFAULT_MODEL = "cnn"
 FIELDS = tuple(f.name for f in fields(Config))
