@@ -109,6 +109,26 @@ void tanh_backward(float *dinp, const float *dout, const float *out, int64_t N) 
     for (int64_t i = 0; i < N; i++) dinp[i] = dout[i] * (1.0f - out[i] * out[i]);
 }
 
+/* ---- logistic sigmoid ------------------------------------------------------- */
+
+void sigmoid_forward(float *out, const float *inp, float lambda, int64_t N) {
+    /* sigma(xi) = 1 / (1 + e^(-lambda xi)); for lambda xi < 0 the same value is
+     * e^(lambda xi) / (1 + e^(lambda xi)), so the exponent is never positive:
+     * no overflow, and +-inf go to 1 and 0 */
+#pragma omp parallel for schedule(static) if (N >= PAR_MIN)
+    for (int64_t i = 0; i < N; i++) {
+        const float z = lambda * inp[i];
+        const float e = expf(-fabsf(z));
+        out[i] = z >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+    }
+}
+
+void sigmoid_backward(float *dinp, const float *dout, const float *out, float lambda, int64_t N) {
+    /* d sigma / d xi = lambda sigma (1 - sigma), from the saved output */
+#pragma omp parallel for schedule(static) if (N >= PAR_MIN)
+    for (int64_t i = 0; i < N; i++) dinp[i] = dout[i] * lambda * out[i] * (1.0f - out[i]);
+}
+
 /* ---- dropout ---------------------------------------------------------------- */
 
 /* keep value i? splitmix64's finalizer of (seed + i * golden ratio): a
@@ -192,4 +212,32 @@ void crossentropy_softmax_backward(float *dlogits, const float *probs,
         for (int v = 0; v < V; v++) d[v] = p[v] * scale - uniform;
         if (targets[b] >= 0 && targets[b] < V) d[targets[b]] -= hit;
     }
+}
+
+/* ---- mean squared error ------------------------------------------------------ */
+
+double mse_forward(const float *y, const float *d, int B, int V) {
+    /* y, d are (B,V): sum over the batch of E_k = 1/2 sum_j (y_kj - d_kj)^2 */
+    double total = 0.0;
+    for (int64_t i = 0; i < (int64_t)B * V; i++) {
+        const double e = (double)y[i] - (double)d[i];
+        total += 0.5 * e * e;
+    }
+    return total;
+}
+
+void mse_backward(float *dy, const float *y, const float *d, int B, int V) {
+    /* dE/dy_kj = (y_kj - d_kj) / B for the mean E = 1/B sum_k E_k */
+    const float scale = 1.0f / (float)B;
+    for (int64_t i = 0; i < (int64_t)B * V; i++) dy[i] = (y[i] - d[i]) * scale;
+}
+
+int pynn_one_hot(float *d, const int32_t *labels, float smoothing, int B, int V) {
+    /* d (B,V) = (1 - eps) onehot + eps / V */
+    const float off = smoothing / (float)V, on = 1.0f - smoothing + off;
+    for (int b = 0; b < B; b++) {
+        if (labels[b] < 0 || labels[b] >= V) return -1;
+        for (int v = 0; v < V; v++) d[(size_t)b * V + v] = v == labels[b] ? on : off;
+    }
+    return 0;
 }

@@ -167,6 +167,11 @@ void leaky_relu_backward(float *dinp, const float *dout, const float *inp, float
 /* tanh: out = tanh(inp); backward uses out: dinp = dout * (1 - out^2) */
 void tanh_forward(float *out, const float *inp, int64_t N);
 void tanh_backward(float *dinp, const float *dout, const float *out, int64_t N);
+/* Logistic sigmoid with steepness lambda (the lecture's sigma):
+ * out = 1 / (1 + e^(-lambda inp)), computed so that e^(...) never overflows;
+ * backward uses out: dinp = dout * lambda * out * (1 - out). All (N,). */
+void sigmoid_forward(float *out, const float *inp, float lambda, int64_t N);
+void sigmoid_backward(float *dinp, const float *dout, const float *out, float lambda, int64_t N);
 /* Dropout (inverted), for training only: value i is kept when a hash of
  * (seed, i) falls at or above p, and then scaled by 1/(1-p); 0 <= p < 1. The
  * backward pass recomputes the same mask from the same seed. All (N,). */
@@ -185,6 +190,17 @@ double crossentropy_softmax_forward(float *probs, float *losses, int32_t *correc
 /* dlogits = (probs - q) / B: the gradient of the MEAN loss */
 void crossentropy_softmax_backward(float *dlogits, const float *probs,
                                    const int32_t *targets, float smoothing, int B, int V);
+
+/* Mean squared error as the lecture defines it, E = 1/p sum_k E_k with
+ * E_k = 1/2 sum_j (y_kj - d_kj)^2: y (outputs, compared as they are) and d
+ * (targets) are (B,V). Returns the SUM of E_k over the batch (double). */
+double mse_forward(const float *y, const float *d, int B, int V);
+/* dy = (y - d) / B: the gradient of the MEAN error; dy, y, d are (B,V) */
+void mse_backward(float *dy, const float *y, const float *d, int B, int V);
+/* Targets of a classification for MSE: d[b,:] = (1 - eps) onehot(labels[b])
+ * + eps / V (eps = smoothing, 0: plain one-hot); d is (B,V), labels (B,).
+ * Returns 0, or -1 (d untouched past that row) for a label outside [0,V). */
+int pynn_one_hot(float *d, const int32_t *labels, float smoothing, int B, int V);
 
 /* ---- convolution and pooling (conv.c), images NHWC ----------------------- */
 /* 2-D convolution, "same" zero padding, stride 1, odd k >= 1:

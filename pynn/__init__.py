@@ -15,22 +15,61 @@ import os
 # is contended. An explicit GOMP_SPINCOUNT in the environment wins.
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
-from .app import run  # noqa: E402
+from ._kernels import lib as _lib
+from .app import run
 from .config import ALLOWED_SEEDS, PRESETS, Config, configure
 from .data import Normalizer, load_labels, load_vectors
 from .errors import PynnError
-from .layers import (BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, LeakyReLU, Linear,
-                     MaxPool2d, ReLU, Tanh)
-from .loss import CrossEntropyLoss
+from .layers import (
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    LeakyReLU,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sigmoid,
+    Tanh,
+)
+from .loss import CrossEntropyLoss, MSELoss
 from .model import Sequential, build, mlp
 from .optim import SGD, Adam
 from .tensor import Tensor
-from ._kernels import lib as _lib
 
-__all__ = ["run", "Config", "configure", "PRESETS", "ALLOWED_SEEDS", "Normalizer", "load_labels",
-           "load_vectors", "PynnError", "Linear", "ReLU", "Dropout", "LeakyReLU", "Tanh",
-           "Conv2d", "MaxPool2d", "BatchNorm1d", "BatchNorm2d", "Flatten", "CrossEntropyLoss",
-           "Sequential", "build", "mlp", "SGD", "Adam", "Tensor", "set_threads", "get_threads"]
+__all__ = [
+    "ALLOWED_SEEDS",
+    "PRESETS",
+    "SGD",
+    "Adam",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Config",
+    "Conv2d",
+    "CrossEntropyLoss",
+    "Dropout",
+    "Flatten",
+    "LeakyReLU",
+    "Linear",
+    "MSELoss",
+    "MaxPool2d",
+    "Normalizer",
+    "PynnError",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "Tanh",
+    "Tensor",
+    "build",
+    "configure",
+    "get_threads",
+    "load_labels",
+    "load_vectors",
+    "mlp",
+    "run",
+    "set_threads",
+]
 
 
 def set_threads(n):

@@ -12,8 +12,16 @@ from .config import ALLOWED_SEEDS, configure
 from .cpu import default_threads
 from .data import Normalizer, check_vectors, gather, load_labels, load_vectors, split
 from .errors import PynnError
-from .io import (CSV_NAMES, PREDICTION_NAMES, RUN_FILES, check_writable, new_run_folder,
-                 write_json, write_prediction_files, write_text)
+from .io import (
+    CSV_NAMES,
+    PREDICTION_NAMES,
+    RUN_FILES,
+    check_writable,
+    new_run_folder,
+    write_json,
+    write_prediction_files,
+    write_text,
+)
 from .metrics import class_names, evaluate
 from .model import build, image_shape, parse_arch
 from .optim import OPTIMIZERS
@@ -55,12 +63,14 @@ def run(cfg, reporter=None):
     data, out = Path(cfg.data_dir), Path(cfg.out_dir)
     if cfg.seed not in ALLOWED_SEEDS:
         reporter.note(f"seed {cfg.seed}: the course allows only {ALLOWED_SEEDS}")
-    check_writable(out)
     parse_arch(cfg.arch)  # a bad --arch token is named before anything is read
+    if check_writable(out):
+        reporter.note(f"created the output folder {out}")
     if cfg.save:  # checked before training, not after it
         if Path(cfg.save).is_dir():
             raise PynnError(f"{cfg.save}: is a folder; --save needs a file name")
-        check_writable(Path(cfg.save).parent)
+        if check_writable(Path(cfg.save).parent):
+            reporter.note(f"created the folder {Path(cfg.save).parent} for --save")
     loaded = serialize.load(cfg.load) if cfg.load else None  # (model, Normalizer)
     lib.pynn_set_threads(cfg.threads or default_threads())
     rng = random.Random(cfg.seed)
@@ -91,7 +101,7 @@ def run(cfg, reporter=None):
         cfg = fall_back_to_mlp(cfg, x.shape[1], reporter)
         check_tta(cfg, x.shape[1])
         model = build(cfg.arch, x.shape[1], classes, cfg.activation, rng, cfg.dropout,
-                      cfg.batchnorm)
+                      cfg.batchnorm, cfg.sigmoid_lambda)
         optimizer = build_optimizer(cfg, model.parameters())
         reporter.start(model, len(rows), len(val_rows), cfg, lib.pynn_get_threads())
         history, val_acc, stopped = fit(model, optimizer, x, y, rows, x_val, y_val, cfg,

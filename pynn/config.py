@@ -15,7 +15,9 @@ class Config:
     data_dir: str = "data"
     out_dir: str = "."
     arch: str = "f1024,f512"       # layers, see pynn.model.parse_arch
-    activation: str = "relu"
+    activation: str = "relu"       # or "sigmoid" (the lecture's, with steepness
+    sigmoid_lambda: float = 1.0    # lambda), "tanh", "leaky_relu"
+    loss: str = "cross_entropy"    # softmax + cross-entropy, or "mse" (identity outputs)
     batchnorm: str = "conv"        # batch norm after: "conv", "all" (and dense), "off"
     dropout: float = 0.0           # after each hidden dense activation, training only
     epochs: int = 15

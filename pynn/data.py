@@ -181,7 +181,7 @@ def gather(x, rows):
 def split(n, val_fraction, rng):
     """(train rows, validation rows): a seeded random part of the TRAINING
     set's n rows held out for validation; both lists sorted."""
-    n_val = int(round(n * val_fraction))
+    n_val = round(n * val_fraction)
     if n - n_val < 1:
         raise PynnError(f"--val-fraction {val_fraction} leaves no training data")
     order = list(range(n))

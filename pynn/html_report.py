@@ -88,11 +88,11 @@ def line_plot(title, series, xlabel, ylabel, width=540, height=320):
     def sy(y):
         return top + (y1 - y) / (y1 - y0) * ph
 
-    out = [f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" width="{width}" '
-           f'height="{height}" viewBox="0 0 {width} {height}" role="img">',
+    out = [(f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+            f'height="{height}" viewBox="0 0 {width} {height}" role="img">'),
            f'<title>{esc(title)}</title>',
-           f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="15" '
-           f'font-weight="bold">{esc(title)}</text>']
+           (f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="15" '
+            f'font-weight="bold">{esc(title)}</text>')]
     for t in yticks:  # horizontal grid lines with their labels
         y = sy(t)
         out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#e4e4e4"/>')
@@ -134,13 +134,16 @@ def training_plots(history):
     """The loss plot and the accuracy plot of a run's epochs (empty: no epochs)."""
     if not history:
         return ""
-    loss = [(m["epoch"], m["train_loss"]) for m in history]
+    loss = [("train loss", [(m["epoch"], m["train_loss"]) for m in history])]
+    if any(m.get("val_loss") is not None for m in history):
+        loss.append(("validation loss", [(m["epoch"], m["val_loss"]) for m in history
+                                         if m.get("val_loss") is not None]))
     acc = [("train", [(m["epoch"], m["train_acc"] * 100) for m in history])]
     if any(m["val_acc"] is not None for m in history):
         acc.append(("validation", [(m["epoch"], m["val_acc"] * 100) for m in history
                                    if m["val_acc"] is not None]))
     return ('<div class="plots">'
-            + line_plot("Training loss", [("train loss", loss)], "epoch", "cross-entropy loss")
+            + line_plot("Loss", loss, "epoch", "loss")
             + line_plot("Accuracy", acc, "epoch", "accuracy (%)") + "</div>")
 
 
@@ -154,8 +157,9 @@ def confusion_svg(cm, names, which, cell=40):
     left, top = 104, 96
     size = cell * n
     width, height = left + size + 56, top + size + 30  # right: room for slanted labels
-    out = [f'<svg class="confusion" data-set="{esc(which)}" xmlns="http://www.w3.org/2000/svg" '
-           f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">',
+    out = [(f'<svg class="confusion" data-set="{esc(which)}" '
+            f'xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" role="img">'),
            f'<title>{esc(which)} confusion matrix</title>']
     for k, name in enumerate(names):
         y = top + k * cell + cell / 2 + 4

@@ -40,7 +40,7 @@ def write_files_atomic(files):
     rename. A failure or Ctrl-C before that leaves every earlier file as it
     was and no temporary file; only a SIGKILL or a power cut between two
     renames (microseconds) can split them (and leaves a hidden .tmp file)."""
-    staged = []
+    staged, path = [], None
     try:
         for path, chunks in files:
             path = Path(path)
@@ -48,6 +48,11 @@ def write_files_atomic(files):
         with _sigint_held():
             for tmp, path in staged:
                 os.replace(tmp, path)
+    except OSError as e:  # a full disk, say: name the file, and what became of the old ones
+        for tmp, _ in staged:
+            _discard(tmp)
+        what = e.strerror.lower() if e.strerror else str(e)
+        raise PynnError(f"{path}: {what}; the old files were left as they were") from None
     except BaseException:
         for tmp, _ in staged:
             _discard(tmp)  # renamed ones are gone already
@@ -57,7 +62,8 @@ def write_files_atomic(files):
 def _stage(path, chunks):
     """A complete temporary file ``.<name>.XXXX.tmp`` beside ``path`` holding the
     chunks, on disk (fsync); returns its name."""
-    tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.",
+    # not a with-block: the file must outlive it (renamed by the caller)
+    tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.",  # noqa: SIM115
                                       suffix=".tmp", delete=False)
     try:
         with tmp:
@@ -141,10 +147,19 @@ def new_run_folder(parent):
 
 
 def check_writable(folder):
-    """Fail early (before training) when predictions could not be written."""
-    folder = Path(folder)
-    if not folder.exists():
-        raise PynnError(f"{folder}: output folder does not exist")
+    """Fail early (before training) when predictions could not be written.
+    A missing folder is created, with its parents; returns True then."""
+    folder, created = Path(folder), False
+    if not folder.exists() and not folder.is_symlink():
+        try:
+            folder.mkdir(parents=True)
+            created = True
+        except (FileExistsError, NotADirectoryError):  # a file where a folder should be
+            raise PynnError(f"{folder}: cannot create the output folder (a file is in the "
+                            "way)") from None
+        except OSError as e:
+            raise PynnError(f"{folder}: cannot create the output folder "
+                            f"({e.strerror.lower()})") from None
     if not folder.is_dir():
         raise PynnError(f"{folder}: output folder is a file, not a folder")
     try:
@@ -152,6 +167,7 @@ def check_writable(folder):
             pass
     except OSError as e:
         raise PynnError(f"{folder}: output folder is not writable ({e.strerror})") from None
+    return created
 
 
 def read_bytes(path):

@@ -153,6 +153,25 @@ class Tanh(_Elementwise):
         lib.tanh_backward(dinp.ptr, dout.ptr, self._y.ptr, dout.size)
 
 
+class Sigmoid(_Elementwise):
+    """The lecture's logistic sigmoid with steepness lambda:
+    sigma(xi) = 1 / (1 + e^(-lambda xi)); its derivative is
+    lambda sigma(xi) (1 - sigma(xi)), computed from the saved output."""
+
+    def __init__(self, steepness=1.0):
+        super().__init__()
+        self.steepness = steepness
+
+    def _f(self, out, inp):
+        lib.sigmoid_forward(out.ptr, inp.ptr, self.steepness, inp.size)
+
+    def _df(self, dinp, dout):
+        lib.sigmoid_backward(dinp.ptr, dout.ptr, self._y.ptr, self.steepness, dout.size)
+
+    def __repr__(self):
+        return f"Sigmoid({self.steepness:g})" if self.steepness != 1.0 else "Sigmoid()"
+
+
 class Dropout(Module):
     """Inverted dropout: while training, each value is zeroed with probability
     p and the others are scaled by 1/(1-p), so nothing changes on average; in
@@ -187,7 +206,7 @@ class Dropout(Module):
         return f"Dropout({self.p})"
 
 
-ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh}
+ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid}
 
 
 # ---- convolutional layers: images are (B, H, W, C), channels last (NHWC) ----

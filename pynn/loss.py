@@ -1,4 +1,6 @@
-"""Softmax + cross-entropy, fused (csrc/layers.c)."""
+"""The losses (csrc/layers.c): softmax + cross-entropy, fused, and the
+lecture's mean squared error. Both: forward(outputs, targets) -> (mean loss,
+correct argmax predictions), backward() -> dL/d(outputs) of the mean loss."""
 from ._kernels import ffi, lib
 from .tensor import Tensor, check
 
@@ -37,3 +39,46 @@ class CrossEntropyLoss:
         lib.crossentropy_softmax_backward(d.ptr, self._p.ptr, self._targets.ptr,
                                           self.label_smoothing, B, V)
         return d
+
+
+class MSELoss:
+    """The lecture's mean squared error, E = 1/p sum_k E_k with
+    E_k = 1/2 sum_j (y_kj - d_kj)^2, the outputs y compared as they are
+    (identity output units).
+
+    Targets are either float (B, V), for regression, or int32 class labels
+    (B,), which become one-hot vectors d (with label smoothing eps:
+    (1 - eps) on the label plus eps / V everywhere); then ``forward`` also
+    counts the rows whose largest output is the label.
+    """
+
+    def __init__(self, label_smoothing=0.0):
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
+        self._onehot, self._dy, self._pred = {}, {}, {}
+
+    def forward(self, y, targets):
+        B, V = y.shape
+        correct = 0
+        if targets.dtype == "int32":
+            check(targets, (B,), "int32", "targets")
+            d = self._onehot.get((B, V)) or self._onehot.setdefault((B, V), Tensor((B, V)))
+            if lib.pynn_one_hot(d.ptr, targets.ptr, self.label_smoothing, B, V) != 0:
+                raise ValueError(f"targets must lie in [0, {V})")
+            pred = self._pred.get(B) or self._pred.setdefault(B, Tensor((B,), "int32"))
+            lib.pynn_argmax(pred.ptr, y.ptr, B, V)
+            correct = lib.pynn_count_equal(pred.ptr, targets.ptr, B)
+        else:
+            d = check(targets, (B, V), what="targets")
+        self._y, self._d = y, d
+        return lib.mse_forward(y.ptr, d.ptr, B, V) / B, correct
+
+    def backward(self):
+        B, V = self._y.shape
+        dy = self._dy.get((B, V)) or self._dy.setdefault((B, V), Tensor((B, V)))
+        lib.mse_backward(dy.ptr, self._y.ptr, self._d.ptr, B, V)
+        return dy
+
+
+LOSSES = {"cross_entropy": CrossEntropyLoss, "mse": MSELoss}

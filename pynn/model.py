@@ -5,8 +5,19 @@ import math
 from ._kernels import lib
 from .config import BATCHNORM
 from .errors import PynnError
-from .layers import (ACTIVATIONS, BatchNorm, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten,
-                     Linear, MaxPool2d, ReLU)
+from .layers import (
+    ACTIVATIONS,
+    BatchNorm,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sigmoid,
+)
 from .tensor import Tensor, check
 
 
@@ -76,14 +87,16 @@ class Sequential:
     def is_conv(self):
         return any(isinstance(layer, Conv2d) for layer in self.layers)
 
-    def predict(self, x, batch_size=None, flip=False):
+    def predict(self, x, batch_size=None, flip=False, on_logits=None):
         """Class indices (int32 Tensor (N,)) for the rows of x (N, D), in
         evaluation mode (training mode is restored afterwards). Batches of
         1000 rows, or of 250 images for a CNN (its activations are larger).
 
         ``flip=True``: test-time augmentation; each image is also seen mirrored
         left-right, and the class is the argmax of the two logit vectors'
-        sum. The rows must be square images (or the model's input_shape)."""
+        sum. The rows must be square images (or the model's input_shape).
+        ``on_logits(start, stop, logits)`` is called with each batch's logits
+        (of the images as they are), e.g. to sum a loss."""
         batch_size = batch_size or (250 if self.is_conv() else 1000)
         n = x.shape[0]
         out = Tensor((n,), "int32")
@@ -98,6 +111,8 @@ class Sequential:
             for start in range(0, n, batch_size):
                 stop = min(n, start + batch_size)
                 logits = self.forward(x.rows(start, stop))
+                if on_logits:
+                    on_logits(start, stop, logits)
                 if flip:  # logits of the image + logits of its mirror image
                     if total is None:
                         total = Tensor((min(n, batch_size), logits.shape[1]))
@@ -179,7 +194,7 @@ def image_shape(width):
     return (side, side, 1) if side * side == width else None
 
 
-def build(arch, width, classes, activation, rng, dropout=0.0, batchnorm="conv"):
+def build(arch, width, classes, activation, rng, dropout=0.0, batchnorm="conv", steepness=1.0):
     """The Sequential that ``arch`` (an --arch string) describes, for input
     vectors of ``width`` values and ``classes`` outputs. Convolutions read
     the vectors as square one-channel images (784 = 28 x 28).
@@ -190,7 +205,11 @@ def build(arch, width, classes, activation, rng, dropout=0.0, batchnorm="conv"):
     tokens = parse_arch(arch)
     if batchnorm not in BATCHNORM:
         raise PynnError(f"--batchnorm {batchnorm}: not one of {', '.join(BATCHNORM)}")
-    act = ACTIVATIONS[activation]
+    if activation == "sigmoid":  # the lecture's sigmoid, with its steepness lambda
+        def act():
+            return Sigmoid(steepness)
+    else:
+        act = ACTIVATIONS[activation]
     has_conv = any(t[0] in "cp" for t in tokens)
     shape = (width,)
     if has_conv:
@@ -238,7 +257,8 @@ def build(arch, width, classes, activation, rng, dropout=0.0, batchnorm="conv"):
     flat()
     layers.append(Linear(shape[0], classes, rng))
     model = Sequential(*layers, input_shape=input_shape if has_conv else None)
-    model.spec = {"arch": arch, "activation": activation, "batchnorm": batchnorm}
+    model.spec = {"arch": arch, "activation": activation, "batchnorm": batchnorm,
+                  "steepness": steepness}
     return model
 
 

@@ -80,7 +80,8 @@ class Reporter:
 
     def epoch(self, m):
         val = f"{m['val_acc'] * 100:6.2f}%" if m["val_acc"] is not None else "   n/a "
-        self.line(f"epoch {m['epoch']:3d}  loss {m['train_loss']:.4f}  "
+        val_loss = f"{m['val_loss']:.4f}" if m.get("val_loss") is not None else "  n/a "
+        self.line(f"epoch {m['epoch']:3d}  loss {m['train_loss']:.4f}  val loss {val_loss}  "
                   f"train {m['train_acc'] * 100:6.2f}%  val {val}  "
                   f"lr {m['lr']:.2e}  {m['seconds']:5.2f}s")
 

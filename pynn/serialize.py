@@ -10,7 +10,8 @@ The file format, version 2 (all integers little-endian):
                     "arch":       the --arch string, e.g. "c32,p,c64,p,f128"
                     "width":      values per input vector (784)
                     "classes":    outputs of the last layer
-                    "activation": "relu", "leaky_relu" or "tanh"
+                    "activation": "relu", "leaky_relu", "tanh" or "sigmoid"
+                    "steepness":  the sigmoid's lambda (absent: 1)
                     "batchnorm":  "conv", "all" or "off" (pynn.config.BATCHNORM)
                     "tensors":    the shape of every tensor of the payload, in order
                     "mean", "std": the Normalizer of the training data
@@ -35,10 +36,10 @@ import sys
 import zlib
 
 from ._kernels import ffi
+from .config import BATCHNORM
 from .data import Normalizer
 from .errors import PynnError
 from .io import read_bytes, write_atomic
-from .config import BATCHNORM
 from .layers import ACTIVATIONS
 from .model import build
 
@@ -72,6 +73,7 @@ def save(path, model, norm):
     header = json.dumps({"arch": spec["arch"], "width": model.input_width(),
                          "classes": model.layers[-1].out_features,
                          "activation": spec["activation"], "batchnorm": spec["batchnorm"],
+                         "steepness": spec.get("steepness", 1.0),
                          "tensors": [list(t.shape) for t in tensors],
                          "mean": norm.mean, "std": norm.std,
                          "crc32": zlib.crc32(payload)}).encode("utf-8")
@@ -102,11 +104,12 @@ def _header(path, buf):
                     "classes": int(head["classes"]), "batchnorm": str(head["batchnorm"]),
                     "tensors": [[int(d) for d in shape] for shape in head["tensors"]]}
         spec["activation"] = head["activation"]
+        spec["steepness"] = float(head.get("steepness", 1.0))
         mean, std, crc = float(head["mean"]), float(head["std"]), int(head["crc32"])
     except (ValueError, KeyError, TypeError):  # JSON and Unicode errors are ValueErrors
         raise PynnError(f"{path}: corrupt model file (unreadable header)") from None
     if (spec["activation"] not in ACTIVATIONS or spec["batchnorm"] not in BATCHNORM
-            or min(spec["width"], spec["classes"]) < 1
+            or min(spec["width"], spec["classes"]) < 1 or not math.isfinite(spec["steepness"])
             or not math.isfinite(mean) or not (std > 0 and math.isfinite(std))):
         raise PynnError(f"{path}: corrupt model file (impossible header values)")
     return spec, Normalizer(mean, std), crc, start
@@ -120,7 +123,7 @@ def load(path):
     spec, norm, crc, start = _header(path, buf)
     try:  # initial weights: overwritten below
         model = build(spec["arch"], spec["width"], spec["classes"], spec["activation"],
-                      random.Random(0), batchnorm=spec["batchnorm"])
+                      random.Random(0), batchnorm=spec["batchnorm"], steepness=spec["steepness"])
     except PynnError as e:
         raise PynnError(f"{path}: corrupt model file ({e})") from None
     tensors = _tensors(model)

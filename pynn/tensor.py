@@ -18,7 +18,7 @@ class Tensor:
     Views (``rows``, ``view``) share memory and keep their base alive.
     """
 
-    __slots__ = ("shape", "dtype", "ptr", "size", "_base")
+    __slots__ = ("_base", "dtype", "ptr", "shape", "size")
 
     def __init__(self, shape, dtype="float32"):
         self.shape = tuple(int(s) for s in shape)

@@ -6,7 +6,7 @@ import time
 from ._kernels import lib
 from .config import AUGMENT_SHIFT
 from .errors import PynnError
-from .loss import CrossEntropyLoss
+from .loss import LOSSES
 from .tensor import Tensor
 
 MAX_RECOVERIES = 3  # non-finite losses survived (each halves the learning rate)
@@ -27,6 +27,23 @@ def accuracy(model, x, y, flip=False):
     test-time flips, see Sequential.predict)."""
     pred = model.predict(x, flip=flip)
     return lib.pynn_count_equal(pred.ptr, y.ptr, y.shape[0]) / max(1, y.shape[0])
+
+
+def evaluate(model, x, y, loss_fn, flip=False):
+    """(accuracy, mean loss) on the rows of x with labels y, in evaluation
+    mode: the loss of the images as they are (the gap between the training
+    and the validation loss is how over-fitting shows), the accuracy with
+    test-time flips when ``flip``."""
+    total = 0.0
+
+    def add_loss(start, stop, logits):
+        nonlocal total
+        loss, _ = loss_fn.forward(logits, y.rows(start, stop))
+        total += loss * (stop - start)
+
+    pred = model.predict(x, flip=flip, on_logits=add_loss)
+    n = max(1, y.shape[0])
+    return lib.pynn_count_equal(pred.ptr, y.ptr, y.shape[0]) / n, total / n
 
 
 def planned_epochs(epochs, done, seconds, left):
@@ -58,7 +75,8 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
 
     Returns (history, best validation accuracy or None, why it stopped: "done",
     "time budget" or "interrupted")."""
-    loss_fn = CrossEntropyLoss(cfg.label_smoothing)
+    loss_fn = LOSSES[cfg.loss](cfg.label_smoothing)
+    val_loss_fn = LOSSES[cfg.loss](cfg.label_smoothing)  # its own buffers
     n, d = len(rows), x.shape[1]
     B = min(cfg.batch_size, n)
     steps = n // B  # the last partial batch is dropped; shuffling varies it
@@ -121,14 +139,14 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
             # only an epoch that ends with finite weights may become good or best.
             finite = all(lib.pynn_all_finite(p.value.ptr, p.value.size)
                          for p in model.parameters())
-            val_acc = (accuracy(model, x_val, y_val, cfg.tta == "flip")
-                       if x_val is not None and finite else None)
+            val_acc, val_loss = (evaluate(model, x_val, y_val, val_loss_fn, cfg.tta == "flip")
+                                 if x_val is not None and finite else (None, None))
             if finite:
                 good = model.state()
                 if val_acc is not None and (best_acc is None or val_acc > best_acc):
                     best_acc, best = val_acc, model.state()
             m = {"epoch": epoch, "train_loss": loss_sum / max(1, seen),
-                 "train_acc": hits / max(1, seen), "val_acc": val_acc,
+                 "train_acc": hits / max(1, seen), "val_loss": val_loss, "val_acc": val_acc,
                  "lr": optimizer.lr, "seconds": time.perf_counter() - t0}
             history.append(m)
             reporter.epoch(m)

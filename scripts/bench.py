@@ -47,17 +47,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's pynn, from any python
 
-import pynn  # noqa: E402
-from pynn._kernels import ffi, lib  # noqa: E402
-from pynn.config import PRESETS, Config  # noqa: E402
-from pynn.io import CSV_NAMES  # noqa: E402
-from pynn.layers import Conv2d  # noqa: E402
-from pynn.loss import CrossEntropyLoss  # noqa: E402
-from pynn.model import build, parse_arch  # noqa: E402
-from pynn.optim import Adam  # noqa: E402
-from pynn.report import Reporter  # noqa: E402
-from pynn.tensor import Tensor  # noqa: E402
-from pynn.train import fit  # noqa: E402
+import pynn
+from pynn._kernels import ffi, lib
+from pynn.config import PRESETS, Config
+from pynn.io import CSV_NAMES
+from pynn.layers import Conv2d
+from pynn.loss import CrossEntropyLoss
+from pynn.model import build, parse_arch
+from pynn.optim import Adam
+from pynn.report import Reporter
+from pynn.tensor import Tensor
+from pynn.train import fit
 
 LAYERS = [(784, 256), (256, 128), (128, 10)]  # (C, OC) of 784-256-128-10
 BATCHES = (64, 256)
@@ -136,7 +136,8 @@ def cpu_name():
     except OSError:
         pass
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
+                             check=False).stdout
         for line in out.splitlines():
             if line.startswith("Model name:"):
                 return line.split(":", 1)[1].strip()
@@ -169,8 +170,8 @@ def bench_gemm(repeat, torch):
         b = random_tensor((N, K) if tb else (K, N), rng)
         c = Tensor((M, N))
         flops = 2.0 * M * N * K
-        t = best_time(lambda: lib.pynn_gemm(ta, tb, M, N, K, a.ptr, b.ptr, ffi.NULL,
-                                             c.ptr, 0), repeat)
+        t = best_time(lambda ta=ta, tb=tb, M=M, N=N, K=K, a=a, b=b, c=c: lib.pynn_gemm(
+            ta, tb, M, N, K, a.ptr, b.ptr, ffi.NULL, c.ptr, 0), repeat)
         ours = record(f"gemm_{label.replace(' ', '_')}_gflops", flops / t / 1e9, "GFLOP/s")
         line = f"  {label:18s} {ours:8.1f}"
         if torch:
@@ -179,7 +180,7 @@ def bench_gemm(repeat, torch):
             A = ta_.t() if ta else ta_
             Bm = tb_.t() if tb else tb_
             out = torch.empty(M, N)
-            tt = best_time(lambda: torch.mm(A, Bm, out=out), repeat)
+            tt = best_time(lambda A=A, Bm=Bm, out=out: torch.mm(A, Bm, out=out), repeat)
             theirs = record(f"torch_gemm_{label.replace(' ', '_')}_gflops", flops / tt / 1e9,
                             "GFLOP/s")
             ratio = record(f"ratio_gemm_{label.replace(' ', '_')}", ours / theirs, "x")
@@ -307,7 +308,7 @@ def bench_epoch(threads, repeat, torch):
     name = "-".join(["784", *(t[1:] for t in d.arch.split(",")), "10"])
     print(f"\nTraining epoch of the mlp preset: {name}, batch {d.batch_size}, AdamW; "
           f"best of {repeat}")
-    kw = dict(arch=d.arch, batch=d.batch_size, wd=d.weight_decay)
+    kw = {"arch": d.arch, "batch": d.batch_size, "wd": d.weight_decay}
     best = fastest({1: pynn_trainer(x, y, 1, **kw), threads: pynn_trainer(x, y, threads, **kw)},
                    repeat)
     d1 = record("default_epoch_seconds_1thread", best[1], "s")
@@ -438,7 +439,8 @@ def bench_conv(threads, repeat, torch):
                     med, best = median_min(times[(direction, who)])
                     rate[who] = (flops / med / 1e9, flops / best / 1e9)
                     record(f"conv_{tag}_{direction}_{who}_gflops", rate[who][0], "GFLOP/s")
-            cell = lambda who: f"{rate[who][0]:7.1f} ({rate[who][1]:4.0f})"  # noqa: E731
+            def cell(who, rate=rate):
+                return f"{rate[who][0]:7.1f} ({rate[who][1]:4.0f})"
             ratio = record(f"ratio_conv_{tag}_{direction}_pynn_over_gemm",
                            rate["pynn"][0] / rate["gemm"][0], "x")
             line = (f"  {names if direction == 'fwd' else '':21s} "

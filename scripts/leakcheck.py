@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def workload(folder, runs=2):
-    import pynn
     from bad_inputs import synthetic
+
+    import pynn
     from pynn.report import Reporter
 
     data = synthetic(Path(folder) / "data")

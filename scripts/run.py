@@ -2,139 +2,29 @@
 """PV021 entry point: train on data/, write train_predictions.csv and
 test_predictions.csv. Every option's default comes from pynn.config.Config.
 
-    python scripts/run.py [--model cnn] [--arch c32,p,c64,p,f128] [--epochs 15] [...]
+    python scripts/run.py [--model cnn] [--arch c32,p,c64,p,f256] [--epochs 15] [...]
 
 Defaults come from a preset (--model, pynn/config.py: PRESETS); any option
-given explicitly wins over its value.
+given explicitly wins over its value. The options are pynn.cli's (the same
+as ``python -m pynn``); this door adds the repository's folders as the
+defaults and makes the course CSVs from the shipped IDX files when missing.
 """
-import argparse
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-HELP = {
-    "data_dir": "folder with the four course CSVs",
-    "out_dir": "folder for the prediction files",
-    "model": "preset: a named set of defaults (mlp, cnn, cnn-large)",
-    "arch": None,  # filled in from pynn.model.ARCH_HELP
-    "activation": "relu, leaky_relu or tanh",
-    "batchnorm": "batch norm after: conv (each convolution), all (and each hidden dense "
-                 "layer) or off",
-    "dropout": "dropout probability after each hidden dense activation (0: none)",
-    "epochs": "passes over the training part",
-    "batch_size": "rows per step",
-    "optimizer": "adam or sgd",
-    "lr": "base learning rate",
-    "momentum": "SGD momentum",
-    "weight_decay": "weight decay on weights (not biases, not batch-norm scales)",
-    "label_smoothing": "label smoothing eps of the cross-entropy (0: none)",
-    "augment": "on: random shifts by up to 2 pixels and horizontal flips of training "
-               "images (never of validation or test images); flip: flips only; off",
-    "tta": "test-time augmentation: flip = predict each image and its mirror image "
-           "and add their logits (validation, training and test predictions); off",
-    "val_fraction": "part of the training set held out for validation (0 allowed)",
-    "seed": "random seed (the course allows 0, 1, 2, 3, 42)",
-    "threads": "kernel threads (0: the free cores, at most 16)",
-    "schedule": "learning-rate schedule: cosine or constant",
-    "warmup_epochs": "epochs of linear learning-rate warm-up",
-    "time_budget": "seconds after which training stops (best weights are kept)",
-    "runs_dir": "folder for run folders <timestamp>/ with report.html, metrics and "
-                "summary, relative to --out-dir; '' writes none",
-    "save": "file to save the trained model to",
-    "load": "saved model (--save) to predict with; no training",
-}
-CHOICES = {"activation": ("relu", "leaky_relu", "tanh"), "optimizer": ("adam", "sgd"),
-           "schedule": ("cosine", "constant"), "augment": ("on", "flip", "off"),
-           "tta": ("flip", "off")}
-NOT_OPTIONS = ("explicit",)  # Config fields that are not set from the command line
-
-
-def hidden_sizes(text):
-    """--hidden 256,128: the shorthand of --arch f256,f128"""
-    try:
-        sizes = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma list of integers: {text!r}") from None
-    if any(s < 1 for s in sizes):
-        raise argparse.ArgumentTypeError("hidden sizes must be positive")
-    return ",".join(f"f{s}" for s in sizes)
-
-
-def parser():
-    from pynn.config import BATCHNORM, DEFAULT_MODEL, PRESETS, configure
-    from pynn.model import ARCH_HELP
-
-    p = argparse.ArgumentParser(
-        description="Train pynn on Fashion-MNIST and write predictions. The defaults shown "
-                    f"are those of the default preset, --model {DEFAULT_MODEL}; another "
-                    "preset has its own (pynn/config.py), and an option given explicitly "
-                    "wins over a preset.")
-    defaults = configure()
-    choices = {**CHOICES, "model": tuple(PRESETS), "batchnorm": BATCHNORM}
-    for f in fields(defaults):
-        if f.name in NOT_OPTIONS:
-            continue
-        default = getattr(defaults, f.name)
-        shown = "none" if default == "" else default
-        text = ARCH_HELP if f.name == "arch" else HELP[f.name]
-        # no default here: only what the user gives reaches configure()
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(default),
-                       default=argparse.SUPPRESS, choices=choices.get(f.name),
-                       help=f"{text} (default: {shown})".replace("%", "%%"))
-    p.add_argument("--hidden", type=hidden_sizes, dest="arch", default=argparse.SUPPRESS,
-                   help="hidden dense layer sizes, comma-separated: --hidden 256,128 is "
-                        "--arch f256,f128")
-    return p
-
 
 def main(argv=None):
     try:
-        import pynn
+        from pynn.cli import main as cli_main
     except ImportError as e:
         print(f"error: pynn is not installed ({e}); run ./run.sh", file=sys.stderr)
         return 2
-    from pynn.config import configure
-    from pynn.io import CSV_NAMES
-    from pynn.report import error
+    import prepare_data  # the IDX files shipped in data/ -> course CSVs
 
-    given = vars(parser().parse_args(argv))
-    given.setdefault("data_dir", str(ROOT / "data"))
-    given.setdefault("out_dir", str(ROOT))
-    cfg = configure(**given)
-    try:
-        data = Path(cfg.data_dir)
-        if not data.is_dir():
-            raise pynn.PynnError(f"{data}: " + ("not a folder" if data.exists() else "no such folder"))
-        needed = ("train_vectors", "train_labels", "test_vectors")
-        missing = [k for k in needed if not (data / CSV_NAMES[k]).exists()]
-        if missing:
-            import prepare_data  # the IDX files shipped in data/ -> course CSVs
-
-            try:
-                prepare_data.prepare(data)
-            except FileNotFoundError as e:
-                raise pynn.PynnError(f"{data / CSV_NAMES[missing[0]]}: no such file, "
-                                     f"and it cannot be made: {e}") from None
-        pynn.run(cfg)
-    except pynn.PynnError as e:
-        error(e)
-        return 2
-    except (OSError, ValueError) as e:  # e.g. from prepare_data
-        error(e)
-        return 2
-    except MemoryError as e:
-        error(f"out of memory{f' ({e})' if str(e) else ''}")
-        return 2
-    except KeyboardInterrupt:
-        # a Ctrl-C during training ends training only (fit() catches it); this
-        # one came while loading, predicting or writing: prediction files are
-        # replaced whole or not at all (pynn.io.write_atomic)
-        error("interrupted")
-        return 130
-    return 0
+    return cli_main(argv, root=ROOT, prepare=prepare_data.prepare, prog="run.py")
 
 
 if __name__ == "__main__":

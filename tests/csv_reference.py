@@ -88,7 +88,7 @@ def shape(buf):
     data = [(n, s, e) for n, s, e in lines(buf) if e > s]
     if not data:
         return (EMPTY, 0, 0, 0, 0), 0, 0
-    n, s, e = data[0]
+    _, s, e = data[0]
     return (OK, 0, 0, 0, 0), data[-1][0], 1 + bytes(buf[s:e]).count(b",")
 
 

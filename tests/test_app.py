@@ -35,7 +35,7 @@ def quiet_run(data_dir, out_dir, **kwargs):
     """pynn.run with small defaults; returns (result dict, printed text)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = dict(arch="f32", epochs=2, batch_size=32, threads=1)
+    settings = {"arch": "f32", "epochs": 2, "batch_size": 32, "threads": 1}
     settings.update(kwargs)
     stream = io.StringIO()
     result = pynn.run(Config(data_dir=str(data_dir), out_dir=str(out_dir), **settings),
@@ -71,7 +71,7 @@ def cli(*args, cwd, timeout=120, pre=None, threads=1):
                 f"runpy.run_path({str(RUN_PY)!r}, run_name='__main__')\n")
         cmd = [sys.executable, "-c", code]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=subprocess_env())
+                          env=subprocess_env(), check=False)
 
 
 @pytest.fixture(scope="module")
@@ -139,10 +139,10 @@ print(json.dumps(losses))
 
 
 @pytest.mark.parametrize("settings", [
-    dict(hidden=[32], batch_size=32, epochs=2),
+    {"hidden": [32], "batch_size": 32, "epochs": 2},
     # big enough for every parallel path: gemm, layer and optimizer kernels
-    dict(hidden=[256], batch_size=256, epochs=1, optimizer="sgd"),
-    dict(hidden=[256, 64], batch_size=256, epochs=1, activation="tanh"),
+    {"hidden": [256], "batch_size": 256, "epochs": 1, "optimizer": "sgd"},
+    {"hidden": [256, 64], "batch_size": 256, "epochs": 1, "activation": "tanh"},
 ], ids=["small", "wide-sgd", "wide-tanh"])
 def test_thread_count_does_not_change_results(subset_dir, tmp_path, settings):
     """threads=1, then 2, then 1 again (in a subprocess, so the OpenMP workers
@@ -151,7 +151,7 @@ def test_thread_count_does_not_change_results(subset_dir, tmp_path, settings):
         (tmp_path / str(run)).mkdir()
     proc = subprocess.run([sys.executable, "-c", THREADS_SCRIPT, str(subset_dir), str(tmp_path),
                            json.dumps(settings)], capture_output=True, text=True, timeout=120,
-                          env=subprocess_env())
+                          env=subprocess_env(), check=False)
     assert proc.returncode == 0, proc.stderr
     losses = json.loads(proc.stdout)
     assert losses[0] == losses[1] == losses[2]
@@ -209,11 +209,11 @@ def test_import_pynn_without_numpy(tmp_path):
             "assert sys.modules['numpy'] is None\n"
             "print('OK')\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, check=False)
     assert proc.returncode == 0 and proc.stdout == "OK\n", proc.stderr
     code = BLOCK_NUMPY + "import pynn, pynn.app, pynn.data, pynn.io, pynn.train\n"
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, check=False)
     assert proc.returncode == 0 and proc.stdout == "NUMPY-FREE\n", proc.stderr
 
 
@@ -294,10 +294,9 @@ def test_cli_bad_test_labels_leave_predictions_untouched(subset_dir, tmp_path):
 # ---- (f) output folder ------------------------------------------------------------
 
 def unwritable_cases(tmp_path):
-    cases = {"missing": tmp_path / "no" / "such" / "folder"}
     a_file = tmp_path / "a_file"
     a_file.write_bytes(b"")
-    cases["file"] = a_file
+    cases = {"file": a_file, "under a file": a_file / "sub"}
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o555)
@@ -321,16 +320,43 @@ def test_cli_unusable_out_dir_fails_before_training(subset_dir, tmp_path):
         assert "Traceback" not in proc.stderr
         assert "epoch" not in proc.stdout and "model" not in proc.stdout, proc.stdout
         assert elapsed < 20, elapsed
-    assert not (tmp_path / "no").exists()
 
 
 def test_run_unusable_out_dir_raises(subset_dir, tmp_path):
     stream = io.StringIO()
-    cfg = Config(data_dir=str(subset_dir), out_dir=str(tmp_path / "missing"), epochs=1,
+    (tmp_path / "a_file").write_bytes(b"")
+    cfg = Config(data_dir=str(subset_dir), out_dir=str(tmp_path / "a_file" / "sub"), epochs=1,
                  arch="f8", threads=1)
-    with pytest.raises(pynn.PynnError, match="does not exist"):
+    with pytest.raises(pynn.PynnError, match="a file is in the way"):
         pynn.run(cfg, reporter=Reporter(stream))
     assert "epoch" not in stream.getvalue()
+
+
+def test_a_missing_out_dir_is_created_with_a_note(subset_dir, tmp_path):
+    out = tmp_path / "new" / "deeper"
+    proc = cli("--data-dir", subset_dir, "--out-dir", out, "--epochs", 1, "--hidden", 16,
+               "--runs-dir", "", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"note: created the output folder {out}" in proc.stdout
+    assert all((out / name).exists() for name in PREDICTION_NAMES.values())
+
+
+def test_python_dash_m_pynn_is_the_same_command_line(subset_dir, tmp_path):
+    """python -m pynn: the parser of scripts/run.py, the current folder's files."""
+    proc = subprocess.run([sys.executable, "-m", "pynn", "--help"], capture_output=True,
+                          text=True, env=subprocess_env(), timeout=60, check=False)
+    ours = cli("--help", cwd=tmp_path)
+    assert proc.returncode == 0 and ours.returncode == 0, proc.stderr
+    def words(text):  # argparse wraps the usage after the program's name
+        return text.replace("python -m pynn", "run.py").split()
+
+    assert words(proc.stdout) == words(ours.stdout)
+    proc = subprocess.run([sys.executable, "-m", "pynn", "--data-dir", str(subset_dir),
+                           "--epochs", "1", "--hidden", "16", "--runs-dir", ""],
+                          capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert all((tmp_path / name).exists() for name in PREDICTION_NAMES.values())
 
 
 # ---- (g) (h) (i) options -------------------------------------------------------

@@ -7,8 +7,22 @@ import time
 
 import pytest
 
-from pynn import (Adam, BatchNorm2d, Config, Conv2d, CrossEntropyLoss, Flatten, Linear,
-                  MaxPool2d, PynnError, ReLU, Sequential, build, set_threads, get_threads)
+from pynn import (
+    Adam,
+    BatchNorm2d,
+    Config,
+    Conv2d,
+    CrossEntropyLoss,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    PynnError,
+    ReLU,
+    Sequential,
+    build,
+    get_threads,
+    set_threads,
+)
 from pynn._kernels import lib
 from pynn.model import parse_arch
 from pynn.tensor import Tensor

@@ -20,11 +20,12 @@ import struct
 
 import pytest
 
+from pynn._kernels import ffi, lib
+from pynn.tensor import Tensor
+
 import cnn_reference as cref
 import reference as ref
 from reference import bits
-from pynn._kernels import ffi, lib
-from pynn.tensor import Tensor
 
 NAN = float("nan")
 INF = float("inf")
@@ -71,7 +72,7 @@ def _shape_id(s):
     return f"B{B}-{H}x{W}-C{C}-OC{OC}-k{k}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def conv_data(shape, seed=0):
     """Inputs, reference results and their magnitudes for one shape (cached)."""
     B, H, W, C, OC, k = shape
@@ -83,7 +84,7 @@ def conv_data(shape, seed=0):
     return inp, w, bias, dout
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def conv_want(shape, with_bias, need_dinp=True):
     B, H, W, C, OC, k = shape
     inp, w, bias, dout = conv_data(shape)
@@ -117,7 +118,7 @@ def run_conv_backward(shape, dout, inp, w, with_dinp=True, with_dbias=True, fill
 
 
 def check_conv_forward(shape, with_bias):
-    B, H, W, C, OC, k = shape
+    _, _, _, C, _, k = shape
     inp, w, bias, _ = conv_data(shape)
     want, mag, _, _ = conv_want(shape, with_bias)
     got = run_conv_forward(shape, inp, w, bias if with_bias else None)
@@ -126,7 +127,7 @@ def check_conv_forward(shape, with_bias):
 
 
 def check_conv_backward(shape, with_dinp, with_dbias, need_dinp=True):
-    B, H, W, C, OC, k = shape
+    B, H, W, _, OC, k = shape
     inp, w, _, dout = conv_data(shape)
     _, _, (want_dinp, want_dw, want_db), (mag_dinp, mag_dw, mag_db) = conv_want(
         shape, True, need_dinp)
@@ -398,7 +399,7 @@ def bn_input(rng, N, C):
     return [F(offs[c] + spread[c] * rng.uniform(-1.0, 1.0)) for _ in range(N) for c in range(C)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bn_data(N, C):
     rng = random.Random(N * 100 + C)
     x = bn_input(rng, N, C)
@@ -895,7 +896,7 @@ def test_smoothing_hand_values():
     # two equal logits: p = (1/2, 1/2) whatever the target; with smoothing eps
     # q = (1 - eps/2, eps/2): loss = log 2 for every eps, gradient (p - q) / B
     B, V, eps = 2, 2, 0.25
-    total, correct, probs, losses = ce_run([0.0, 0.0, 3.0, 3.0], [0, 1], B, V, eps)
+    _, _, probs, losses = ce_run([0.0, 0.0, 3.0, 3.0], [0, 1], B, V, eps)
     assert probs == [0.5] * 4
     assert losses == pytest.approx([math.log(2.0)] * 2, rel=1e-7)
     d = ce_backward(probs, [0, 1], B, V, eps)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pynn import PynnError, load_labels, load_vectors
+
 from conftest import head
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"

@@ -323,8 +323,8 @@ def test_nan_weights_behind_relu_are_caught_at_the_end_of_the_epoch():
     history, best, stopped = fit(model, Adam(model.parameters(), lr=0.01), x, y, range(400),
                                  x, y, cfg, reporter, rng, time.perf_counter() + 60)
     assert state["poisoned"] and stopped == "done"
-    assert reporter.notes == ["non-finite weights at epoch 3: weights restored, "
-                              "learning rate halved"]
+    assert reporter.notes == [("non-finite weights at epoch 3: weights restored, "
+                               "learning rate halved")]
     assert history[2]["val_acc"] is None  # the poisoned epoch is never a candidate
     assert best == max(m["val_acc"] for m in history if m["val_acc"] is not None)
     assert all(pynn._lib.pynn_all_finite(p.value.ptr, p.value.size) for p in model.parameters())

@@ -18,13 +18,14 @@ import struct
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-import csv_reference as ref  # noqa: E402
-from pynn import PynnError  # noqa: E402
-from pynn._kernels import ffi, lib  # noqa: E402
-from pynn.data import parse_labels, parse_vectors  # noqa: E402
+from pynn import PynnError
+from pynn._kernels import ffi, lib
+from pynn.data import parse_labels, parse_vectors
+
+import csv_reference as ref
 
 EXAMPLES = int(os.environ.get("PYNN_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=False,

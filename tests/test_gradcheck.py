@@ -11,13 +11,26 @@ ReLU kinks: a perturbation that moves a pre-activation across 0 makes the
 finite difference meaningless; the check asserts that never happens (the sign
 pattern of every activation input is the same at +eps and -eps as at 0).
 """
+import math
 import random
 
 import pytest
 
-import reference as ref
-from pynn import CrossEntropyLoss, Dropout, LeakyReLU, Linear, ReLU, Sequential, Tanh
+from pynn import (
+    CrossEntropyLoss,
+    Dropout,
+    LeakyReLU,
+    Linear,
+    MSELoss,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Tanh,
+)
+from pynn._kernels import lib
 from pynn.tensor import Tensor
+
+import reference as ref
 
 EPS = 1e-2
 RTOL = 2e-2
@@ -28,6 +41,8 @@ ACTS = {
     "leaky_relu": LeakyReLU,           # slope 0.01
     "leaky_relu_0.3": lambda: LeakyReLU(0.3),
     "tanh": Tanh,
+    "sigmoid": Sigmoid,                # the lecture's, lambda 1
+    "sigmoid_2.5": lambda: Sigmoid(2.5),
 }
 
 
@@ -131,9 +146,9 @@ def mismatches(num, ana, what):
     return bad
 
 
-def gradcheck(model, x, y, check_input=False):
+def gradcheck(model, x, y, check_input=False, loss_fn=None):
     """All mismatches between numeric and analytic gradients (empty: pass)."""
-    loss_fn = CrossEntropyLoss()
+    loss_fn = loss_fn or CrossEntropyLoss()
     grads, dx = analytic(model, loss_fn, x, y)
     bad, checked = [], 0
     for k, p in enumerate(model.parameters()):
@@ -317,7 +332,7 @@ def test_dropout_network_gradients():
     x, y = make_batch(rng, 6, 5, 3)
     inputs, _ = activation_inputs(model, x)
     assert all(abs(v) >= 0.02 for values in inputs for v in values), "pick another seed"
-    bad, checked, grads = gradcheck(model, x, y)
+    bad, checked, _ = gradcheck(model, x, y)
     assert checked == 5 * 9 + 9 + 9 * 6 + 6 + 6 * 3 + 3
     assert not bad, "\n".join(bad)
     # the masks really drop (and scale) in training mode...
@@ -327,3 +342,48 @@ def test_dropout_network_gradients():
     # ...and evaluation mode lets everything through
     model.train(False)
     assert model.layers[2].forward(x) is x
+
+
+# ---- the lecture's sigmoid and mean squared error ------------------------------
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_mse_gradients_against_class_labels(smoothing):
+    model, x, y = build("sigmoid", seed=4)
+    bad, checked, _ = gradcheck(model, x, y, loss_fn=MSELoss(smoothing))
+    assert checked == 89 and not bad, "\n".join(bad)
+
+
+def test_mse_gradients_against_real_targets():
+    """Regression: float targets (B, V), identity outputs; the input gradient too."""
+    model, x, _ = build("tanh", seed=5, act_first=True)
+    rng = random.Random(5)
+    d = Tensor.from_list([rng.uniform(-1, 1) for _ in range(6 * 3)], (6, 3))
+    bad, _, _ = gradcheck(model, x, d, check_input=True, loss_fn=MSELoss())
+    assert not bad, "\n".join(bad)
+
+
+def test_mse_value_is_the_lectures():
+    """E = 1/p sum_k 1/2 sum_j (y_kj - d_kj)^2, against one-hot targets."""
+    y = Tensor.from_list([0.2, 0.9, -0.1, 0.5, 0.5, 0.0], (2, 3))
+    labels = Tensor.from_list([1, 2], (2,), "int32")
+    loss, correct = MSELoss().forward(y, labels)
+    want = 0.5 * ((0.2 ** 2 + 0.1 ** 2 + 0.1 ** 2) + (0.5 ** 2 + 0.5 ** 2 + 1.0)) / 2
+    assert abs(loss - want) < 1e-6 and correct == 1  # row 2's argmax is class 0
+    with pytest.raises(ValueError, match="targets"):
+        MSELoss().forward(y, Tensor.from_list([1, 3], (2,), "int32"))
+
+
+def test_sigmoid_is_safe_for_any_input():
+    xs = [-1e4, -100.0, -1.0, 0.0, 1.0, 100.0, 1e4, float("inf"), float("-inf")]
+    for lam in (1.0, 2.5):
+        x = Tensor.from_list(xs, (len(xs),))
+        out = Tensor(x.shape)
+        lib.sigmoid_forward(out.ptr, x.ptr, lam, x.size)
+        got = out.tolist()
+        want = [1.0 / (1.0 + math.exp(-lam * v)) if -lam * v < 700 else 0.0 for v in xs]
+        assert all(abs(g - w) < 1e-6 for g, w in zip(got, want)), got
+        d = Tensor(x.shape)
+        lib.sigmoid_backward(d.ptr, Tensor.from_list([1.0] * len(xs), x.shape).ptr, out.ptr,
+                             lam, x.size)
+        assert all(math.isfinite(v) and v >= 0 for v in d.tolist())
+        assert abs(d.tolist()[3] - lam * 0.25) < 1e-7  # lambda sigma(0) (1 - sigma(0))

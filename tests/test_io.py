@@ -8,8 +8,7 @@ import stat
 import pytest
 
 from pynn import PynnError, Tensor
-from pynn.io import (CSV_NAMES, PREDICTION_NAMES, check_writable, write_atomic,
-                     write_predictions)
+from pynn.io import CSV_NAMES, PREDICTION_NAMES, check_writable, write_atomic, write_predictions
 
 
 def labels(values):
@@ -126,12 +125,18 @@ def test_check_writable_ok_and_leaves_nothing(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_check_writable_missing_folder(tmp_path):
+def test_check_writable_creates_a_missing_folder(tmp_path):
     folder = tmp_path / "missing" / "deeper"
+    assert check_writable(folder) is True and folder.is_dir()
+    assert check_writable(folder) is False  # there now
+
+
+def test_check_writable_with_a_file_in_the_way(tmp_path):
+    (tmp_path / "a_file").write_bytes(b"x")
+    folder = tmp_path / "a_file" / "deeper"
     with pytest.raises(PynnError) as info:
         check_writable(folder)
-    assert "does not exist" in one_line_error(info, folder)
-    assert not (tmp_path / "missing").exists()
+    assert "a file is in the way" in one_line_error(info, folder)
 
 
 def test_check_writable_on_a_file(tmp_path):
@@ -170,3 +175,29 @@ def test_check_writable_read_only_folder(tmp_path):
         assert os.listdir(folder) == []
     finally:
         folder.chmod(0o755)
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_old_ones(tmp_path, monkeypatch):
+    """No space for the second file: a one-line error naming it, no .tmp file
+    left, and both old files as they were."""
+    import errno
+
+    import pynn.io
+
+    old = {tmp_path / "a.csv": b"old a\n", tmp_path / "b.csv": b"old b\n"}
+    for path, data in old.items():
+        path.write_bytes(data)
+    real_stage = pynn.io._stage
+
+    def stage(path, chunks):
+        if path.name == "b.csv":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_stage(path, chunks)
+
+    monkeypatch.setattr(pynn.io, "_stage", stage)
+    with pytest.raises(PynnError) as info:
+        pynn.io.write_files_atomic([(p, [b"new\n"]) for p in old])
+    assert str(info.value) == (f"{tmp_path / 'b.csv'}: no space left on device; "
+                               "the old files were left as they were")
+    assert {p: p.read_bytes() for p in old} == old
+    assert sorted(os.listdir(tmp_path)) == ["a.csv", "b.csv"]

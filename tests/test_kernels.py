@@ -12,10 +12,11 @@ import random
 
 import pytest
 
-import reference as ref
-from reference import bits
 from pynn._kernels import ffi, lib
 from pynn.tensor import Tensor
+
+import reference as ref
+from reference import bits
 
 NAN = float("nan")
 INF = float("inf")
@@ -61,7 +62,7 @@ def _case_id(case):
             f"{'-bias' if bias else ''}{'-acc' if acc else ''}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gemm_data(case):
     """Inputs and the reference result of one case (computed once)."""
     M, N, K, ta, tb, has_bias, acc = case
@@ -172,7 +173,7 @@ def test_gemm_small_exact_hand_case():
 
 def test_gemm_workspace_release_and_regrow():
     case = (9, 33, 257, 0, 0, True, True)
-    A, B, bias, C0, want, mag = gemm_data(case)
+    A, B, bias, C0, _, _ = gemm_data(case)
     small = (7, 7, 7, 1, 1, False, False)
     before = run_gemm(case, 1, A, B, bias, C0)
     lib.pynn_gemm_release()
@@ -559,8 +560,8 @@ def test_adam_update(n, threads, wd, decayed):
         # gradients away from 0 so that mhat / sqrt(vhat) is well conditioned
         grad = [F(rng.choice((-1, 1)) * rng.uniform(0.1, 2.0)) for _ in range(n)]
         want_p, want_m, want_v = split_update(
-            lambda p_, g_, m_, v_, wd_: ref.adam(p_, g_, m_, v_, F(lr), F(b1), F(b2), F(eps),
-                                                 F(wd_), t),
+            lambda p_, g_, m_, v_, wd_, t=t: ref.adam(p_, g_, m_, v_, F(lr), F(b1), F(b2),
+                                                      F(eps), F(wd_), t),
             n_decay, wd, p.tolist(), grad, m.tolist(), v.tolist())
         lib.adam_update(p.ptr, ref.tensor(grad).ptr, m.ptr, v.ptr, n, n_decay, lr, b1, b2, eps,
                         wd, t)

@@ -3,8 +3,14 @@ import random
 
 import pytest
 
-from pynn.metrics import (FASHION_MNIST_CLASSES, accuracy, class_names, confusion_matrix,
-                          evaluate, per_class)
+from pynn.metrics import (
+    FASHION_MNIST_CLASSES,
+    accuracy,
+    class_names,
+    confusion_matrix,
+    evaluate,
+    per_class,
+)
 from pynn.tensor import Tensor
 
 # 9 items of 3 classes; the mistakes: two 0s called 1, one 2 called 1

@@ -102,7 +102,7 @@ class Tags(HTMLParser):
     """Checks that tags balance; collects text by (tag, class, data-set) of
     the enclosing elements, and every img src."""
 
-    VOID = {"meta", "img", "br", "hr", "link", "input"}
+    VOID = frozenset({"meta", "img", "br", "hr", "link", "input"})
 
     def __init__(self):
         super().__init__()
@@ -148,7 +148,7 @@ def parse(html):
 
 
 def small_run(data, out, **kwargs):
-    settings = dict(arch="f16", epochs=2, batch_size=32, threads=1)
+    settings = {"arch": "f16", "epochs": 2, "batch_size": 32, "threads": 1}
     settings.update(kwargs)
     cfg = Config(data_dir=str(data), out_dir=str(out), **settings)
     stream = io.StringIO()
@@ -210,7 +210,7 @@ def test_report_numbers_match_summary(full_run):
 
 
 def test_report_misclassified_images(full_run, subset_dir):
-    cfg, result, _, _, files = full_run
+    _, result, _, _, files = full_run
     images = parse(files["report"]).images
     wrong = result["validation"]["count"] - round(result["validation"]["accuracy"]
                                                   * result["validation"]["count"])

@@ -187,7 +187,7 @@ def test_missing_file(tmp_path):
 def cli(*args, cwd):
     return subprocess.run([sys.executable, str(SCRIPTS_DIR / "run.py"), *map(str, args),
                            "--threads", "1"], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, check=False)
 
 
 def test_cli_save_then_load_gives_identical_files(subset_dir, tmp_path):
@@ -228,11 +228,22 @@ def test_cli_load_errors(subset_dir, tmp_path):
     assert not any((tmp_path / name).exists() for name in PREDICTION_NAMES.values())
 
 
-def test_cli_save_to_a_missing_folder_fails_before_training(subset_dir, tmp_path):
+def test_cli_save_to_a_missing_folder_creates_it(subset_dir, tmp_path):
     proc = cli("--data-dir", subset_dir, "--out-dir", tmp_path, "--save",
-               tmp_path / "no" / "model.bin", cwd=tmp_path)
+               tmp_path / "no" / "model.bin", "--epochs", 1, "--hidden", 8, "--runs-dir", "",
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"note: created the folder {tmp_path / 'no'} for --save" in proc.stdout
+    assert (tmp_path / "no" / "model.bin").exists()
+
+
+def test_cli_save_under_a_file_fails_before_training(subset_dir, tmp_path):
+    (tmp_path / "a_file").write_bytes(b"")
+    proc = cli("--data-dir", subset_dir, "--out-dir", tmp_path, "--save",
+               tmp_path / "a_file" / "model.bin", cwd=tmp_path)
     assert proc.returncode == 2 and "epoch" not in proc.stdout
-    assert proc.stderr.startswith(f"error: {tmp_path / 'no'}: output folder does not exist")
+    assert proc.stderr.startswith(f"error: {tmp_path / 'a_file'}: output folder is a file"), \
+        proc.stderr
 
 
 def test_save_to_a_folder_fails_before_training(subset_dir, tmp_path):
