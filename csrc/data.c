@@ -97,8 +97,8 @@ void pynn_flip_images(float *restrict out, const float *restrict inp, int B, int
     }
 }
 
-void pynn_add(float *restrict y, const float *restrict x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+void pynn_axpy(float *restrict y, float a, const float *restrict x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
 
 void pynn_gather_labels(int32_t *out, const int32_t *inp, const int32_t *idx, int B) {

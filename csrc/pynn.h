@@ -97,8 +97,8 @@ void pynn_gather_augment(float *out, const float *inp, const int32_t *idx, int B
 /* Test-time flips: out[b,y,x,c] = inp[b,y,W-1-x,c], each image (B,H,W,C)
  * mirrored left-right; out and inp do not overlap */
 void pynn_flip_images(float *out, const float *inp, int B, int H, int W, int C);
-/* y += x, both (n,) */
-void pynn_add(float *y, const float *x, int64_t n);
+/* y += a * x, both (n,) (a = 1: a plain sum) */
+void pynn_axpy(float *y, float a, const float *x, int64_t n);
 /* out[i] = inp[idx[i]]; out, idx are (B,) */
 void pynn_gather_labels(int32_t *out, const int32_t *inp, const int32_t *idx, int B);
 /* out[b] = argmax_v inp[b,v], first index on ties; inp is (B,V) */

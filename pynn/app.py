@@ -64,6 +64,8 @@ def run(cfg, reporter=None):
     if cfg.seed not in ALLOWED_SEEDS:
         reporter.note(f"seed {cfg.seed}: the course allows only {ALLOWED_SEEDS}")
     parse_arch(cfg.arch)  # a bad --arch token is named before anything is read
+    if cfg.batch_size < 0:
+        raise PynnError(f"--batch-size {cfg.batch_size}: must be 0 (all rows per step) or more")
     if check_writable(out):
         reporter.note(f"created the output folder {out}")
     if cfg.save:  # checked before training, not after it

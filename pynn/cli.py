@@ -27,7 +27,8 @@ HELP = {
                  "layer) or off",
     "dropout": "dropout probability after each hidden dense activation (0: none)",
     "epochs": "passes over the training part",
-    "batch_size": "rows per step",
+    "batch_size": "rows per step (0: all of the training part, batch gradient descent; "
+                  "1: the online algorithm; more: minibatch SGD)",
     "optimizer": "adam or sgd",
     "lr": "base learning rate",
     "momentum": "SGD momentum",

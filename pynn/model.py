@@ -120,8 +120,8 @@ class Sequential:
                     total_b.copy_(logits)
                     lib.pynn_flip_images(mirrored_b.ptr, x.rows(start, stop).ptr, stop - start,
                                          H, W, C)
-                    lib.pynn_add(total_b.ptr, check(self.forward(mirrored_b), total_b.shape).ptr,
-                                 total_b.size)
+                    flipped = check(self.forward(mirrored_b), total_b.shape)
+                    lib.pynn_axpy(total_b.ptr, 1.0, flipped.ptr, total_b.size)
                     logits = total_b
                 lib.pynn_argmax(out.rows(start, stop).ptr, logits.ptr, *logits.shape)
         finally:

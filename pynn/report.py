@@ -30,10 +30,12 @@ class Reporter:
         self.line(f"note: {text}")
 
     def start(self, model, n_train, n_val, cfg, threads):
-        self.batch_size = min(cfg.batch_size, n_train)  # as fit() uses it
+        self.batch_size = min(cfg.batch_size or n_train, n_train)  # rows per step, as fit()
         self.model_table(model)
+        batch = {0: f"all {n_train} rows (batch gradient descent)",
+                 1: "1 (the online algorithm)"}.get(cfg.batch_size, cfg.batch_size)
         self.line(f"train {n_train} rows, validation {n_val} rows, "
-                  f"{cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch_size}, "
+                  f"{cfg.optimizer} lr {cfg.lr:g}, batch {batch}, "
                   f"{cfg.epochs} epochs, seed {cfg.seed}, threads {threads}")
         extras = [f"label smoothing {cfg.label_smoothing:g}" if cfg.label_smoothing else "",
                   {"on": "augmented (shifts, flips)", "flip": "augmented (flips)"}.get(cfg.augment, "")

@@ -10,6 +10,7 @@ from .loss import LOSSES
 from .tensor import Tensor
 
 MAX_RECOVERIES = 3  # non-finite losses survived (each halves the learning rate)
+FULL_BATCH_CHUNK = 1000  # rows per forward/backward of a --batch-size 0 step
 
 
 def lr_factor(step, total, warmup, schedule):
@@ -65,6 +66,13 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
     the learning-rate schedule is fitted to those: it still ends (at a low
     learning rate) instead of being cut off high.
 
+    cfg.batch_size 0 is batch gradient descent, the lecture's first algorithm:
+    one step per epoch, on the gradient of the mean loss over all rows. It is
+    computed in chunks of FULL_BATCH_CHUNK rows (so memory is that of a
+    1000-row batch), each chunk's gradient weighted by its share of the rows
+    (batch norm, if any, then sees each chunk's statistics). cfg.batch_size 1
+    is the online algorithm: one step per row.
+
     With cfg.augment "on" (or "flip") and an image model, each training batch
     is gathered with random shifts and flips (or flips only); ``fill`` is the
     normalized value of a background pixel, for pixels moved in from outside.
@@ -78,8 +86,11 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
     loss_fn = LOSSES[cfg.loss](cfg.label_smoothing)
     val_loss_fn = LOSSES[cfg.loss](cfg.label_smoothing)  # its own buffers
     n, d = len(rows), x.shape[1]
-    B = min(cfg.batch_size, n)
-    steps = n // B  # the last partial batch is dropped; shuffling varies it
+    full = cfg.batch_size == 0  # batch gradient descent
+    B = min(FULL_BATCH_CHUNK if full else cfg.batch_size, n)  # rows per forward pass
+    # the last partial batch is dropped (shuffling varies it), but not in full-batch steps
+    steps = 1 if full else n // B
+    per_step = n if full else B
     epochs = cfg.epochs
     total = steps * epochs
     augment = cfg.augment != "off" and model.input_shape is not None
@@ -89,11 +100,43 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
     warmup = int(cfg.warmup_epochs * steps)
     idx = Tensor.from_list(rows, dtype="int32")
     xb, yb = Tensor((B, d)), Tensor((B,), "int32")
+    summed = Tensor(optimizer.grads.shape) if full else None  # a full batch's gradient
     base_lr, lr_scale, recoveries = optimizer.lr, 1.0, 0
     good = model.state()  # last weights known to be finite
     best_acc, best = None, None
     history, step, stopped = [], 0, "done"
     progress_every = max(1, steps // 50)  # the progress line is redrawn ~50 times an epoch
+
+    def gradient(first, count):
+        """Forward and backward of the rows idx[first:first + count] (the
+        parameters' gradients written); their mean loss and correct count.
+        A non-finite loss is returned before the backward pass."""
+        xc, yc = xb.rows(0, count), yb.rows(0, count)
+        if augment:
+            lib.pynn_gather_augment(xc.ptr, x.ptr, idx.ptr + first, count, H, W,
+                                    shift, 1, fill, rng.getrandbits(64))
+        else:
+            lib.pynn_gather_rows(xc.ptr, x.ptr, idx.ptr + first, count, d)
+        lib.pynn_gather_labels(yc.ptr, y.ptr, idx.ptr + first, count)
+        loss, correct = loss_fn.forward(model.forward(xc), yc)
+        if math.isfinite(loss):
+            model.backward(loss_fn.backward())
+        return loss, correct
+
+    def full_gradient():
+        """gradient() of all n rows, chunk by chunk: the mean over the rows is
+        the chunks' means weighted by their shares of the rows."""
+        summed.fill_(0.0)
+        loss, correct = 0.0, 0
+        for first in range(0, n, B):
+            count = min(B, n - first)
+            chunk_loss, chunk_correct = gradient(first, count)
+            loss, correct = loss + chunk_loss * count / n, correct + chunk_correct
+            if not math.isfinite(loss):
+                break
+            lib.pynn_axpy(summed.ptr, count / n, optimizer.grads.ptr, summed.size)
+        optimizer.grads.copy_(summed)
+        return loss, correct
 
     def diverged(epoch, what):
         """Weights back to the last finite ones and half the learning rate; the
@@ -116,20 +159,14 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
             loss_sum, hits, seen = 0.0, 0, 0
             for b in range(steps):
                 optimizer.lr = base_lr * lr_scale * lr_factor(step, total, warmup, cfg.schedule)
-                if augment:
-                    lib.pynn_gather_augment(xb.ptr, x.ptr, idx.ptr + b * B, B, H, W,
-                                            shift, 1, fill, rng.getrandbits(64))
-                else:
-                    lib.pynn_gather_rows(xb.ptr, x.ptr, idx.ptr + b * B, B, d)
-                lib.pynn_gather_labels(yb.ptr, y.ptr, idx.ptr + b * B, B)
-                loss, correct = loss_fn.forward(model.forward(xb), yb)
+                loss, correct = full_gradient() if full else gradient(b * B, B)
                 if not math.isfinite(loss):
                     diverged(epoch, "non-finite loss")
                     continue
-                model.backward(loss_fn.backward())
                 optimizer.step()
                 step += 1
-                loss_sum, hits, seen = loss_sum + loss * B, hits + correct, seen + B
+                loss_sum, hits = loss_sum + loss * per_step, hits + correct
+                seen += per_step
                 if b % progress_every == 0:
                     reporter.progress(epoch, b + 1, steps, time.perf_counter() - t0)
                 if time.perf_counter() > deadline:

@@ -489,3 +489,9 @@ def test_test_time_flips_on_such_vectors_are_an_error(tmp_path):
     assert proc.stderr.count("\n") == 1 and "--tta flip" in proc.stderr, proc.stderr
     assert "not a square number" in proc.stderr
     assert not (tmp_path / PREDICTION_NAMES["test"]).exists()
+
+
+def test_negative_batch_size_is_an_error(subset_dir, tmp_path):
+    proc = cli("--data-dir", subset_dir, "--out-dir", tmp_path, "--batch-size", -1, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "--batch-size -1: must be 0" in proc.stderr

@@ -205,8 +205,10 @@ def test_flip_images_kernel():
     assert got == [v[((b * H + y) * W + (W - 1 - c)) * C + ch] for b in range(B)
                    for y in range(H) for c in range(W) for ch in range(C)]
     y = Tensor.from_list([1.0, 2.0, -3.0], (3,))
-    lib.pynn_add(y.ptr, Tensor.from_list([0.5, 0.25, 3.0], (3,)).ptr, 3)
+    lib.pynn_axpy(y.ptr, 1.0, Tensor.from_list([0.5, 0.25, 3.0], (3,)).ptr, 3)
     assert y.tolist() == [1.5, 2.25, 0.0]
+    lib.pynn_axpy(y.ptr, -2.0, Tensor.from_list([0.5, 0.25, 3.0], (3,)).ptr, 3)
+    assert y.tolist() == [0.5, 1.75, -6.0]
 
 
 @pytest.mark.parametrize("arch,width", [("c4,p,f16", 49), ("f16", 25)])

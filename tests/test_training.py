@@ -208,3 +208,44 @@ def test_lr_warmup_longer_than_training():
     assert lr_factor(0, 3, 5, "cosine") == pytest.approx(0.2)
     assert lr_factor(5, 5, 5, "cosine") == 1.0
     assert lr_factor(0, 0, 0, "cosine") == 1.0
+
+
+# ---- the lecture's three algorithms: batch, online, minibatch ---------------------
+
+def one_epoch(model, opt, x, y, batch_size, rows):
+    cfg = Config(batch_size=batch_size, epochs=1, warmup_epochs=0, schedule="constant")
+    return fit(model, opt, x, y, rows=rows, x_val=None, y_val=None, cfg=cfg,
+               reporter=_Reporter(), rng=random.Random(1), deadline=time.perf_counter() + 60)
+
+
+def test_batch_gradient_descent_is_one_step_on_the_mean_gradient(monkeypatch):
+    """--batch-size 0: one step per epoch, w -= lr * dE/dw of the mean loss over
+    all rows; computed in chunks (7 rows here: 3 chunks of 7, 7 and 6), it is
+    the gradient of one forward pass over all 20 rows."""
+    import pynn.train
+
+    monkeypatch.setattr(pynn.train, "FULL_BATCH_CHUNK", 7)
+    rng = random.Random(12)
+    x, y = blobs(rng, 20, 4, 3)
+    model = mlp([4, 6, 3], "tanh", random.Random(2))
+    twin = mlp([4, 6, 3], "tanh", random.Random(2))
+    opt = SGD(model.parameters(), lr=0.5, momentum=0.0)
+    history, _, stopped = one_epoch(model, opt, x, y, 0, range(20))
+    # the twin: one forward and backward pass of all 20 rows, one step
+    twin_opt = SGD(twin.parameters(), lr=0.5, momentum=0.0)
+    loss_fn = CrossEntropyLoss()
+    loss, _ = loss_fn.forward(twin.forward(x), y)
+    twin.backward(loss_fn.backward())
+    twin_opt.step()
+    assert stopped == "done" and abs(history[0]["train_loss"] - loss) < 1e-5
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert all(abs(a - b) < 1e-6 for a, b in zip(p.value.tolist(), q.value.tolist()))
+
+
+def test_online_algorithm_steps_once_per_row():
+    rng = random.Random(13)
+    x, y = blobs(rng, 30, 4, 2, spread=0.4)
+    model = mlp([4, 5, 2], "relu", rng)
+    opt = Adam(model.parameters(), lr=0.01)
+    history, _, _ = one_epoch(model, opt, x, y, 1, range(30))
+    assert opt.t == 30 and len(history) == 1
