@@ -22,6 +22,7 @@ from .io import (
     write_prediction_files,
     write_text,
 )
+from .layers import Conv2d, Linear
 from .metrics import class_names, evaluate
 from .model import build, image_shape, parse_arch
 from .optim import OPTIMIZERS
@@ -149,7 +150,9 @@ def run(cfg, reporter=None):
         images = (html_report.misclassified(x_val, y_val, val_pred, classes, norm,
                                             [r + 1 for r in val_rows])
                   if x_val is not None else [])
-        run_dir = write_run_folder(out / cfg.runs_dir, cfg, history, summary, images, t0)
+        pictures = weight_pictures(model, x_val, norm)
+        run_dir = write_run_folder(out / cfg.runs_dir, cfg, history, summary, images, pictures,
+                                   t0)
         reporter.saved(f"report ({summary['timings']['report_seconds']:.2f}s)",
                        run_dir / RUN_FILES["report"])
     return {"history": history, "val_acc": val_acc, "test_acc": test_acc,
@@ -157,15 +160,56 @@ def run(cfg, reporter=None):
             "run_dir": run_dir}
 
 
-def write_run_folder(parent, cfg, history, summary, images, t0):
+PICTURE_UNITS = 64  # hidden units whose weights report.html shows (MLP)
+PICTURE_IMAGES, PICTURE_MAPS = 3, 8  # validation images and filters shown as feature maps (CNN)
+
+
+def weight_pictures(model, x_val, norm):
+    """Plain data for report.html's "weights as pictures"
+    (html_report.weight_pictures), or None when the inputs are not square
+    one-channel images. MLP: the first Linear's weights into its first
+    PICTURE_UNITS hidden units. CNN: the first convolution's filters and
+    its output maps of the first PICTURE_IMAGES validation images."""
+    first, width = model.layers[0], model.input_width()
+    shape = model.input_shape or image_shape(width)
+    if shape is None or shape[2] != 1:
+        return None
+    H, W = shape[:2]
+    if isinstance(first, Linear):
+        w = first.weight.value.tolist()
+        units = [w[j * width:(j + 1) * width] for j in range(min(PICTURE_UNITS, first.out_features))]
+        return {"kind": "dense", "shape": (H, W), "units": units, "of": first.out_features,
+                "scale": max(abs(v) for u in units for v in u)}
+    if not isinstance(first, Conv2d):
+        return None
+    k, OC, w = first.k, first.out_channels, first.weight.value.tolist()  # (OC, k, k, 1)
+    filters = [w[o * k * k:(o + 1) * k * k] for o in range(OC)]
+    images, maps = [], []
+    n = min(PICTURE_IMAGES, x_val.shape[0]) if x_val is not None else 0
+    if n:
+        batch = x_val.rows(0, n)
+        out = first.forward(batch.view((n, H, W, 1))).tolist()  # (n, H, W, OC)
+        values_all = batch.tolist()
+        for b in range(n):
+            values = values_all[b * width:(b + 1) * width]
+            images.append([min(255, max(0, round(v * norm.std + norm.mean))) for v in values])
+            maps.append([[out[(b * H * W + r) * OC + o] for r in range(H * W)]
+                         for o in range(min(PICTURE_MAPS, OC))])
+    return {"kind": "conv", "k": k, "filters": filters, "map_shape": (H, W),
+            "scale": max(abs(v) for f in filters for v in f), "images": images, "maps": maps}
+
+
+def write_run_folder(parent, cfg, history, summary, images, pictures, t0):
     """parent/<timestamp>/: config.json, metrics.jsonl (one epoch a line),
-    report.html and summary.json. ``t0``: when evaluation began (for timing)."""
+    report.html and summary.json. ``images``, ``pictures``: see html_report;
+    ``t0``: when evaluation began (for timing)."""
     folder = new_run_folder(parent)
     summary["run"] = folder.name
     config = asdict(cfg)
     write_json(folder / RUN_FILES["config"], config)
     write_text(folder / RUN_FILES["metrics"], "".join(json.dumps(m) + "\n" for m in history))
-    write_text(folder / RUN_FILES["report"], html_report.build(summary, history, config, images))
+    write_text(folder / RUN_FILES["report"],
+               html_report.build(summary, history, config, images, pictures))
     summary["timings"]["report_seconds"] = time.perf_counter() - t0
     write_json(folder / RUN_FILES["summary"], summary)
     return folder

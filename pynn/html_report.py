@@ -8,7 +8,9 @@ mailed or archived as is:
 * the confusion matrix is an SVG heat map: one <rect> per cell, darker for a
   larger share of its row (its true class), with the count written on it;
 * misclassified images are tiny grayscale PNGs, encoded here with zlib and
-  struct (``png_gray``), inlined as data: URIs and scaled up by the browser.
+  struct (``png_gray``), inlined as data: URIs and scaled up by the browser;
+* weights and feature maps are colour PNGs (``png_rgb``) on a diverging
+  scale (``diverging``): blue below zero, white at zero, red above.
 
 The page is built from plain Python data (the summary dict of app.py, the
 epoch history, the config); nothing here reads or writes files.
@@ -37,6 +39,8 @@ figure { margin: 0; width: 96px; text-align: center; font-size: 11px; }
 figure img { width: 84px; height: 84px; image-rendering: pixelated; display: block;
              margin: 0 auto 2px; border: 1px solid #999; }
 .wrong { color: #c00; }
+.pictures figure { width: 64px; } .pictures figure img { width: 56px; height: 56px; }
+.maps figure { width: 72px; } .maps figure img { width: 64px; height: 64px; }
 """
 
 
@@ -224,6 +228,76 @@ def png_gray(width, height, pixels):
             + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
 
 
+def png_rgb(width, height, pixels):
+    """A colour PNG file (bytes): ``pixels`` are width*height (r, g, b) tuples
+    of ints 0..255, row by row (PNG colour type 2)."""
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    rows = b"".join(b"\0" + bytes(v for px in pixels[r * width:(r + 1) * width] for v in px)
+                    for r in range(height))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
+
+
+def diverging(value, scale):
+    """(r, g, b) of value / scale in [-1, 1]: blue at -1, white at 0, red at 1."""
+    t = max(-1.0, min(1.0, value / scale)) if scale > 0 else 0.0
+    fade = round(255 * (1.0 - abs(t)))  # the other two channels fade as |t| grows
+    return (255, fade, fade) if t > 0 else (fade, fade, 255)
+
+
+def picture_uri(side_h, side_w, values, scale):
+    pixels = [diverging(v, scale) for v in values]
+    return "data:image/png;base64," + base64.b64encode(png_rgb(side_w, side_h, pixels)).decode()
+
+
+def weight_pictures(pictures):
+    """The "weights as pictures" section from ``pictures`` (app.weight_pictures):
+    for an MLP the first layer's weights into each of its first hidden units,
+    as images; for a CNN the first convolution's filters and, for a few
+    validation images, the maps that each filter makes of them."""
+    if not pictures:
+        return ""
+    out = ["<h2>Weights as pictures</h2>"]
+    if pictures["kind"] == "dense":
+        h, w = pictures["shape"]
+        out.append(f"<p>The first layer's weights w_ji into hidden units "
+                   f"j = 1..{len(pictures['units'])} (of {pictures['of']}), one {h}x{w} image "
+                   "each, pixel i at its place in the "
+                   f"input image: red where a bright pixel raises xi_j, blue where it lowers it, "
+                   f"white near 0 (the scale: +-{pictures['scale']:.3g}, all images alike).</p>")
+        figures = [f'<figure><img src="{picture_uri(h, w, values, pictures["scale"])}" '
+                   f'alt="weights into unit {j + 1}" data-unit="{j}"/>'
+                   f"<figcaption>unit {j + 1}</figcaption></figure>"
+                   for j, values in enumerate(pictures["units"])]
+        out.append(f'<div class="grid pictures">{"".join(figures)}</div>')
+        return "\n".join(out)
+    k = pictures["k"]
+    out.append(f"<p>The first convolution's {len(pictures['filters'])} filters ({k}x{k}; red "
+               f"weights raise the output where the image is bright, blue lower it; the scale "
+               f"+-{pictures['scale']:.3g}), then what the first filters make of a few "
+               "validation images (each map on its own scale, zero white).</p>")
+    figures = [f'<figure><img src="{picture_uri(k, k, values, pictures["scale"])}" '
+               f'alt="filter {o + 1}" data-filter="{o}"/><figcaption>filter {o + 1}</figcaption>'
+               "</figure>" for o, values in enumerate(pictures["filters"])]
+    out.append(f'<div class="grid pictures">{"".join(figures)}</div>')
+    h, w = pictures["map_shape"]
+    for n, (image, maps) in enumerate(zip(pictures["images"], pictures["maps"])):
+        uri = "data:image/png;base64," + base64.b64encode(png_gray(w, h, image)).decode()
+        row = [(f'<figure><img src="{uri}" alt="validation image {n + 1}"/>'
+                "<figcaption>image</figcaption></figure>")]
+        for o, values in enumerate(maps):
+            scale = max((abs(v) for v in values), default=0.0)
+            row.append(f'<figure><img src="{picture_uri(h, w, values, scale)}" '
+                       f'alt="map of filter {o + 1}" data-map="{n},{o}"/>'
+                       f"<figcaption>filter {o + 1}</figcaption></figure>")
+        out.append(f'<div class="grid maps">{"".join(row)}</div>')
+    return "\n".join(out)
+
+
 def misclassified(x, truth, pred, classes, norm, lines=None, cap=MISCLASSIFIED_CAP):
     """Up to ``cap`` wrongly predicted rows of x as (pixels 0..255, true, predicted,
     line), at most cap / classes of each true class so that every class shows.
@@ -265,8 +339,8 @@ def image_grid(images, names):
 
 # ---- the page ------------------------------------------------------------------------
 
-def build(summary, history, config, images):
-    """The whole report.html as a string."""
+def build(summary, history, config, images, pictures=None):
+    """The whole report.html as a string; ``pictures``: see weight_pictures."""
     names = summary["classes"]
     t = summary["timings"]
     facts = [f"validation accuracy <b>{pct(summary['val_acc'])}</b>",
@@ -290,6 +364,7 @@ def build(summary, history, config, images):
         evaluation_section("Validation set", "validation", summary["validation"], names),
         evaluation_section("Test set (final evaluation)", "test", summary["test"], names),
         image_grid(images, names),
+        weight_pictures(pictures),
         f'<h2>Configuration</h2><table class="config">{config_rows}</table>',
         "</body></html>",
     ]

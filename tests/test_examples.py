@@ -26,7 +26,8 @@ def test_xor_learns_all_four_points(capsys):
     # the error went down, and each hidden neuron's line is printed in the slides' form
     errors = [float(e) for e in re.findall(r"E = ([0-9.]+)", out)]
     assert errors[-1] < 0.1 * errors[0]
-    lines = re.findall(r"neuron \d: [+-]\d+\.\d\d [+-]\d+\.\d\d x1 [+-]\d+\.\d\d x2 = 0", out)
+    lines = re.findall(r"neuron \d: -?\d+\.\d\d [+-] \d+\.\d\d x1 [+-] \d+\.\d\d x2 = 0$", out,
+                       re.MULTILINE)
     assert len(lines) == 2, out
 
 

@@ -211,7 +211,8 @@ def test_report_numbers_match_summary(full_run):
 
 def test_report_misclassified_images(full_run, subset_dir):
     _, result, _, _, files = full_run
-    images = parse(files["report"]).images
+    images = [img for img in parse(files["report"]).images
+              if img["alt"].startswith("validation image, line")]
     wrong = result["validation"]["count"] - round(result["validation"]["accuracy"]
                                                   * result["validation"]["count"])
     assert 0 < len(images) <= min(wrong, MISCLASSIFIED_CAP)
@@ -240,7 +241,8 @@ def test_report_without_validation_or_test_labels(subset_dir, tmp_path):
     assert result["validation"] is None and result["test"] is None
     html = (result["run_dir"] / RUN_FILES["report"]).read_text()
     tags = parse(html)
-    assert tags.errors == [] and tags.stack == [] and tags.images == []
+    assert tags.errors == [] and tags.stack == []
+    assert all("data-unit" in img for img in tags.images)  # weights, no misclassified images
     assert html.count("<svg") == 2 and "confusion" not in html
     assert "validation:" not in text
 
@@ -258,8 +260,9 @@ def test_run_folders_of_the_same_second_differ(tmp_path):
 
 # ---- pieces ------------------------------------------------------------------------
 
-def decode_png(data):
-    """(width, height, pixels) of an 8-bit grayscale PNG without filters, checking CRCs."""
+def decode_png(data, color=0):
+    """(width, height, pixels) of an 8-bit PNG without filters, checking CRCs:
+    grayscale (color 0: ints) or RGB (color 2: (r, g, b) tuples)."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, chunks = 8, {}
     while pos < len(data):
@@ -268,12 +271,16 @@ def decode_png(data):
         assert struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])[0] == zlib.crc32(kind + body)
         chunks[kind] = chunks.get(kind, b"") + body
         pos += 12 + length
-    width, height, depth, color = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
-    assert (depth, color) == (8, 0) and b"IEND" in chunks
-    raw = zlib.decompress(chunks[b"IDAT"])
-    rows = [raw[r * (width + 1):(r + 1) * (width + 1)] for r in range(height)]
+    width, height, depth, found = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    assert (depth, found) == (8, color) and b"IEND" in chunks
+    channels = 3 if color == 2 else 1
+    raw, stride = zlib.decompress(chunks[b"IDAT"]), width * channels + 1
+    rows = [raw[r * stride:(r + 1) * stride] for r in range(height)]
     assert all(row[0] == 0 for row in rows)
-    return width, height, [v for row in rows for v in row[1:]]
+    values = [v for row in rows for v in row[1:]]
+    if channels == 3:
+        values = [tuple(values[i:i + 3]) for i in range(0, len(values), 3)]
+    return width, height, values
 
 
 def test_png_round_trip():
@@ -307,3 +314,70 @@ def test_nice_ticks(lo, hi, ticks):
 def test_nice_ticks_of_a_flat_series():
     ticks, _ = nice_ticks(0.9, 0.9)
     assert ticks[0] < 0.9 < ticks[-1]
+
+
+# ---- weights as pictures -----------------------------------------------------------
+
+def pictures_of(html, attr):
+    """{attribute value: (width, height, RGB pixels)} of the report's images
+    that carry ``attr`` (data-unit, data-filter, data-map)."""
+    return {img[attr]: decode_png(base64.b64decode(img["src"].split(",", 1)[1]), color=2)
+            for img in parse(html).images if attr in img}
+
+
+def test_weights_of_an_mlp_as_pictures():
+    """The first layer's weights into the first 64 hidden units, 28x28 each,
+    every pixel the diverging colour of its weight on the common scale."""
+    from pynn.app import weight_pictures
+    from pynn.html_report import diverging
+    from pynn.html_report import weight_pictures as section
+
+    model = pynn.build("f80", 784, 10, "relu", random.Random(3))
+    pictures = weight_pictures(model, None, Normalizer(0.0, 1.0))
+    html = section(pictures)
+    assert "<h2>Weights as pictures</h2>" in html and "(of 80)" in html
+    got = pictures_of(html, "data-unit")
+    assert sorted(map(int, got)) == list(range(64))
+    w = model.layers[0].weight.value.tolist()
+    scale = max(abs(v) for v in w[:64 * 784])
+    for unit in (0, 41, 63):
+        width, height, pixels = got[str(unit)]
+        assert (width, height) == (28, 28)
+        assert pixels == [diverging(v, scale) for v in w[unit * 784:(unit + 1) * 784]]
+    assert diverging(scale, scale) == (255, 0, 0) and diverging(-scale, scale) == (0, 0, 255)
+    assert diverging(0.0, scale) == (255, 255, 255)
+
+
+def test_filters_and_maps_of_a_cnn_as_pictures():
+    """The first convolution's filters (k x k) and its output maps of the
+    first validation images, as the reference convolution computes them."""
+    from pynn.app import weight_pictures
+    from pynn.html_report import diverging
+    from pynn.html_report import weight_pictures as section
+
+    import cnn_reference as cref
+
+    rng = random.Random(4)
+    model = pynn.build("c4k5,p,f8", 49, 3, "relu", rng)
+    x = Tensor.from_list([rng.uniform(-1, 1) for _ in range(5 * 49)], (5, 49))
+    html = section(weight_pictures(model, x, Normalizer(0.5, 2.0)))
+    filters, maps = pictures_of(html, "data-filter"), pictures_of(html, "data-map")
+    w = model.layers[0].weight.value.tolist()
+    scale = max(abs(v) for v in w)
+    assert sorted(filters) == ["0", "1", "2", "3"]
+    assert filters["2"] == (5, 5, [diverging(v, scale) for v in w[2 * 25:3 * 25]])
+    assert len(maps) == 3 * 4  # 3 validation images x 4 filters
+    out = cref.conv2d_forward(x.tolist()[49:98], w, None, 1, 7, 7, 1, 4, 5)  # image 2
+    map_values = [out[r * 4 + 3] for r in range(49)]  # filter 4
+    map_scale = max(abs(v) for v in map_values)
+    width, height, pixels = maps["1,3"]
+    assert (width, height) == (7, 7)
+    assert all(abs(a - b) <= 1 for p, q in zip(pixels, [diverging(v, map_scale)
+                                                        for v in map_values])
+               for a, b in zip(p, q))
+
+
+def test_report_has_the_weights_section(full_run):
+    html = full_run[4]["report"]
+    assert "Weights as pictures" in html
+    assert len(pictures_of(html, "data-unit")) == 16  # the f16 network's hidden units

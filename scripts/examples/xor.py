@@ -54,6 +54,14 @@ def train(seed=0, steps=4000, lr=2.0, report_every=500, out=print):
     return net, x
 
 
+def line(w0, w1, w2):
+    """w0 + w1 x1 + w2 x2 = 0 as the slides write it: '-1.00 + 2.00 x1 + 2.00 x2 = 0'"""
+    def term(w, name):
+        return f" {'-' if w < 0 else '+'} {abs(w):.2f} {name}"
+
+    return f"{w0:.2f}{term(w1, 'x1')}{term(w2, 'x2')} = 0"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=0)
@@ -72,7 +80,7 @@ def main(argv=None):
     hidden = net.layers[0]
     w, b = hidden.weight.value.tolist(), hidden.bias.value.tolist()
     for j in range(2):
-        print(f"  neuron {j + 1}: {b[j]:+.2f} {w[2 * j]:+.2f} x1 {w[2 * j + 1]:+.2f} x2 = 0")
+        print(f"  neuron {j + 1}: {line(b[j], w[2 * j], w[2 * j + 1])}")
     return 0 if right == 4 else 1
 
 
