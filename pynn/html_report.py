@@ -261,7 +261,7 @@ def weight_pictures(pictures):
     validation images, the maps that each filter makes of them."""
     if not pictures:
         return ""
-    out = ["<h2>Weights as pictures</h2>"]
+    out = ['<h2 id="weights">Weights as pictures</h2>']
     if pictures["kind"] == "dense":
         h, w = pictures["shape"]
         out.append(f"<p>The first layer's weights w_ji into hidden units "

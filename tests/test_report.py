@@ -335,7 +335,7 @@ def test_weights_of_an_mlp_as_pictures():
     model = pynn.build("f80", 784, 10, "relu", random.Random(3))
     pictures = weight_pictures(model, None, Normalizer(0.0, 1.0))
     html = section(pictures)
-    assert "<h2>Weights as pictures</h2>" in html and "(of 80)" in html
+    assert "Weights as pictures</h2>" in html and "(of 80)" in html
     got = pictures_of(html, "data-unit")
     assert sorted(map(int, got)) == list(range(64))
     w = model.layers[0].weight.value.tolist()

@@ -60,18 +60,19 @@ def svg(xs, want, got, width=480, height=280, pad=30):
     def py(y):
         return height / 2 - y * (height / 2 - pad)
 
-    def path(ys, colour, dash=""):
+    def path(ys, colour, style):
         d = " ".join(f"{'M' if i == 0 else 'L'}{px(x):.1f},{py(y):.1f}"
                      for i, (x, y) in enumerate(zip(xs, ys)))
-        return f'<path d="{d}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>'
+        return f'<path d="{d}" fill="none" stroke="{colour}"{style}/>'
 
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">\n'
             f'<rect width="{width}" height="{height}" fill="white"/>\n'
             f'<line x1="{pad}" y1="{py(0):.1f}" x2="{width - pad}" y2="{py(0):.1f}" '
             'stroke="#ccc"/>\n'
-            + path(want, "#999", ' stroke-dasharray="6 4"') + "\n" + path(got, "#1f77b4") + "\n"
+            + path(got, "#1f77b4", ' stroke-width="4"') + "\n"  # under the dashed target
+            + path(want, "#333", ' stroke-width="1.5" stroke-dasharray="6 4"') + "\n"
             f'<text x="{pad}" y="18" font-family="sans-serif" font-size="13">'
-            'sin(x) (dashed) and the network (blue), x in [-pi, pi]</text>\n</svg>\n')
+            "sin(x) (dashed) over the network's fit (blue), x in [-pi, pi]</text>\n</svg>\n")
 
 
 def main(argv=None):
