@@ -171,6 +171,9 @@ def test_run_folder_files(full_run):
     assert json.loads(files["config"]) == json.loads(json.dumps(asdict(cfg)))
     epochs = [json.loads(line) for line in files["metrics"].splitlines()]
     assert epochs == result["history"] and len(epochs) == 2
+    # the validation loss beside the training loss: a mean cross-entropy, in the epoch line
+    assert all(0.0 < m["val_loss"] < 5.0 for m in epochs)
+    assert f"val loss {epochs[1]['val_loss']:.4f}" in text
     summary = json.loads(files["summary"])
     assert summary["val_acc"] == result["val_acc"] and summary["test_acc"] == result["test_acc"]
     assert summary["validation"] == result["validation"]

@@ -249,3 +249,18 @@ def test_online_algorithm_steps_once_per_row():
     opt = Adam(model.parameters(), lr=0.01)
     history, _, _ = one_epoch(model, opt, x, y, 1, range(30))
     assert opt.t == 30 and len(history) == 1
+
+
+def test_validation_loss_is_the_mean_loss_of_the_validation_rows():
+    """fit() reports each epoch's validation loss: the mean loss of the kept
+    model over x_val, in evaluation mode, as one forward pass computes it."""
+    rng = random.Random(14)
+    x, y = blobs(rng, 40, 4, 3)
+    xv, yv = blobs(random.Random(15), 23, 4, 3)
+    model = mlp([4, 8, 3], "tanh", rng)
+    cfg = Config(batch_size=8, epochs=1, warmup_epochs=0, schedule="constant")
+    history, _, _ = fit(model, Adam(model.parameters(), lr=0.01), x, y, rows=range(40),
+                        x_val=xv, y_val=yv, cfg=cfg, reporter=_Reporter(), rng=rng,
+                        deadline=time.perf_counter() + 60)
+    loss, _ = CrossEntropyLoss().forward(model.forward(xv), yv)
+    assert abs(history[0]["val_loss"] - loss) < 1e-6
