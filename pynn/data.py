@@ -64,6 +64,9 @@ def _raise(path, buf, err, cols, labels=False):
         raise PynnError(f"{path}: " + _MESSAGES[code])
     raw = _raw_token(buf, err.token_start)
     token = _token(buf, err.token_start)
+    # in a message, control characters (a lone CR inside a token, say) are escaped:
+    # the message stays one line
+    shown = token if token.isprintable() else repr(token)[1:-1]
     if "\r" in token and set(token) <= _NUMBER_CHARS | {"\r"}:
         raise PynnError(f"{path}:{line}: lines end in a lone CR (old Mac line endings); "
                         "use LF or CRLF")
@@ -76,11 +79,11 @@ def _raise(path, buf, err, cols, labels=False):
     if code == lib.PYNN_CSV_BAD_TOKEN and token.strip() == "":
         raise PynnError(f"{path}:{line}: value {err.value} is empty")
     if labels and code == lib.PYNN_CSV_OVERFLOW:
-        raise PynnError(f"{path}:{line}: label {token} is too large: "
+        raise PynnError(f"{path}:{line}: label {shown} is too large: "
                         f"labels are class numbers 0 to {MAX_CLASSES - 1}")
     if labels and code == lib.PYNN_CSV_LONG_TOKEN:
         raise PynnError(f"{path}:{line}: label is longer than 64 characters")
-    raise PynnError(f"{path}:{line}: " + _MESSAGES[code].format(value=err.value, token=token))
+    raise PynnError(f"{path}:{line}: " + _MESSAGES[code].format(value=err.value, token=shown))
 
 
 def _shape(path, buf, err):

@@ -459,3 +459,10 @@ def test_check_vectors_finds_what_load_vectors_finds(tmp_path):
         path = write(tmp_path, text)
         assert error_of(check_vectors, path, width=width) == error_of(load_vectors, path,
                                                                       width=width)
+
+
+def test_a_control_character_in_a_token_is_escaped_in_the_message(tmp_path):
+    """Found by the fuzzer: a lone CR inside a too-large label once broke the
+    one-line message in two."""
+    rest = error_at(load_labels, write(tmp_path, b"2147483648\rnan\n"), 1)
+    assert rest == r"label 2147483648\rnan is too large: labels are class numbers 0 to 999"
