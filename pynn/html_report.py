@@ -214,32 +214,31 @@ def evaluation_section(title, which, result, names):
 
 # ---- images ------------------------------------------------------------------------
 
-def png_gray(width, height, pixels):
-    """A grayscale PNG file (bytes) of ``pixels``: width*height ints 0..255,
-    row by row. A PNG is a signature and chunks (length, type, data, CRC);
-    the image data is zlib-compressed rows, each led by a filter byte (0: none)."""
+def _png(width, height, color, rows):
+    """A PNG file (bytes), 8 bits a channel, colour type ``color`` (0: gray, 2:
+    RGB), from ``rows``: each row's bytes. A PNG is a signature and chunks
+    (length, type, data, CRC); the image data is zlib-compressed rows, each
+    led by a filter byte (0: none)."""
     def chunk(kind, data):
         return (struct.pack(">I", len(data)) + kind + data
                 + struct.pack(">I", zlib.crc32(kind + data)))
 
-    rows = b"".join(b"\0" + bytes(pixels[r * width:(r + 1) * width]) for r in range(height))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit gray, no interlace
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color, 0, 0, 0)  # no interlace
+    data = b"".join(b"\0" + row for row in rows)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
+            + chunk(b"IDAT", zlib.compress(data, 9)) + chunk(b"IEND", b""))
+
+
+def png_gray(width, height, pixels):
+    """A grayscale PNG of ``pixels``: width*height ints 0..255, row by row."""
+    return _png(width, height, 0, (bytes(pixels[r * width:(r + 1) * width])
+                                   for r in range(height)))
 
 
 def png_rgb(width, height, pixels):
-    """A colour PNG file (bytes): ``pixels`` are width*height (r, g, b) tuples
-    of ints 0..255, row by row (PNG colour type 2)."""
-    def chunk(kind, data):
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-
-    rows = b"".join(b"\0" + bytes(v for px in pixels[r * width:(r + 1) * width] for v in px)
-                    for r in range(height))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
+    """A colour PNG of ``pixels``: width*height (r, g, b) tuples of ints 0..255."""
+    return _png(width, height, 2, (bytes(v for px in pixels[r * width:(r + 1) * width]
+                                         for v in px) for r in range(height)))
 
 
 def diverging(value, scale):
