@@ -53,6 +53,9 @@ static int64_t chunk_rows(int kkC) {
 /* rows per chunk of the dweight sum: about 1 MB of im2col rows, half a core's
  * L2 here (2 MB chunks ran 17 % slower: they spill to L3) */
 #define DW_CHUNK_FLOATS (1 << 18)
+/* partial sums of a weight gradient, at most: enough to share the work among
+ * the threads, few enough to keep the memory that of DW_SLOTS gradients */
+#define DW_SLOTS 16
 
 /* im2col of output pixels [r0, r1) of images (B,H,W,C): col is (r1-r0, k*k*C).
  * For each kernel row i, the k*C inputs under the kernel are one contiguous
@@ -94,11 +97,17 @@ static void im2col(float *restrict col, const float *restrict inp, int64_t r0, i
  * dw is its own (scratch), and the images' are added in image order: as
  * everywhere, the bits do not depend on the thread count. */
 #define DX 4  /* pixels of a block */
-#define VW 16 /* floats of a vec; a block is 2 vecs of channels */
+#if defined(__AVX512F__) /* floats of a vec, one register; a block is 2 vecs of channels */
+#define VW 16
+#elif defined(__AVX__)
+#define VW 8
+#else
+#define VW 4
+#endif
 #define DO (2 * VW)
 
-/* A vec: VW consecutive channels, the unit the direct loops compute in (on
- * AVX-512 one register, two on AVX2). GNU C vectors where the compiler has
+/* A vec: VW consecutive channels, the unit the direct loops compute in (one
+ * register: 16 floats with AVX-512, 8 with AVX, 4 else). GNU C vectors where the compiler has
  * them (gcc's own vectorizer picks the wrong axis for these loops), else a
  * plain-C stand-in with the same operations (built and tested, PYNN_PLAIN_C). */
 #if defined(__GNUC__) && !defined(PYNN_PLAIN_C)
@@ -211,7 +220,8 @@ static void direct_dweight_image(float *restrict dw, const float *restrict pad,
             for (int h = 0; h < 2; h++) {
                 const vec sum = vadd(vadd(acc[0][h], acc[1][h]), vadd(acc[2][h], acc[3][h]));
                 for (int l = 0; l < VW; l++)
-                    dw[(size_t)t * OCP + o0 + h * VW + l] = nl < DO ? rest[h * VW + l] : vget(sum, l);
+                    dw[(size_t)t * OCP + o0 + h * VW + l] =
+                        nl < DO ? rest[h * VW + l] : vget(sum, l);
             }
         }
 }
@@ -226,7 +236,8 @@ static void direct_forward(float *out, const float *inp, const float *weight, co
     float *wt = pynn_scratch(PYNN_SCRATCH_DIRECT, (size_t)k * k * OCP);
     float *pads = pynn_scratch(PYNN_SCRATCH_COL, (size_t)omp_get_max_threads() * padn);
     for (int t = 0; t < k * k; t++)
-        for (int o = 0; o < OCP; o++) wt[(size_t)t * OCP + o] = o < OC ? weight[(size_t)o * k * k + t] : 0.0f;
+        for (int o = 0; o < OCP; o++)
+            wt[(size_t)t * OCP + o] = o < OC ? weight[(size_t)o * k * k + t] : 0.0f;
 #pragma omp parallel if (2.0 * B * H * W * k * k * OC >= PYNN_GEMM_PARALLEL_MIN_FLOPS)
     {
         float *pad = pads + (size_t)omp_get_thread_num() * padn;
@@ -238,28 +249,39 @@ static void direct_forward(float *out, const float *inp, const float *weight, co
     }
 }
 
-/* conv2d_backward's dweight of a one-channel input: dweight (OC,k,k) */
+/* conv2d_backward's dweight of a one-channel input: dweight (OC,k,k). The
+ * images go in at most DW_SLOTS slots of consecutive images, each summed in
+ * image order, then the slots in order (as gemm_dweight's chunks). */
 static void direct_dweight(float *dweight, const float *dout, const float *inp, int B, int H,
                            int W, int OC, int k) {
     const int OCP = round_up(OC, DO), kk = k * k;
-    const size_t padn = (size_t)(H + k - 1) * pad_width(W, k);
-    float *part = pynn_scratch(PYNN_SCRATCH_DIRECT, (size_t)(B > 0 ? B : 1) * kk * OCP);
-    float *pads = pynn_scratch(PYNN_SCRATCH_COL, (size_t)omp_get_max_threads() * padn);
+    const int n_slots = B < DW_SLOTS ? B : DW_SLOTS, threads = omp_get_max_threads();
+    const size_t padn = (size_t)(H + k - 1) * pad_width(W, k), per = (size_t)kk * OCP;
+    float *slot = pynn_scratch(PYNN_SCRATCH_DIRECT, (size_t)(n_slots + threads) * per);
+    float *pads = pynn_scratch(PYNN_SCRATCH_COL, (size_t)threads * padn);
 #pragma omp parallel if (2.0 * B * H * W * kk * OC >= PYNN_GEMM_PARALLEL_MIN_FLOPS)
     {
         float *pad = pads + (size_t)omp_get_thread_num() * padn;
-#pragma omp for schedule(static)
-        for (int b = 0; b < B; b++) {
-            pad_image(pad, inp + (size_t)b * H * W, H, W, k);
-            direct_dweight_image(part + (size_t)b * kk * OCP, pad, dout + (size_t)b * H * W * OC,
-                                 H, W, OC, OCP, k);
+        float *image = slot + (size_t)(n_slots + omp_get_thread_num()) * per;
+#pragma omp for schedule(dynamic)
+        for (int sl = 0; sl < n_slots; sl++) {
+            float *sum = slot + (size_t)sl * per;
+            for (size_t t = 0; t < per; t++) sum[t] = 0.0f;
+            const int b0 = (int)((int64_t)sl * B / n_slots);
+            const int b1 = (int)((int64_t)(sl + 1) * B / n_slots);
+            for (int b = b0; b < b1; b++) {
+                pad_image(pad, inp + (size_t)b * H * W, H, W, k);
+                direct_dweight_image(image, pad, dout + (size_t)b * H * W * OC, H, W, OC, OCP, k);
+                for (size_t t = 0; t < per; t++) sum[t] += image[t];
+            }
         }
 #pragma omp for schedule(static)
         for (int o = 0; o < OC; o++)
             for (int t = 0; t < kk; t++) {
-                float s = 0.0f;
-                for (int b = 0; b < B; b++) s += part[((size_t)b * kk + t) * OCP + o];
-                dweight[(size_t)o * kk + t] = s;
+                float sum = 0.0f;
+                for (int sl = 0; sl < n_slots; sl++)
+                    sum += slot[(size_t)sl * per + (size_t)t * OCP + o];
+                dweight[(size_t)o * kk + t] = sum;
             }
     }
 }
@@ -301,19 +323,21 @@ void conv2d_forward(float *out, const float *inp, const float *weight, const flo
 }
 
 /* dweight (OC, k*k*C) = dout^T . col, a sum over all N rows, in fixed chunks
- * of rows: each thread takes whole chunks (its own im2col buffer, no waiting
- * for the others) and writes each chunk's product to the chunk's own slot;
- * then the slots are added in chunk order. The chunks do not depend on the
- * thread count, so neither do the sums. */
+ * of rows grouped into at most DW_SLOTS slots of consecutive chunks: each
+ * thread takes whole slots (its own im2col buffer, no waiting for the
+ * others) and sums a slot's chunks in order into the slot; then the slots
+ * are added in order. Neither the chunks nor the slots depend on the thread
+ * count, so neither do the sums; the memory is DW_SLOTS dweights at most. */
 static void gemm_dweight(float *dweight, const float *dout, const float *inp, int B, int H,
                          int W, int C, int OC, int k) {
     const int kkC = k * k * C;
     const int64_t N = (int64_t)B * H * W;
     const int64_t rows = DW_CHUNK_FLOATS / kkC < 64 ? 64 : DW_CHUNK_FLOATS / kkC;
     const int64_t n_chunks = (N + rows - 1) / rows;
+    const int64_t n_slots = n_chunks < DW_SLOTS ? n_chunks : DW_SLOTS;
     const size_t per = (size_t)OC * kkC;
     float *col = pynn_scratch(PYNN_SCRATCH_COL, (size_t)omp_get_max_threads() * rows * kkC);
-    float *part = pynn_scratch(PYNN_SCRATCH_DIRECT, (size_t)(n_chunks ? n_chunks : 1) * per);
+    float *slot = pynn_scratch(PYNN_SCRATCH_DIRECT, (size_t)(n_slots ? n_slots : 1) * per);
     /* With fewer inputs under the kernel than outputs (k*k*C = 4 against 12,
      * say), the MR x NR tiles fit a chunk's dweight^T = col^T . dout better
      * (4 rows pad to 8, not 4 columns to 32); it is transposed when added. */
@@ -323,22 +347,26 @@ static void gemm_dweight(float *dweight, const float *dout, const float *inp, in
     {
         float *mine = col + (size_t)omp_get_thread_num() * rows * kkC;
 #pragma omp for schedule(dynamic)
-        for (int64_t ch = 0; ch < n_chunks; ch++) {
-            const int64_t r0 = ch * rows, r1 = r0 + rows < N ? r0 + rows : N;
-            im2col(mine, inp, r0, r1, H, W, C, k);
-            if (swap)
-                pynn_gemm_solo(1, 0, kkC, OC, (int)(r1 - r0), mine, dout + (size_t)r0 * OC, NULL,
-                               part + ch * per, 0);
-            else
-                pynn_gemm_solo(1, 0, OC, kkC, (int)(r1 - r0), dout + (size_t)r0 * OC, mine, NULL,
-                               part + ch * per, 0);
+        for (int64_t sl = 0; sl < n_slots; sl++) { /* chunks [c0, c1) */
+            const int64_t c0 = sl * n_chunks / n_slots, c1 = (sl + 1) * n_chunks / n_slots;
+            for (int64_t ch = c0; ch < c1; ch++) {
+                const int64_t r0 = ch * rows, r1 = r0 + rows < N ? r0 + rows : N;
+                const int flags = ch > c0 ? PYNN_GEMM_ACCUMULATE : 0;
+                im2col(mine, inp, r0, r1, H, W, C, k);
+                if (swap)
+                    pynn_gemm_solo(1, 0, kkC, OC, (int)(r1 - r0), mine, dout + (size_t)r0 * OC,
+                                   NULL, slot + sl * per, flags);
+                else
+                    pynn_gemm_solo(1, 0, OC, kkC, (int)(r1 - r0), dout + (size_t)r0 * OC, mine,
+                                   NULL, slot + sl * per, flags);
+            }
         }
 #pragma omp for schedule(static)
-        for (int o = 0; o < OC; o++) { /* dweight[o,:] = the chunks' rows o, in order */
+        for (int o = 0; o < OC; o++) { /* dweight[o,:] = the slots' rows o, in order */
             float *d = dweight + (size_t)o * kkC;
             for (int t = 0; t < kkC; t++) d[t] = 0.0f;
-            for (int64_t ch = 0; ch < n_chunks; ch++) {
-                const float *src = part + ch * per;
+            for (int64_t sl = 0; sl < n_slots; sl++) {
+                const float *src = slot + sl * per;
                 if (swap)
                     for (int t = 0; t < kkC; t++) d[t] += src[(size_t)t * OC + o];
                 else

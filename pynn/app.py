@@ -1,6 +1,7 @@
 """run(config): the whole PV021 run - load, split, normalize, train (or load a
 saved model), predict, write, evaluate, report."""
 import json
+import math
 import random
 import time
 from dataclasses import asdict
@@ -67,6 +68,8 @@ def run(cfg, reporter=None):
     parse_arch(cfg.arch)  # a bad --arch token is named before anything is read
     if cfg.batch_size < 0:
         raise PynnError(f"--batch-size {cfg.batch_size}: must be 0 (all rows per step) or more")
+    if not (math.isfinite(cfg.sigmoid_lambda) and cfg.sigmoid_lambda > 0):
+        raise PynnError(f"--sigmoid-lambda {cfg.sigmoid_lambda}: must be a number above 0")
     if check_writable(out):
         reporter.note(f"created the output folder {out}")
     if cfg.save:  # checked before training, not after it

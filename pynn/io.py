@@ -40,7 +40,7 @@ def write_files_atomic(files):
     rename. A failure or Ctrl-C before that leaves every earlier file as it
     was and no temporary file; only a SIGKILL or a power cut between two
     renames (microseconds) can split them (and leaves a hidden .tmp file)."""
-    staged, path = [], None
+    staged, path, replaced = [], None, 0
     try:
         for path, chunks in files:
             path = Path(path)
@@ -48,11 +48,14 @@ def write_files_atomic(files):
         with _sigint_held():
             for tmp, path in staged:
                 os.replace(tmp, path)
+                replaced += 1
     except OSError as e:  # a full disk, say: name the file, and what became of the old ones
         for tmp, _ in staged:
             _discard(tmp)
         what = e.strerror.lower() if e.strerror else str(e)
-        raise PynnError(f"{path}: {what}; the old files were left as they were") from None
+        kept = ("the old files were left as they were" if not replaced else
+                f"{replaced} of {len(staged)} files had been replaced already")
+        raise PynnError(f"{path}: {what}; {kept}") from None
     except BaseException:
         for tmp, _ in staged:
             _discard(tmp)  # renamed ones are gone already

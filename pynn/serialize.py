@@ -109,7 +109,8 @@ def _header(path, buf):
     except (ValueError, KeyError, TypeError):  # JSON and Unicode errors are ValueErrors
         raise PynnError(f"{path}: corrupt model file (unreadable header)") from None
     if (spec["activation"] not in ACTIVATIONS or spec["batchnorm"] not in BATCHNORM
-            or min(spec["width"], spec["classes"]) < 1 or not math.isfinite(spec["steepness"])
+            or min(spec["width"], spec["classes"]) < 1
+            or not (math.isfinite(spec["steepness"]) and spec["steepness"] > 0)
             or not math.isfinite(mean) or not (std > 0 and math.isfinite(std))):
         raise PynnError(f"{path}: corrupt model file (impossible header values)")
     return spec, Normalizer(mean, std), crc, start

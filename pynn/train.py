@@ -6,6 +6,7 @@ import time
 from ._kernels import lib
 from .config import AUGMENT_SHIFT
 from .errors import PynnError
+from .layers import BatchNorm1d
 from .loss import LOSSES
 from .tensor import Tensor
 
@@ -68,10 +69,11 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
 
     cfg.batch_size 0 is batch gradient descent, the lecture's first algorithm:
     one step per epoch, on the gradient of the mean loss over all rows. It is
-    computed in chunks of FULL_BATCH_CHUNK rows (so memory is that of a
-    1000-row batch), each chunk's gradient weighted by its share of the rows
-    (batch norm, if any, then sees each chunk's statistics). cfg.batch_size 1
-    is the online algorithm: one step per row.
+    computed in nearly equal chunks of at most FULL_BATCH_CHUNK rows (so
+    memory is that of a 1000-row batch), each chunk's gradient weighted by
+    its share of the rows (batch norm, if any, then sees each chunk's
+    statistics). cfg.batch_size 1 is the online algorithm: one step per row
+    (refused with batch norm after a dense layer: one row is its own mean).
 
     With cfg.augment "on" (or "flip") and an image model, each training batch
     is gathered with random shifts and flips (or flips only); ``fill`` is the
@@ -91,6 +93,11 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
     # the last partial batch is dropped (shuffling varies it), but not in full-batch steps
     steps = 1 if full else n // B
     per_step = n if full else B
+    # a full batch in k chunks of nearly equal size (the last one never a few rows alone)
+    chunks = -(-n // B) if full else 1
+    if cfg.batch_size == 1 and any(isinstance(layer, BatchNorm1d) for layer in model.layers):
+        raise PynnError("--batch-size 1: batch norm after a dense layer needs more than one row "
+                        "per step (one row is its own mean); use --batchnorm conv or off")
     epochs = cfg.epochs
     total = steps * epochs
     augment = cfg.augment != "off" and model.input_shape is not None
@@ -128,8 +135,8 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
         the chunks' means weighted by their shares of the rows."""
         summed.fill_(0.0)
         loss, correct = 0.0, 0
-        for first in range(0, n, B):
-            count = min(B, n - first)
+        for c in range(chunks):
+            first, count = c * n // chunks, (c + 1) * n // chunks - c * n // chunks
             chunk_loss, chunk_correct = gradient(first, count)
             loss, correct = loss + chunk_loss * count / n, correct + chunk_correct
             if not math.isfinite(loss):

@@ -495,3 +495,12 @@ def test_negative_batch_size_is_an_error(subset_dir, tmp_path):
     proc = cli("--data-dir", subset_dir, "--out-dir", tmp_path, "--batch-size", -1, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "--batch-size -1: must be 0" in proc.stderr
+
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_bad_sigmoid_lambda_is_an_error(subset_dir, tmp_path, value):
+    proc = cli("--data-dir", subset_dir, "--out-dir", tmp_path, "--model", "mlp",
+               "--activation", "sigmoid", "--sigmoid-lambda", value, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "--sigmoid-lambda" in proc.stderr and "above 0" in proc.stderr

@@ -224,6 +224,22 @@ def test_conv_dweight_over_several_chunks(shape):
     check_conv_backward(shape, with_dinp=False, with_dbias=True, need_dinp=False)
 
 
+# More chunks (or images) than the 16 slots of partial sums, so that a slot sums
+# several: N = 2700 rows in 17 chunks of 163 (k*k*C = 1600); 20 one-channel images
+SLOTTED = [(3, 30, 30, 64, 1, 5), (20, 5, 5, 1, 32, 3)]
+
+
+def test_slotted_shapes_have_more_parts_than_slots():
+    B, H, W, C, _, k = SLOTTED[0]
+    assert -(-B * H * W // max(64, (1 << 18) // (k * k * C))) > 16
+    assert SLOTTED[1][0] > 16 and SLOTTED[1][3] == 1
+
+
+@pytest.mark.parametrize("shape", SLOTTED, ids=_shape_id)
+def test_conv_dweight_over_more_parts_than_slots(shape):
+    check_conv_backward(shape, with_dinp=False, with_dbias=False, need_dinp=False)
+
+
 @pytest.mark.parametrize("shape", [(3, 5, 7, 3, 4, 3), (5, 14, 14, 8, 20, 3)], ids=_shape_id)
 def test_conv_backward_writes_not_accumulates(shape):
     inp, w, _, dout = conv_data(shape)

@@ -201,3 +201,30 @@ def test_a_full_disk_names_the_file_and_keeps_the_old_ones(tmp_path, monkeypatch
                                "the old files were left as they were")
     assert {p: p.read_bytes() for p in old} == old
     assert sorted(os.listdir(tmp_path)) == ["a.csv", "b.csv"]
+
+
+def test_a_failed_rename_says_which_files_were_replaced(tmp_path, monkeypatch):
+    """The second of two renames fails: the message says the first file was
+    replaced already (it was), and no .tmp file is left."""
+    import errno
+
+    import pynn.io
+
+    paths = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    for p in paths:
+        p.write_bytes(b"old\n")
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(pynn.io.os, "replace", replace)
+    with pytest.raises(PynnError) as info:
+        pynn.io.write_files_atomic([(p, [b"new\n"]) for p in paths])
+    assert str(info.value) == (f"{paths[1]}: input/output error; "
+                               "1 of 2 files had been replaced already")
+    assert [p.read_bytes() for p in paths] == [b"new\n", b"old\n"]
+    assert sorted(os.listdir(tmp_path)) == ["a.csv", "b.csv"]

@@ -253,14 +253,27 @@ def test_online_algorithm_steps_once_per_row():
 
 def test_validation_loss_is_the_mean_loss_of_the_validation_rows():
     """fit() reports each epoch's validation loss: the mean loss of the kept
-    model over x_val, in evaluation mode, as one forward pass computes it."""
+    model over x_val in evaluation mode (dropout off), as one forward pass
+    computes it; 2345 rows, so predict() takes them in 3 batches (1000, 1000,
+    345) whose losses are weighted by their sizes."""
     rng = random.Random(14)
     x, y = blobs(rng, 40, 4, 3)
-    xv, yv = blobs(random.Random(15), 23, 4, 3)
-    model = mlp([4, 8, 3], "tanh", rng)
+    xv, yv = blobs(random.Random(15), 2345, 4, 3)
+    model = mlp([4, 8, 3], "tanh", rng, dropout=0.5)
     cfg = Config(batch_size=8, epochs=1, warmup_epochs=0, schedule="constant")
     history, _, _ = fit(model, Adam(model.parameters(), lr=0.01), x, y, rows=range(40),
                         x_val=xv, y_val=yv, cfg=cfg, reporter=_Reporter(), rng=rng,
                         deadline=time.perf_counter() + 60)
+    model.train(False)
     loss, _ = CrossEntropyLoss().forward(model.forward(xv), yv)
-    assert abs(history[0]["val_loss"] - loss) < 1e-6
+    assert abs(history[0]["val_loss"] - loss) < 1e-5
+
+
+def test_online_algorithm_refuses_batch_norm_after_a_dense_layer():
+    from pynn import PynnError, build
+
+    rng = random.Random(16)
+    x, y = blobs(rng, 10, 4, 2)
+    model = build("f8", 4, 2, "relu", rng, batchnorm="all")
+    with pytest.raises(PynnError, match="--batch-size 1: batch norm after a dense layer"):
+        one_epoch(model, SGD(model.parameters(), lr=0.1), x, y, 1, range(10))

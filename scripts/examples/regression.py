@@ -5,7 +5,8 @@ The lecture's setting for the squared error: identity output units, the
 error E = 1/p sum_k 1/2 (y_k - d_k)^2 over the p training points, gradients
 by backpropagation. A 1-32-32-1 network with tanh hidden units is trained by
 Adam on minibatches; it prints E as it goes, then the error on 200 points
-between the training points, and writes an SVG of target against fit.
+of another grid than the training points, and writes an SVG of target against
+fit.
 
     python scripts/examples/regression.py [--out regression.svg] [--steps N]
 """
@@ -82,7 +83,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     net, _ = train(args.seed, args.steps)
-    grid = [-math.pi + 2 * math.pi * (i + 0.5) / 200 for i in range(200)]  # between the points
+    grid = [-math.pi + 2 * math.pi * (i + 0.5) / 200 for i in range(200)]  # not the training grid
     want, got = [target(x) for x in grid], [v for v in fit_on(net, grid)]
     error = sum(0.5 * (g - w) ** 2 for g, w in zip(got, want)) / len(grid)
     worst = max(abs(g - w) for g, w in zip(got, want))
