@@ -248,6 +248,12 @@ def diverging(value, scale):
     return (255, fade, fade) if t > 0 else (fade, fade, 255)
 
 
+def figure(src, alt, caption, data=""):
+    """One picture of a grid: the image (``data``: extra attributes) and its caption."""
+    return (f'<figure><img src="{src}" alt="{esc(alt)}"{data}/>'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
 def picture_uri(side_h, side_w, values, scale):
     pixels = [diverging(v, scale) for v in values]
     return "data:image/png;base64," + base64.b64encode(png_rgb(side_w, side_h, pixels)).decode()
@@ -268,9 +274,8 @@ def weight_pictures(pictures):
                    "each, pixel i at its place in the "
                    f"input image: red where a bright pixel raises xi_j, blue where it lowers it, "
                    f"white near 0 (the scale: +-{pictures['scale']:.3g}, all images alike).</p>")
-        figures = [f'<figure><img src="{picture_uri(h, w, values, pictures["scale"])}" '
-                   f'alt="weights into unit {j + 1}" data-unit="{j}"/>'
-                   f"<figcaption>unit {j + 1}</figcaption></figure>"
+        figures = [figure(picture_uri(h, w, values, pictures["scale"]),
+                          f"weights into unit {j + 1}", f"unit {j + 1}", f' data-unit="{j}"')
                    for j, values in enumerate(pictures["units"])]
         out.append(f'<div class="grid pictures">{"".join(figures)}</div>')
         return "\n".join(out)
@@ -279,20 +284,18 @@ def weight_pictures(pictures):
                f"weights raise the output where the image is bright, blue lower it; the scale "
                f"+-{pictures['scale']:.3g}), then what the first filters make of a few "
                "validation images (each map on its own scale, zero white).</p>")
-    figures = [f'<figure><img src="{picture_uri(k, k, values, pictures["scale"])}" '
-               f'alt="filter {o + 1}" data-filter="{o}"/><figcaption>filter {o + 1}</figcaption>'
-               "</figure>" for o, values in enumerate(pictures["filters"])]
+    figures = [figure(picture_uri(k, k, values, pictures["scale"]), f"filter {o + 1}",
+                      f"filter {o + 1}", f' data-filter="{o}"')
+               for o, values in enumerate(pictures["filters"])]
     out.append(f'<div class="grid pictures">{"".join(figures)}</div>')
     h, w = pictures["map_shape"]
     for n, (image, maps) in enumerate(zip(pictures["images"], pictures["maps"])):
         uri = "data:image/png;base64," + base64.b64encode(png_gray(w, h, image)).decode()
-        row = [(f'<figure><img src="{uri}" alt="validation image {n + 1}"/>'
-                "<figcaption>image</figcaption></figure>")]
+        row = [figure(uri, f"validation image {n + 1}", "image")]
         for o, values in enumerate(maps):
             scale = max((abs(v) for v in values), default=0.0)
-            row.append(f'<figure><img src="{picture_uri(h, w, values, scale)}" '
-                       f'alt="map of filter {o + 1}" data-map="{n},{o}"/>'
-                       f"<figcaption>filter {o + 1}</figcaption></figure>")
+            row.append(figure(picture_uri(h, w, values, scale), f"map of filter {o + 1}",
+                              f"filter {o + 1}", f' data-map="{n},{o}"'))
         out.append(f'<div class="grid maps">{"".join(row)}</div>')
     return "\n".join(out)
 

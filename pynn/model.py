@@ -116,10 +116,10 @@ class Sequential:
                 if flip:  # logits of the image + logits of its mirror image
                     if total is None:
                         total = Tensor((min(n, batch_size), logits.shape[1]))
-                    total_b, mirrored_b = total.rows(0, stop - start), mirrored.rows(0, stop - start)
+                    b = stop - start
+                    total_b, mirrored_b = total.rows(0, b), mirrored.rows(0, b)
                     total_b.copy_(logits)
-                    lib.pynn_flip_images(mirrored_b.ptr, x.rows(start, stop).ptr, stop - start,
-                                         H, W, C)
+                    lib.pynn_flip_images(mirrored_b.ptr, x.rows(start, stop).ptr, b, H, W, C)
                     flipped = check(self.forward(mirrored_b), total_b.shape)
                     lib.pynn_axpy(total_b.ptr, 1.0, flipped.ptr, total_b.size)
                     logits = total_b

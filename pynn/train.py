@@ -24,10 +24,9 @@ def lr_factor(step, total, warmup, schedule):
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def accuracy(model, x, y, flip=False):
-    """Fraction of rows of x whose predicted class is y (``flip``: with
-    test-time flips, see Sequential.predict)."""
-    pred = model.predict(x, flip=flip)
+def accuracy(model, x, y):
+    """Fraction of rows of x whose predicted class is y."""
+    pred = model.predict(x)
     return lib.pynn_count_equal(pred.ptr, y.ptr, y.shape[0]) / max(1, y.shape[0])
 
 
@@ -118,7 +117,7 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
         """Forward and backward of the rows idx[first:first + count] (the
         parameters' gradients written); their mean loss and correct count.
         A non-finite loss is returned before the backward pass."""
-        xc, yc = xb.rows(0, count), yb.rows(0, count)
+        xc, yc = (xb, yb) if count == B else (xb.rows(0, count), yb.rows(0, count))
         if augment:
             lib.pynn_gather_augment(xc.ptr, x.ptr, idx.ptr + first, count, H, W,
                                     shift, 1, fill, rng.getrandbits(64))
@@ -136,7 +135,8 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline
         summed.fill_(0.0)
         loss, correct = 0.0, 0
         for c in range(chunks):
-            first, count = c * n // chunks, (c + 1) * n // chunks - c * n // chunks
+            first = c * n // chunks
+            count = (c + 1) * n // chunks - first
             chunk_loss, chunk_correct = gradient(first, count)
             loss, correct = loss + chunk_loss * count / n, correct + chunk_correct
             if not math.isfinite(loss):
