@@ -4,21 +4,23 @@ Every option is a field of pynn.config.Config, its default the default
 preset's; an option given explicitly wins over the preset's value.
 """
 import argparse
+import traceback
 from dataclasses import fields
 from pathlib import Path
 
+from . import arch, options
 from .app import run
-from .config import BATCHNORM, DEFAULT_MODEL, PRESETS, configure
+from .budget import Budget, run_started
+from .config import DEFAULT_MODEL, configure
 from .errors import PynnError
 from .io import CSV_NAMES
-from .model import ARCH_HELP
 from .report import error
 
 HELP = {
     "data_dir": "folder with the four course CSVs",
     "out_dir": "folder for the prediction files",
     "model": "preset: a named set of defaults (mlp, cnn, cnn-large)",
-    "arch": None,  # filled in from pynn.model.ARCH_HELP
+    "arch": arch.HELP,
     "activation": "relu, leaky_relu, tanh or sigmoid (the lecture's logistic sigmoid)",
     "sigmoid_lambda": "steepness lambda of the sigmoid: 1 / (1 + e^(-lambda x))",
     "loss": "cross_entropy (softmax outputs) or mse (the lecture's mean squared error "
@@ -44,23 +46,26 @@ HELP = {
     "threads": "kernel threads (0: the free cores, at most 16)",
     "schedule": "learning-rate schedule: cosine or constant",
     "warmup_epochs": "epochs of linear learning-rate warm-up",
-    "time_budget": "seconds after which training stops (best weights are kept)",
+    "time_budget": "seconds for the whole run, counted from its start (run.sh's, when it "
+                   "passes it on): training stops early enough for the predictions and the "
+                   "files to fit; the course allows 600",
     "runs_dir": "folder for run folders <timestamp>/ with report.html, metrics and "
                 "summary, relative to --out-dir; '' writes none",
     "save": "file to save the trained model to",
     "load": "saved model (--save) to predict with; no training",
 }
-CHOICES = {"activation": ("relu", "leaky_relu", "tanh", "sigmoid"), "optimizer": ("adam", "sgd"),
-           "loss": ("cross_entropy", "mse"),
-           "schedule": ("cosine", "constant"), "augment": ("on", "flip", "off"),
-           "tta": ("flip", "off")}
 NOT_OPTIONS = ("explicit",)  # Config fields that are not set from the command line
 
 
 def hidden_sizes(text):
-    """--hidden 256,128: the shorthand of --arch f256,f128"""
+    """--hidden 256,128: the shorthand of --arch f256,f128 ('' for none); the
+    same rules as --arch (an empty token inside the list is an error)"""
+    if not text.strip():
+        return ""
+    if any(not s.strip() for s in text.split(",")):
+        raise argparse.ArgumentTypeError(f"an empty token in {text!r} (a comma too many?)")
     try:
-        sizes = tuple(int(s) for s in text.split(",") if s.strip())
+        sizes = tuple(int(s) for s in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a comma list of integers: {text!r}") from None
     if any(s < 1 for s in sizes):
@@ -76,16 +81,15 @@ def parser(prog=None):
                     "preset has its own (pynn/config.py), and an option given explicitly "
                     "wins over a preset.")
     defaults = configure()
-    choices = {**CHOICES, "model": tuple(PRESETS), "batchnorm": BATCHNORM}
     for f in fields(defaults):
         if f.name in NOT_OPTIONS:
             continue
         default = getattr(defaults, f.name)
         shown = "none" if default == "" else default
-        text = ARCH_HELP if f.name == "arch" else HELP[f.name]
+        text = HELP[f.name]
         # no default here: only what the user gives reaches configure()
         p.add_argument("--" + f.name.replace("_", "-"), type=type(default),
-                       default=argparse.SUPPRESS, choices=choices.get(f.name),
+                       default=argparse.SUPPRESS, choices=options.CHOICES.get(f.name),
                        help=f"{text} (default: {shown})".replace("%", "%%"))
     p.add_argument("--hidden", type=hidden_sizes, dest="arch", default=argparse.SUPPRESS,
                    help="hidden dense layer sizes, comma-separated: --hidden 256,128 is "
@@ -94,17 +98,20 @@ def parser(prog=None):
 
 
 def main(argv=None, root=None, prepare=None, prog=None):
-    """The command line: parse argv, run, return the exit code (0, 2 for bad
-    input, 130 for Ctrl-C). ``root`` is the folder whose data/ and which
+    """The command line: parse argv, run, return the exit code: 0; 2 for bad
+    input or options (one line); 130 for Ctrl-C; 1 for a bug (the traceback,
+    then one line saying so). ``root`` is the folder whose data/ and which
     prediction files are the defaults (None: the current folder); ``prepare``
     makes missing course CSVs in a data folder from the shipped IDX files
     (scripts/prepare_data.py), or None."""
+    started = run_started()  # the run's start: before anything is parsed or read
     given = vars(parser(prog).parse_args(argv))
     root = Path(root) if root is not None else Path(".")
     given.setdefault("data_dir", str(root / "data"))
     given.setdefault("out_dir", str(root))
-    cfg = configure(**given)
     try:
+        cfg = configure(**given)
+        options.check(cfg)  # every option first: nothing is read before they are right
         data = Path(cfg.data_dir)
         if not data.is_dir():
             raise PynnError(f"{data}: " + ("not a folder" if data.exists() else "no such folder"))
@@ -113,14 +120,11 @@ def main(argv=None, root=None, prepare=None, prog=None):
         if missing and prepare:
             try:
                 prepare(data)
-            except FileNotFoundError as e:
-                raise PynnError(f"{data / CSV_NAMES[missing[0]]}: no such file, "
-                                f"and it cannot be made: {e}") from None
-        run(cfg)
+            except PynnError as e:
+                raise PynnError(f"{data / CSV_NAMES[missing[0]]}: no such file, and it cannot "
+                                f"be made: {e}") from None
+        run(cfg, budget=Budget(cfg.time_budget, started))
     except PynnError as e:
-        error(e)
-        return 2
-    except (OSError, ValueError) as e:  # e.g. from prepare_data
         error(e)
         return 2
     except MemoryError as e:
@@ -132,4 +136,9 @@ def main(argv=None, root=None, prepare=None, prog=None):
         # replaced whole or not at all (pynn.io.write_atomic)
         error("interrupted")
         return 130
+    except Exception:  # noqa: BLE001 - not bad input: a bug, whose traceback says where
+        traceback.print_exc()
+        error("this is a bug in pynn (or in code added to it), not bad input: "
+              "the traceback above shows where")
+        return 1
     return 0

@@ -148,6 +148,20 @@ def load_labels(path, count=None, classes=None):
     return parse_labels(read_bytes(path), path, count, classes)
 
 
+def check_labels(path, count=None):
+    """What load_labels(path, count) would raise for the file's format or
+    length, without keeping a value (out == NULL): for checking the test
+    labels before training, without using them."""
+    buf = read_bytes(path)
+    err = ffi.new("pynn_csv_error *")
+    rows, _ = _shape(path, buf, err)
+    if lib.pynn_csv_parse_labels(ffi.from_buffer(buf), len(buf), ffi.NULL, rows, err) != lib.PYNN_CSV_OK:
+        _raise(path, buf, err, 1, labels=True)
+    if count is not None and rows != count:
+        raise PynnError(f"{path}: {rows} labels, but the vectors have {count} lines")
+    return rows
+
+
 def parse_labels(buf, name, count=None, classes=None):
     """load_labels on the bytes ``buf``; ``name`` names them in messages."""
     err = ffi.new("pynn_csv_error *")

@@ -15,6 +15,11 @@ from pathlib import Path
 
 from .errors import PynnError
 
+try:
+    import fcntl
+except ImportError:  # not on Windows
+    fcntl = None
+
 # The course's file names.
 CSV_NAMES = {
     "train_vectors": "fashion_mnist_train_vectors.csv",
@@ -39,16 +44,19 @@ def write_files_atomic(files):
     renamed, one right after the other, with Ctrl-C held back until the last
     rename. A failure or Ctrl-C before that leaves every earlier file as it
     was and no temporary file; only a SIGKILL or a power cut between two
-    renames (microseconds) can split them (and leaves a hidden .tmp file)."""
+    renames (microseconds) can split them (and leaves a hidden .tmp file).
+    Two runs writing into one folder at once take turns (_folders_locked):
+    the pair left is one run's, never a mix."""
     staged, path, replaced = [], None, 0
     try:
-        for path, chunks in files:
-            path = Path(path)
-            staged.append((_stage(path, chunks), path))
-        with _sigint_held():
-            for tmp, path in staged:
-                os.replace(tmp, path)
-                replaced += 1
+        with _folders_locked({Path(p).parent for p, _ in files}):
+            for path, chunks in files:
+                path = Path(path)
+                staged.append((_stage(path, chunks), path))
+            with _sigint_held():
+                for tmp, path in staged:
+                    os.replace(tmp, path)
+                    replaced += 1
     except OSError as e:  # a full disk, say: name the file, and what became of the old ones
         for tmp, _ in staged:
             _discard(tmp)
@@ -60,6 +68,20 @@ def write_files_atomic(files):
         for tmp, _ in staged:
             _discard(tmp)  # renamed ones are gone already
         raise
+
+
+@contextlib.contextmanager
+def _folders_locked(folders):
+    """An exclusive lock on each folder (flock on the folder itself: no lock
+    file is left behind), taken in a fixed order, released at the end. Where
+    there is no flock (Windows), no lock."""
+    with contextlib.ExitStack() as stack:
+        if fcntl is not None:
+            for folder in sorted(str(f) for f in folders):
+                fd = os.open(folder, os.O_RDONLY)
+                stack.callback(os.close, fd)
+                fcntl.flock(fd, fcntl.LOCK_EX)  # closing the fd releases it
+        yield
 
 
 def _stage(path, chunks):

@@ -2,7 +2,9 @@
 from an --arch description; mlp() is the special case of dense layers only."""
 import math
 
+from . import arch as arch_tokens
 from ._kernels import lib
+from .arch import image_shape
 from .config import BATCHNORM
 from .errors import PynnError
 from .layers import (
@@ -150,49 +152,7 @@ class Sequential:
         return "Sequential(" + ", ".join(map(repr, self.layers)) + ")"
 
 
-# ---- --arch: the network as a comma list ------------------------------------
-
-ARCH_HELP = ("comma list of layers: c32 = 3x3 conv of 32 channels (+ batch norm) + "
-             "activation, c32k5 = the same with a 5x5 kernel, p = 2x2 max-pool, "
-             "f128 = dense layer of 128 + activation, d0.3 = dropout 0.3; "
-             "the dense layer to the classes is added")
-
-
-def parse_arch(text):
-    """[("c", channels, k), ("p",), ("f", units), ("d", p), ...] from "c32,p,f128";
-    a PynnError naming a token that is not one of these."""
-    tokens = []
-    for raw in text.split(","):
-        tok = raw.strip()
-        try:
-            if tok.startswith("c"):
-                channels, has_k, k = tok[1:].partition("k")
-                tokens.append(("c", int(channels), int(k) if has_k else 3))
-                if tokens[-1][1] < 1 or tokens[-1][2] < 1 or tokens[-1][2] % 2 == 0:
-                    raise ValueError
-            elif tok == "p":
-                tokens.append(("p",))
-            elif tok.startswith("f"):
-                tokens.append(("f", int(tok[1:])))
-                if tokens[-1][1] < 1:
-                    raise ValueError
-            elif tok.startswith("d"):
-                tokens.append(("d", float(tok[1:])))
-                if not 0.0 <= tokens[-1][1] < 1.0:
-                    raise ValueError
-            elif tok:
-                raise ValueError
-        except ValueError:
-            raise PynnError(f"--arch: bad token {tok!r} in {text!r} ({ARCH_HELP}; "
-                            "kernel sizes odd, dropout in [0, 1))") from None
-    return tokens
-
-
-def image_shape(width):
-    """(H, W, 1) for vectors of a square number of values, else None."""
-    side = math.isqrt(width)
-    return (side, side, 1) if side * side == width else None
-
+# ---- build(): the layers an --arch list describes -------------------------
 
 def build(arch, width, classes, activation, rng, dropout=0.0, batchnorm="conv", steepness=1.0):
     """The Sequential that ``arch`` (an --arch string) describes, for input
@@ -202,7 +162,7 @@ def build(arch, width, classes, activation, rng, dropout=0.0, batchnorm="conv", 
     Layers in order: c -> Conv2d [+ BatchNorm2d] + activation; p -> MaxPool2d;
     f -> [Flatten] Linear [+ BatchNorm1d] + activation [+ Dropout(dropout)];
     d -> Dropout; then [Flatten] Linear(classes)."""
-    tokens = parse_arch(arch)
+    tokens = arch_tokens.parse(arch)
     if batchnorm not in BATCHNORM:
         raise PynnError(f"--batchnorm {batchnorm}: not one of {', '.join(BATCHNORM)}")
     if activation == "sigmoid":  # the lecture's sigmoid, with its steepness lambda
@@ -210,7 +170,7 @@ def build(arch, width, classes, activation, rng, dropout=0.0, batchnorm="conv", 
             return Sigmoid(steepness)
     else:
         act = ACTIVATIONS[activation]
-    has_conv = any(t[0] in "cp" for t in tokens)
+    has_conv = arch_tokens.needs_images(tokens)
     shape = (width,)
     if has_conv:
         shape = image_shape(width)

@@ -29,7 +29,10 @@ class Reporter:
     def note(self, text):
         self.line(f"note: {text}")
 
-    def start(self, model, n_train, n_val, cfg, threads):
+    def start(self, model, n_train, n_val, cfg, threads, kernels=None):
+        """The model table and the run's settings; ``threads`` is the thread
+        count, or a text (``1: built without OpenMP``); ``kernels`` names the
+        build (the GEMM's kernel and instruction set)."""
         self.batch_size = min(cfg.batch_size or n_train, n_train)  # rows per step, as fit()
         self.model_table(model)
         batch = {0: f"all {n_train} rows (batch gradient descent)",
@@ -37,6 +40,8 @@ class Reporter:
         self.line(f"train {n_train} rows, validation {n_val} rows, "
                   f"{cfg.optimizer} lr {cfg.lr:g}, batch {batch}, "
                   f"{cfg.epochs} epochs, seed {cfg.seed}, threads {threads}")
+        if kernels:
+            self.line(f"kernels {kernels}")
         extras = [f"label smoothing {cfg.label_smoothing:g}" if cfg.label_smoothing else "",
                   {"on": "augmented (shifts, flips)", "flip": "augmented (flips)"}.get(cfg.augment, "")
                   if model.input_shape else ""]

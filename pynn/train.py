@@ -1,7 +1,17 @@
-"""fit(): the training loop. Python picks batches and calls kernels; the
-numbers never pass through Python one by one."""
+"""fit(): the training loop of the lecture, in a few named pieces.
+
+    for each epoch:                                         (fit)
+        shuffle the training rows                           (Batches.shuffle)
+        for each step:                                      (train_epoch)
+            gather a batch -> forward -> loss -> backward -> update   (train_step)
+        validate: accuracy and loss on the validation rows  (evaluate)
+        keep the best weights; fit the plan to the time budget   (replan)
+
+Python picks rows and calls kernels; the numbers never pass through Python
+one by one.
+"""
 import math
-import time
+from collections import namedtuple
 
 from ._kernels import lib
 from .config import AUGMENT_SHIFT
@@ -11,7 +21,12 @@ from .loss import LOSSES
 from .tensor import Tensor
 
 MAX_RECOVERIES = 3  # non-finite losses survived (each halves the learning rate)
-FULL_BATCH_CHUNK = 1000  # rows per forward/backward of a --batch-size 0 step
+FULL_BATCH_CHUNK = 1000  # rows per forward/backward pass of a --batch-size 0 step
+
+# what fit() returns: the epoch lines, the best validation accuracy (or None),
+# why training stopped ("done", "time budget", "interrupted"), and the plan
+# (epochs and steps planned; "why" says why the plan shrank, or is None)
+Fitted = namedtuple("Fitted", "history val_acc stopped plan")
 
 
 def lr_factor(step, total, warmup, schedule):
@@ -47,172 +62,254 @@ def evaluate(model, x, y, loss_fn, flip=False):
     return lib.pynn_count_equal(pred.ptr, y.ptr, y.shape[0]) / n, total / n
 
 
-def planned_epochs(epochs, done, seconds, left):
-    """How many epochs to plan for in all, after ``done`` epochs took ``seconds``
-    and ``left`` seconds remain: ``epochs`` when they fit, else as many as fit
-    (at least ``done``), so that the learning-rate schedule can still end."""
-    per_epoch = seconds / max(1, done)
-    fit_more = int(left / per_epoch) if per_epoch > 0 else epochs
-    return max(done, min(epochs, done + fit_more))
+class Batches:
+    """The rows each step trains on, gathered into one preallocated buffer.
+
+    ``batch_size`` B > 1: minibatch SGD, B random rows a step (an epoch's last
+    partial batch is dropped; the shuffle varies it); 1: the online algorithm,
+    one row a step; 0: batch gradient descent, one step an epoch on all rows,
+    computed in nearly equal chunks of at most FULL_BATCH_CHUNK rows (each
+    chunk's gradient weighted by its share of the rows).
+
+    ``image`` (H, W) with ``augment`` "on" or "flip": training images are
+    gathered shifted and flipped (or flipped only); ``fill`` is the
+    normalized background value for pixels moved in from outside."""
+
+    def __init__(self, x, y, rows, batch_size, image=None, augment="off", fill=0.0):
+        n = self.rows = len(rows)
+        self.full = batch_size == 0
+        self.rows_per_pass = min(FULL_BATCH_CHUNK if self.full else batch_size, n)
+        self.steps = 1 if self.full else n // self.rows_per_pass  # steps per epoch
+        self.rows_per_step = n if self.full else self.rows_per_pass
+        self.chunks = -(-n // self.rows_per_pass) if self.full else 1
+        self.x, self.y, self.fill = x, y, fill
+        self.image = image if augment != "off" else None
+        self.shift = AUGMENT_SHIFT if augment == "on" else 0  # "flip": flips only
+        self.idx = Tensor.from_list(rows, dtype="int32")
+        self.xb = Tensor((self.rows_per_pass, x.shape[1]))
+        self.yb = Tensor((self.rows_per_pass,), "int32")
+
+    def shuffle(self, rng):
+        lib.pynn_shuffle(self.idx.ptr, self.rows, rng.getrandbits(64))  # in C: 0.3 ms, not 30
+
+    def step(self, s, rng):
+        """The chunks of step s, one by one (one chunk but for batch gradient
+        descent): (x, y, share of the step's rows), gathered into the same
+        buffer, so each must be used before the next is asked for."""
+        for c in range(self.chunks):
+            first = c * self.rows // self.chunks if self.full else s * self.rows_per_pass
+            count = ((c + 1) * self.rows // self.chunks - first if self.full
+                     else self.rows_per_pass)
+            yield self.gather(first, count, rng) + (count / self.rows_per_step,)
+
+    def gather(self, first, count, rng):
+        """(x, y) of the rows idx[first:first + count], in the step buffers."""
+        xb, yb = self.xb, self.yb
+        if count != self.rows_per_pass:
+            xb, yb = xb.rows(0, count), yb.rows(0, count)
+        at = self.idx.ptr + first
+        if self.image:
+            H, W = self.image
+            lib.pynn_gather_augment(xb.ptr, self.x.ptr, at, count, H, W, self.shift, 1,
+                                    self.fill, rng.getrandbits(64))
+        else:
+            lib.pynn_gather_rows(xb.ptr, self.x.ptr, at, count, self.x.shape[1])
+        lib.pynn_gather_labels(yb.ptr, self.y.ptr, at, count)
+        return xb, yb
 
 
-def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, deadline, fill=0.0):
+def train_step(model, loss_fn, optimizer, chunks, summed=None):
+    """One step of gradient descent, the lecture's loop body:
+    forward -> loss -> backward (dE/dw of every parameter) -> update.
+
+    ``chunks`` are (x, y, share) pieces of one batch (Batches.step); with
+    more than one, their gradients are added, each weighted by its share,
+    into ``summed`` before the update. Returns (mean loss, correct
+    predictions); a non-finite loss returns before any update."""
+    loss, correct = 0.0, 0
+    for n, (x, y, share) in enumerate(chunks):
+        chunk_loss, chunk_correct = loss_fn.forward(model.forward(x), y)
+        loss, correct = loss + chunk_loss * share, correct + chunk_correct
+        if not math.isfinite(loss):
+            return loss, correct
+        model.backward(loss_fn.backward())
+        if summed is not None:
+            if n == 0:
+                summed.fill_(0.0)
+            lib.pynn_axpy(summed.ptr, share, optimizer.grads.ptr, summed.size)
+    if summed is not None:
+        optimizer.grads.copy_(summed)
+    optimizer.step()
+    return loss, correct
+
+
+def planned_steps(total, done, per_epoch, step_seconds, val_seconds, seconds_left):
+    """Steps to plan for in all, after ``done`` of ``total`` (at an epoch's
+    end): ``total`` when the rest fits in ``seconds_left``, else as many as
+    do, each epoch begun costing one validation pass of ``val_seconds``."""
+    if step_seconds <= 0:
+        return total
+    epoch_seconds = per_epoch * step_seconds + val_seconds
+    whole = int(max(0.0, seconds_left) // epoch_seconds)
+    rest = seconds_left - whole * epoch_seconds - val_seconds
+    part = min(per_epoch - 1, int(rest // step_seconds)) if rest > 0 else 0
+    return max(done, min(total, done + whole * per_epoch + part))
+
+
+class Divergence:
+    """A non-finite loss, or non-finite weights at an epoch's end: the last
+    finite weights come back and the learning rate is halved; the
+    (MAX_RECOVERIES + 1)th time it raises PynnError (no predictions come
+    from a diverged model)."""
+
+    def __init__(self, model, optimizer, reporter):
+        self.model, self.optimizer, self.reporter = model, optimizer, reporter
+        self.times, self.lr_scale = 0, 1.0
+        self.good = model.state()  # the last weights known to be finite
+
+    def finite(self):
+        return all(lib.pynn_all_finite(p.value.ptr, p.value.size)
+                   for p in self.model.parameters())
+
+    def keep(self):
+        self.good = self.model.state()
+
+    def recover(self, epoch, what):
+        self.times += 1
+        if self.times > MAX_RECOVERIES:
+            raise PynnError(f"training diverged ({what}) {self.times} times; try a lower --lr")
+        self.lr_scale *= 0.5
+        self.model.load_state(self.good)
+        self.optimizer.reset()
+        self.reporter.note(f"{what} at epoch {epoch}: weights restored, learning rate halved")
+
+
+class Plan:
+    """How far training goes: ``total`` steps (``per_epoch`` a full epoch),
+    shrunk by ``replan`` when the rest would not fit the time budget."""
+
+    def __init__(self, epochs, per_epoch, warmup_epochs, schedule):
+        self.epochs_asked, self.per_epoch = epochs, per_epoch
+        self.total = epochs * per_epoch
+        self.warmup, self.schedule = int(warmup_epochs * per_epoch), schedule
+        self.why = None
+
+    def epochs(self):
+        return -(-self.total // self.per_epoch)
+
+    def steps_in(self, epoch):
+        """Steps of epoch ``epoch`` (1-based): all, but maybe in the last one."""
+        return min(self.per_epoch, self.total - (epoch - 1) * self.per_epoch)
+
+    def lr(self, step):
+        return lr_factor(step, self.total, self.warmup, self.schedule)
+
+    def replan(self, done, step_seconds, val_seconds, budget):
+        """Fit the steps left to the time left; a note-worthy text when it shrank."""
+        total = planned_steps(self.total, done, self.per_epoch, step_seconds, val_seconds,
+                              budget.deadline() - budget.now())
+        if total >= self.total:
+            return None
+        needed = (self.total - done) * step_seconds + (self.epochs() - done // self.per_epoch) \
+            * val_seconds
+        self.total = total
+        self.why = (f"{self.epochs_asked} epochs would take about "
+                    f"{budget.seconds - budget.left() + needed + budget.after_training():.0f}s, "
+                    f"over the {budget.seconds:g}s budget")
+        return (f"{self.why}: training {self.total / self.per_epoch:.3g} epochs "
+                f"({self.total} steps), the learning-rate schedule fitted to them")
+
+    def record(self):
+        return {"epochs_asked": self.epochs_asked, "epochs_planned": self.total / self.per_epoch,
+                "steps_planned": self.total, "why": self.why}
+
+
+def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, budget, fill=0.0):
     """Train on the given rows of x (N, D) / y (N,) for cfg.epochs epochs (or
-    until ``deadline``, a perf_counter time, or Ctrl-C); leave the model at its
-    best validation accuracy (always finite weights).
+    until the time budget or Ctrl-C); leave the model at its best validation
+    accuracy (always finite weights). ``budget``: a pynn.budget.Budget.
 
-    After each epoch, when the planned epochs will not fit before the
-    deadline at the pace so far, the plan shrinks to the epochs that do, and
-    the learning-rate schedule is fitted to those: it still ends (at a low
-    learning rate) instead of being cut off high.
+    After each epoch, when the steps left would not fit before the budget's
+    training deadline at the pace so far, the plan shrinks to the steps that
+    do (the last epoch may then be partial), and the learning-rate schedule
+    is fitted to them: it still ends at a low learning rate instead of being
+    cut off high. Should a step still pass the deadline, training stops there.
 
-    cfg.batch_size 0 is batch gradient descent, the lecture's first algorithm:
-    one step per epoch, on the gradient of the mean loss over all rows. It is
-    computed in nearly equal chunks of at most FULL_BATCH_CHUNK rows (so
-    memory is that of a 1000-row batch), each chunk's gradient weighted by
-    its share of the rows (batch norm, if any, then sees each chunk's
-    statistics). cfg.batch_size 1 is the online algorithm: one step per row
-    (refused with batch norm after a dense layer: one row is its own mean).
-
-    With cfg.augment "on" (or "flip") and an image model, each training batch
-    is gathered with random shifts and flips (or flips only); ``fill`` is the
-    normalized value of a background pixel, for pixels moved in from outside.
-
-    A non-finite loss, or non-finite weights at the end of an epoch, restore
-    the last finite weights and halve the learning rate; the fourth time, fit
-    raises PynnError (no predictions come from a diverged model).
-
-    Returns (history, best validation accuracy or None, why it stopped: "done",
-    "time budget" or "interrupted")."""
-    loss_fn = LOSSES[cfg.loss](cfg.label_smoothing)
-    val_loss_fn = LOSSES[cfg.loss](cfg.label_smoothing)  # its own buffers
-    n, d = len(rows), x.shape[1]
-    full = cfg.batch_size == 0  # batch gradient descent
-    B = min(FULL_BATCH_CHUNK if full else cfg.batch_size, n)  # rows per forward pass
-    # the last partial batch is dropped (shuffling varies it), but not in full-batch steps
-    steps = 1 if full else n // B
-    per_step = n if full else B
-    # a full batch in k chunks of nearly equal size (the last one never a few rows alone)
-    chunks = -(-n // B) if full else 1
+    Returns Fitted(history, best validation accuracy or None, why it stopped,
+    the plan)."""
     if cfg.batch_size == 1 and any(isinstance(layer, BatchNorm1d) for layer in model.layers):
         raise PynnError("--batch-size 1: batch norm after a dense layer needs more than one row "
                         "per step (one row is its own mean); use --batchnorm conv or off")
-    epochs = cfg.epochs
-    total = steps * epochs
-    augment = cfg.augment != "off" and model.input_shape is not None
-    shift = AUGMENT_SHIFT if cfg.augment == "on" else 0  # "flip": flips only
-    H, W = model.input_shape[:2] if augment else (0, 0)
-    started = time.perf_counter()
-    warmup = int(cfg.warmup_epochs * steps)
-    idx = Tensor.from_list(rows, dtype="int32")
-    xb, yb = Tensor((B, d)), Tensor((B,), "int32")
-    summed = Tensor(optimizer.grads.shape) if full else None  # a full batch's gradient
-    base_lr, lr_scale, recoveries = optimizer.lr, 1.0, 0
-    good = model.state()  # last weights known to be finite
-    best_acc, best = None, None
-    history, step, stopped = [], 0, "done"
-    progress_every = max(1, steps // 50)  # the progress line is redrawn ~50 times an epoch
-
-    def gradient(first, count):
-        """Forward and backward of the rows idx[first:first + count] (the
-        parameters' gradients written); their mean loss and correct count.
-        A non-finite loss is returned before the backward pass."""
-        xc, yc = (xb, yb) if count == B else (xb.rows(0, count), yb.rows(0, count))
-        if augment:
-            lib.pynn_gather_augment(xc.ptr, x.ptr, idx.ptr + first, count, H, W,
-                                    shift, 1, fill, rng.getrandbits(64))
-        else:
-            lib.pynn_gather_rows(xc.ptr, x.ptr, idx.ptr + first, count, d)
-        lib.pynn_gather_labels(yc.ptr, y.ptr, idx.ptr + first, count)
-        loss, correct = loss_fn.forward(model.forward(xc), yc)
-        if math.isfinite(loss):
-            model.backward(loss_fn.backward())
-        return loss, correct
-
-    def full_gradient():
-        """gradient() of all n rows, chunk by chunk: the mean over the rows is
-        the chunks' means weighted by their shares of the rows."""
-        summed.fill_(0.0)
-        loss, correct = 0.0, 0
-        for c in range(chunks):
-            first = c * n // chunks
-            count = (c + 1) * n // chunks - first
-            chunk_loss, chunk_correct = gradient(first, count)
-            loss, correct = loss + chunk_loss * count / n, correct + chunk_correct
-            if not math.isfinite(loss):
-                break
-            lib.pynn_axpy(summed.ptr, count / n, optimizer.grads.ptr, summed.size)
-        optimizer.grads.copy_(summed)
-        return loss, correct
-
-    def diverged(epoch, what):
-        """Weights back to the last finite ones and half the learning rate; the
-        (MAX_RECOVERIES + 1)th time, stop with an error."""
-        nonlocal recoveries, lr_scale
-        recoveries += 1
-        if recoveries > MAX_RECOVERIES:
-            raise PynnError(f"training diverged ({what}) {recoveries} times; try a lower --lr")
-        lr_scale *= 0.5
-        model.load_state(good)
-        optimizer.reset()
-        reporter.note(f"{what} at epoch {epoch}: weights restored, learning rate halved")
+    loss_fn = LOSSES[cfg.loss](cfg.label_smoothing)
+    val_loss_fn = LOSSES[cfg.loss](cfg.label_smoothing)  # its own buffers
+    image = model.input_shape[:2] if model.input_shape else None
+    batches = Batches(x, y, rows, cfg.batch_size, image, cfg.augment, fill)
+    plan = Plan(cfg.epochs, batches.steps, cfg.warmup_epochs, cfg.schedule)
+    summed = Tensor(optimizer.grads.shape) if batches.chunks > 1 else None
+    divergence = Divergence(model, optimizer, reporter)
+    base_lr, best_acc, best, history = optimizer.lr, None, None, []
+    flip = cfg.tta == "flip"
+    step, stopped, train_seconds, epoch = 0, "done", 0.0, 0
+    progress_every = max(1, batches.steps // 50)  # the progress line is redrawn ~50 times an epoch
 
     try:
-        epoch = 0
-        while epoch < epochs:
+        while epoch < plan.epochs():
             epoch += 1
-            t0 = time.perf_counter()
-            lib.pynn_shuffle(idx.ptr, n, rng.getrandbits(64))  # seeded, in C: 0.3 ms, not 30
+            t0 = budget.now()
+            batches.shuffle(rng)
             loss_sum, hits, seen = 0.0, 0, 0
-            for b in range(steps):
-                optimizer.lr = base_lr * lr_scale * lr_factor(step, total, warmup, cfg.schedule)
-                loss, correct = full_gradient() if full else gradient(b * B, B)
+            for b in range(plan.steps_in(epoch)):
+                optimizer.lr = base_lr * divergence.lr_scale * plan.lr(step)
+                loss, correct = train_step(model, loss_fn, optimizer, batches.step(b, rng), summed)
                 if not math.isfinite(loss):
-                    diverged(epoch, "non-finite loss")
+                    divergence.recover(epoch, "non-finite loss")
                     continue
-                optimizer.step()
                 step += 1
-                loss_sum, hits = loss_sum + loss * per_step, hits + correct
-                seen += per_step
+                loss_sum, hits = loss_sum + loss * batches.rows_per_step, hits + correct
+                seen += batches.rows_per_step
+                now = budget.now()
                 if b % progress_every == 0:
-                    reporter.progress(epoch, b + 1, steps, time.perf_counter() - t0)
-                if time.perf_counter() > deadline:
+                    reporter.progress(epoch, b + 1, batches.steps, now - t0)
+                budget.measure_training(seen, now - t0)
+                if now > budget.deadline():
                     stopped = "time budget"
                     break
+            t1 = budget.now()
+            train_seconds += t1 - t0
+            budget.measure_training(seen, t1 - t0)
             # A ReLU maps NaN to 0, so NaN weights can hide behind a finite loss:
             # only an epoch that ends with finite weights may become good or best.
-            finite = all(lib.pynn_all_finite(p.value.ptr, p.value.size)
-                         for p in model.parameters())
-            val_acc, val_loss = (evaluate(model, x_val, y_val, val_loss_fn, cfg.tta == "flip")
+            finite = divergence.finite()
+            val_acc, val_loss = (evaluate(model, x_val, y_val, val_loss_fn, flip)
                                  if x_val is not None and finite else (None, None))
+            if val_acc is not None:
+                budget.measure_prediction(x_val.shape[0] * (2 if flip else 1),
+                                          budget.now() - t1)
             if finite:
-                good = model.state()
+                divergence.keep()
                 if val_acc is not None and (best_acc is None or val_acc > best_acc):
                     best_acc, best = val_acc, model.state()
             m = {"epoch": epoch, "train_loss": loss_sum / max(1, seen),
                  "train_acc": hits / max(1, seen), "val_loss": val_loss, "val_acc": val_acc,
-                 "lr": optimizer.lr, "seconds": time.perf_counter() - t0}
+                 "lr": optimizer.lr, "seconds": budget.now() - t0}
             history.append(m)
             reporter.epoch(m)
             if not finite:
-                diverged(epoch, "non-finite weights")
+                divergence.recover(epoch, "non-finite weights")
             if stopped != "done":
                 reporter.note(f"stopped after epoch {epoch}: {stopped} reached")
+                plan.why = plan.why or f"the {budget.seconds:g}s time budget was reached"
                 break
-            if epoch < epochs:  # re-planned after every epoch: machines slow down too
-                now = time.perf_counter()
-                fits = planned_epochs(epochs, epoch, now - started, deadline - now)
-                if fits < epochs:
-                    per_epoch = (now - started) / epoch
-                    reporter.note(f"{epochs} epochs would take about {epochs * per_epoch:.0f}s, "
-                                  f"over the {cfg.time_budget:g}s budget: training {fits} "
-                                  "epochs, the learning-rate schedule fitted to them")
-                    epochs, total = fits, steps * fits
+            if epoch < plan.epochs():  # re-planned after every epoch: machines slow down too
+                val_seconds = budget.now() - t1
+                note = plan.replan(step, train_seconds / max(1, step), val_seconds, budget)
+                if note:
+                    reporter.note(note)
     except KeyboardInterrupt:
         stopped = "interrupted"
         reporter.note("interrupted: predicting with the best weights so far")
     if best is not None:
         model.load_state(best)
-    if not all(lib.pynn_all_finite(p.value.ptr, p.value.size) for p in model.parameters()):
-        model.load_state(good)
-    return history, best_acc, stopped
+    if not divergence.finite():
+        model.load_state(divergence.good)
+    return Fitted(history, best_acc, stopped, plan.record())

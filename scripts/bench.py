@@ -49,11 +49,13 @@ sys.path.insert(0, str(ROOT))  # this checkout's pynn, from any python
 
 import pynn
 from pynn._kernels import ffi, lib
+from pynn.arch import parse as parse_arch
+from pynn.budget import Budget
 from pynn.config import PRESETS, Config
 from pynn.io import CSV_NAMES
 from pynn.layers import Conv2d
 from pynn.loss import CrossEntropyLoss
-from pynn.model import build, parse_arch
+from pynn.model import build
 from pynn.optim import Adam
 from pynn.report import Reporter
 from pynn.tensor import Tensor
@@ -227,8 +229,8 @@ def pynn_trainer(x, y, threads, arch="f256,f128", batch=EPOCH_BATCH, wd=0.0):
 
     def epoch():
         pynn.set_threads(threads)
-        history, _, _ = fit(model, opt, x, y, rows, None, None, cfg, _Quiet(), rng,
-                            time.perf_counter() + 1e9)
+        history, _, _, _ = fit(model, opt, x, y, rows, None, None, cfg, _Quiet(), rng,
+                            Budget(1e9))
         return history[0]["seconds"]
     return epoch
 

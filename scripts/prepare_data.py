@@ -24,6 +24,7 @@ import sys
 import zlib
 from pathlib import Path
 
+from pynn.errors import PynnError
 from pynn.io import CSV_NAMES, write_atomic
 
 # The course CSV names are defined once, in pynn/io.py; the IDX names only here.
@@ -51,19 +52,21 @@ def read_idx(path):
 
     Returns ``(dims, payload)``: the dimensions as a tuple of ints and the
     data as ``bytes`` (row-major, one byte per element).  Raises
-    ``ValueError("<path>: ...")`` if the file is not a valid IDX file.
+    ``PynnError("<path>: ...")`` if the file is not a valid IDX file.
     """
     try:
         with gzip.open(path, "rb") as f:
             data = f.read()
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-        raise ValueError(f"{path}: not a valid gzip file ({e})") from None
+        raise PynnError(f"{path}: not a valid gzip file ({e})") from None
+    except OSError as e:
+        raise PynnError(f"{path}: cannot read ({e.strerror or e})") from None
 
     if len(data) < 4:
-        raise ValueError(f"{path}: too short for an IDX header")
+        raise PynnError(f"{path}: too short for an IDX header")
     (magic,) = struct.unpack(">I", data[:4])
     if magic not in (MAGIC_LABELS, MAGIC_IMAGES):
-        raise ValueError(
+        raise PynnError(
             f"{path}: bad IDX magic 0x{magic:08x} "
             f"(expected 0x{MAGIC_LABELS:08x} or 0x{MAGIC_IMAGES:08x})"
         )
@@ -71,7 +74,7 @@ def read_idx(path):
     ndim = magic & 0xFF
     header_size = 4 + 4 * ndim
     if len(data) < header_size:
-        raise ValueError(f"{path}: IDX header is truncated")
+        raise PynnError(f"{path}: IDX header is truncated")
     dims = struct.unpack(f">{ndim}I", data[4:header_size])
 
     expected = 1
@@ -80,7 +83,7 @@ def read_idx(path):
     payload = data[header_size:]
     if len(payload) != expected:
         shape = "x".join(str(d) for d in dims)
-        raise ValueError(
+        raise PynnError(
             f"{path}: payload has {len(payload)} bytes, "
             f"but dimensions {shape} need {expected}"
         )
@@ -100,18 +103,18 @@ def _read_split(data_dir, split):
     labels_path = data_dir / IDX_NAMES[f"{split}_labels"]
     for p in (images_path, labels_path):
         if not p.is_file():
-            raise FileNotFoundError(f"{p}: file not found")
+            raise PynnError(f"{p}: file not found")
 
     image_dims, images = read_idx(images_path)
     label_dims, labels = read_idx(labels_path)
     if len(image_dims) != 3:
-        raise ValueError(f"{images_path}: expected images (3 dimensions), "
+        raise PynnError(f"{images_path}: expected images (3 dimensions), "
                          f"got {len(image_dims)} dimension(s)")
     if len(label_dims) != 1:
-        raise ValueError(f"{labels_path}: expected labels (1 dimension), "
+        raise PynnError(f"{labels_path}: expected labels (1 dimension), "
                          f"got {len(label_dims)} dimensions")
     if image_dims[0] != label_dims[0]:
-        raise ValueError(f"{images_path}: has {image_dims[0]} images, but "
+        raise PynnError(f"{images_path}: has {image_dims[0]} images, but "
                          f"{labels_path.name} has {label_dims[0]} labels")
 
     width = image_dims[1] * image_dims[2]  # 28 x 28 = 784 for Fashion-MNIST
@@ -158,7 +161,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         prepare(args.data_dir, force=args.force)
-    except (OSError, ValueError) as e:
+    except PynnError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -3,7 +3,6 @@ the fused batch-norm/ReLU/pool path against the layers one by one, thread
 invariance of a training step, test-time flips, --arch parsing and building,
 and the time budget that shortens the plan instead of cutting the schedule off."""
 import random
-import time
 
 import pytest
 
@@ -24,9 +23,10 @@ from pynn import (
     set_threads,
 )
 from pynn._kernels import lib
-from pynn.model import parse_arch
+from pynn.arch import parse as parse_arch
+from pynn.budget import AFTER_TRAINING, Budget
 from pynn.tensor import Tensor
-from pynn.train import accuracy, fit, planned_epochs
+from pynn.train import accuracy, fit, planned_steps
 
 from reference import blobs
 
@@ -278,10 +278,13 @@ def test_build_errors(arch, width, words):
 
 # ---- the time budget ------------------------------------------------------------
 
-def test_planned_epochs():
-    assert planned_epochs(20, 1, 10.0, 300.0) == 20   # 20 x 10 s fit in 310 s
-    assert planned_epochs(20, 1, 10.0, 95.0) == 10    # 1 done + 9 more
-    assert planned_epochs(20, 1, 10.0, 5.0) == 1      # nothing more fits
+def test_planned_steps():
+    # epochs of 10 steps of 1 s, each with a validation pass of 2 s; 1 epoch done of 20
+    assert planned_steps(200, 10, 10, 1.0, 2.0, 300.0) == 200  # 19 x 12 s fit in 300 s
+    assert planned_steps(200, 10, 10, 1.0, 2.0, 95.0) == 10 + 7 * 10 + 9  # 7 epochs, 9 steps
+    assert planned_steps(200, 10, 10, 1.0, 2.0, 2.5) == 10     # nothing more fits
+    assert planned_steps(200, 10, 10, 1.0, 2.0, -5.0) == 10    # past the deadline already
+    assert planned_steps(200, 10, 10, 0.0, 2.0, 1.0) == 200    # no pace measured: as planned
 
 
 class Quiet:
@@ -298,26 +301,55 @@ class Quiet:
         pass
 
 
+class StepClock:
+    """A clock that runs on the work done, not on the machine's speed: each
+    optimizer step takes STEP seconds and each prediction call (the
+    validation pass) VAL seconds."""
+
+    STEP, VAL = 0.01, 0.02
+
+    def __init__(self, model, optimizer):
+        self.t = 0.0
+        step, predict = optimizer.step, model.predict
+
+        def timed_step():
+            self.t += self.STEP
+            step()
+
+        def timed_predict(*args, **kwargs):
+            self.t += self.VAL
+            return predict(*args, **kwargs)
+
+        optimizer.step, model.predict = timed_step, timed_predict
+
+    def __call__(self):
+        return self.t
+
+
 def blob_fit(epochs, budget):
+    """fit() on blobs with a budget of ``budget`` seconds for training (the
+    allowance for what follows training is added), on a StepClock."""
     rng = random.Random(2)
     x, y = blobs(rng, 2000, 16, 4, spread=3.0)
     xv, yv = blobs(random.Random(3), 400, 16, 4, spread=3.0)
     model = build("f64", 16, 4, "relu", rng)
-    cfg = Config(batch_size=16, epochs=epochs, schedule="cosine", time_budget=budget)
+    cfg = Config(batch_size=16, epochs=epochs, schedule="cosine")
     reporter = Quiet()
-    t0 = time.perf_counter()
-    history, best, stopped = fit(model, Adam(model.parameters(), lr=0.01), x, y, range(2000),
-                                 xv, yv, cfg, reporter, rng, t0 + budget)
-    return history, best, stopped, reporter.notes, accuracy(model, xv, yv)
+    optimizer = Adam(model.parameters(), lr=0.01)
+    clock = StepClock(model, optimizer)
+    history, best, stopped, plan = fit(model, optimizer, x, y, range(2000), xv, yv, cfg,
+                                       reporter, rng, Budget(budget + AFTER_TRAINING, clock=clock))
+    return history, best, stopped, reporter.notes, accuracy(model, xv, yv), plan
 
 
 def test_half_the_time_completes_a_shorter_schedule():
-    full, full_best, stopped, notes, _ = blob_fit(12, 600.0)
-    assert stopped == "done" and len(full) == 12 and notes == []
+    full, full_best, stopped, notes, _, plan = blob_fit(12, 600.0)
+    assert stopped == "done" and len(full) == 12 and notes == [] and plan["why"] is None
     needed = sum(m["seconds"] for m in full)
-    half, half_best, stopped, notes, _ = blob_fit(12, needed / 2)
+    assert needed == pytest.approx(12 * (125 * StepClock.STEP + StepClock.VAL))
+    half, half_best, stopped, notes, _, plan = blob_fit(12, needed / 2)
     assert stopped == "done", notes           # the plan shrank: no cut-off
-    assert 2 <= len(half) < 12
+    assert len(half) == 6 and abs(plan["steps_planned"] - 6 * 125) <= 2  # half of 12 epochs
     assert any("learning-rate schedule fitted" in n for n in notes), notes
     assert half[-1]["lr"] < 0.05 * 0.01       # the cosine reached its end
     assert half_best >= full_best - 0.03      # and the accuracy is close

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from pynn.errors import PynnError
+
 from conftest import SCRIPTS_DIR, load_script
 
 prep = load_script("prepare_data")
@@ -92,17 +94,17 @@ def test_existing_csv_is_kept(data_dir):
 def test_bad_magic_names_the_file(data_dir):
     bad = data_dir / prep.IDX_NAMES["train_labels"]
     write_gz(bad, struct.pack(">II", 0x00000802, 3) + LABELS)
-    with pytest.raises(ValueError) as exc:
+    with pytest.raises(PynnError) as exc:
         prep.read_idx(bad)
     assert str(exc.value).startswith(f"{bad}: bad IDX magic 0x00000802")
-    with pytest.raises(ValueError, match="bad IDX magic"):
+    with pytest.raises(PynnError, match="bad IDX magic"):
         prep.prepare(data_dir, log=quiet)
 
 
 def test_truncated_payload(data_dir):
     bad = data_dir / prep.IDX_NAMES["test_vectors"]
     write_gz(bad, idx_images(PIXELS[:-1], 3, 2, 2))
-    with pytest.raises(ValueError) as exc:
+    with pytest.raises(PynnError) as exc:
         prep.read_idx(bad)
     assert str(exc.value) == f"{bad}: payload has 11 bytes, but dimensions 3x2x2 need 12"
 
@@ -110,13 +112,13 @@ def test_truncated_payload(data_dir):
 def test_not_gzip(data_dir):
     bad = data_dir / prep.IDX_NAMES["train_vectors"]
     bad.write_bytes(idx_images(PIXELS, 3, 2, 2))  # not compressed
-    with pytest.raises(ValueError, match="not a valid gzip file"):
+    with pytest.raises(PynnError, match="not a valid gzip file"):
         prep.read_idx(bad)
 
 
 def test_label_count_must_match_image_count(data_dir):
     write_gz(data_dir / prep.IDX_NAMES["train_labels"], idx_labels(b"\x01\x02"))
-    with pytest.raises(ValueError, match="has 3 images, but .* has 2 labels"):
+    with pytest.raises(PynnError, match="has 3 images, but .* has 2 labels"):
         prep.prepare(data_dir, log=quiet)
     assert not list(data_dir.glob("*.csv"))
 

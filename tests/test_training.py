@@ -1,11 +1,11 @@
 """End-to-end learning: XOR, loss reduction with SGD and Adam, the lr schedule."""
 import math
 import random
-import time
 
 import pytest
 
 from pynn import SGD, Adam, Config, CrossEntropyLoss, Linear, Sequential, Tanh, mlp
+from pynn.budget import Budget
 from pynn.tensor import Tensor
 from pynn.train import accuracy, fit, lr_factor
 
@@ -126,10 +126,10 @@ def test_fit_learns_blobs_and_keeps_best():
     model = mlp([4, 16, 3], "relu", rng)
     cfg = Config(batch_size=16, epochs=8, warmup_epochs=1, schedule="cosine")
     reporter = _Reporter()
-    history, best, stopped = fit(model, Adam(model.parameters(), lr=0.01), x, y,
+    history, best, stopped, _ = fit(model, Adam(model.parameters(), lr=0.01), x, y,
                                  rows=range(120), x_val=xv, y_val=yv, cfg=cfg,
                                  reporter=reporter, rng=rng,
-                                 deadline=time.perf_counter() + 60)
+                                 budget=Budget(60))
     assert stopped == "done"
     assert len(history) == len(reporter.epochs) == 8
     assert best == max(h["val_acc"] for h in history) >= 0.9
@@ -150,9 +150,9 @@ def test_fit_only_touches_the_given_rows():
     y = Tensor.from_list(labels, (64,), "int32")
     model = mlp([4, 8, 2], "tanh", rng)
     cfg = Config(batch_size=8, epochs=3, warmup_epochs=0, schedule="constant")
-    history, best, stopped = fit(model, SGD(model.parameters(), lr=0.05), x, y, rows=rows,
+    history, best, stopped, _ = fit(model, SGD(model.parameters(), lr=0.05), x, y, rows=rows,
                                  x_val=None, y_val=None, cfg=cfg, reporter=_Reporter(),
-                                 rng=rng, deadline=time.perf_counter() + 60)
+                                 rng=rng, budget=Budget(60))
     assert stopped == "done" and best is None and len(history) == 3
     assert history[-1]["train_loss"] < history[0]["train_loss"]
 
@@ -166,7 +166,7 @@ def test_fit_gives_up_after_repeated_divergence():
     reporter = _Reporter()
     with pytest.raises(PynnError, match="diverged"):
         fit(model, Adam(model.parameters(), lr=1e30), x, y, rows=range(32), x_val=x,
-            y_val=y, cfg=cfg, reporter=reporter, rng=rng, deadline=time.perf_counter() + 60)
+            y_val=y, cfg=cfg, reporter=reporter, rng=rng, budget=Budget(60))
     assert len(reporter.notes) == 3  # MAX_RECOVERIES notes, then the error
 
 
@@ -215,7 +215,7 @@ def test_lr_warmup_longer_than_training():
 def one_epoch(model, opt, x, y, batch_size, rows):
     cfg = Config(batch_size=batch_size, epochs=1, warmup_epochs=0, schedule="constant")
     return fit(model, opt, x, y, rows=rows, x_val=None, y_val=None, cfg=cfg,
-               reporter=_Reporter(), rng=random.Random(1), deadline=time.perf_counter() + 60)
+               reporter=_Reporter(), rng=random.Random(1), budget=Budget(60))
 
 
 def test_batch_gradient_descent_is_one_step_on_the_mean_gradient(monkeypatch):
@@ -230,7 +230,7 @@ def test_batch_gradient_descent_is_one_step_on_the_mean_gradient(monkeypatch):
     model = mlp([4, 6, 3], "tanh", random.Random(2))
     twin = mlp([4, 6, 3], "tanh", random.Random(2))
     opt = SGD(model.parameters(), lr=0.5, momentum=0.0)
-    history, _, stopped = one_epoch(model, opt, x, y, 0, range(20))
+    history, _, stopped, _ = one_epoch(model, opt, x, y, 0, range(20))
     # the twin: one forward and backward pass of all 20 rows, one step
     twin_opt = SGD(twin.parameters(), lr=0.5, momentum=0.0)
     loss_fn = CrossEntropyLoss()
@@ -247,7 +247,7 @@ def test_online_algorithm_steps_once_per_row():
     x, y = blobs(rng, 30, 4, 2, spread=0.4)
     model = mlp([4, 5, 2], "relu", rng)
     opt = Adam(model.parameters(), lr=0.01)
-    history, _, _ = one_epoch(model, opt, x, y, 1, range(30))
+    history, _, _, _ = one_epoch(model, opt, x, y, 1, range(30))
     assert opt.t == 30 and len(history) == 1
 
 
@@ -261,9 +261,9 @@ def test_validation_loss_is_the_mean_loss_of_the_validation_rows():
     xv, yv = blobs(random.Random(15), 2345, 4, 3)
     model = mlp([4, 8, 3], "tanh", rng, dropout=0.5)
     cfg = Config(batch_size=8, epochs=1, warmup_epochs=0, schedule="constant")
-    history, _, _ = fit(model, Adam(model.parameters(), lr=0.01), x, y, rows=range(40),
+    history, _, _, _ = fit(model, Adam(model.parameters(), lr=0.01), x, y, rows=range(40),
                         x_val=xv, y_val=yv, cfg=cfg, reporter=_Reporter(), rng=rng,
-                        deadline=time.perf_counter() + 60)
+                        budget=Budget(60))
     model.train(False)
     loss, _ = CrossEntropyLoss().forward(model.forward(xv), yv)
     assert abs(history[0]["val_loss"] - loss) < 1e-5
