@@ -41,6 +41,8 @@
  * option, so that the fallback is tested too). */
 #if defined(__GNUC__) && !defined(PYNN_PLAIN_C)
 #define GNU_VECTORS 1
+#else
+#define GNU_VECTORS 0
 #endif
 /* VEC floats fill one SIMD register; chosen by what the compiler targets. */
 #if defined(__AVX512F__)
@@ -279,18 +281,25 @@ void pynn_gemm_reserve(void) {
     work_threads = n;
 }
 
-const char *pynn_gemm_kernel(void) {
-#if GNU_VECTORS && defined(__AVX512F__)
-#define KERNEL "GNU C vectors (AVX-512)"
-#elif GNU_VECTORS && defined(__AVX__)
-#define KERNEL "GNU C vectors (AVX)"
-#elif GNU_VECTORS
-#define KERNEL "GNU C vectors (baseline SIMD)"
+/* the instruction set the compiler was told it may use (PYNN_MARCH) */
+#if defined(__AVX512F__)
+#define ISA "AVX-512"
+#elif defined(__AVX2__) && defined(__FMA__)
+#define ISA "AVX2+FMA"
+#elif defined(__AVX__)
+#define ISA "AVX, no FMA"
+#elif defined(__SSE2__)
+#define ISA "SSE2"
+#elif defined(__ARM_NEON)
+#define ISA "NEON"
 #else
-#define KERNEL "plain C"
+#define ISA "no known SIMD"
 #endif
-    static char text[64];
-    snprintf(text, sizeof text, "%s, %dx%d tiles", KERNEL, MR, NR);
+
+const char *pynn_gemm_kernel(void) {
+    static char text[80];
+    snprintf(text, sizeof text, "%s (%s), %dx%d tiles", GNU_VECTORS ? "GNU C vectors" : "plain C",
+             ISA, MR, NR);
     return text;
 }
 
