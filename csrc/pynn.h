@@ -31,6 +31,8 @@ void pynn_set_threads(int n);
 int pynn_get_threads(void);
 /* 1 when built with OpenMP, else 0 (then everything runs on one thread). */
 int pynn_have_openmp(void);
+/* The compiler that built the kernels, e.g. "gcc 12.2.0" or "clang 14.0.6" */
+const char *pynn_compiler(void);
 /* Scratch buffers of the kernels, one per slot, grown when a larger one is
  * asked for; called outside parallel regions only. release frees them all
  * (tests and leak checks). */

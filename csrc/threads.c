@@ -43,6 +43,16 @@ int pynn_have_openmp(void) {
 #endif
 }
 
+const char *pynn_compiler(void) {
+#if defined(__clang__)
+    return "clang " __clang_version__;
+#elif defined(__GNUC__)
+    return "gcc " __VERSION__;
+#else
+    return "an unknown C compiler";
+#endif
+}
+
 /* ---- scratch buffers -------------------------------------------------------- */
 /* One growing buffer per slot: a kernel asks for what it needs (outside any
  * parallel region) and gets a buffer at least that large, 64-byte aligned.

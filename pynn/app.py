@@ -175,6 +175,13 @@ def check_images(cfg, width, wants_images):
         raise PynnError(f"--tta flip: test-time flips need square images, but {problem}")
 
 
+def kernels():
+    """What the kernels were built with: the GEMM's kernel (and its
+    instruction set) and the compiler."""
+    return (f"{ffi.string(lib.pynn_gemm_kernel()).decode()}, "
+            f"{ffi.string(lib.pynn_compiler()).decode().strip()}")
+
+
 def build_optimizer(cfg, params):
     if cfg.optimizer == "sgd":
         return OPTIMIZERS["sgd"](params, cfg.lr, cfg.momentum, cfg.weight_decay)
@@ -187,8 +194,7 @@ def train(cfg, data, rng, reporter, budget):
                   cfg.batchnorm, cfg.sigmoid_lambda)
     optimizer = build_optimizer(cfg, model.parameters())
     threads = lib.pynn_get_threads() if lib.pynn_have_openmp() else "1: built without OpenMP"
-    reporter.start(model, len(data.rows), len(data.val_rows), cfg, threads,
-                   kernels=ffi.string(lib.pynn_gemm_kernel()).decode())
+    reporter.start(model, len(data.rows), len(data.val_rows), cfg, threads, kernels=kernels())
     x_val, y_val = ((gather(data.x, data.val_rows), gather(data.y, data.val_rows))
                     if data.val_rows else (None, None))
     fitted = fit(model, optimizer, data.x, data.y, data.rows, x_val, y_val, cfg, reporter, rng,

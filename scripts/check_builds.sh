@@ -16,6 +16,10 @@
 #   plain-c     PYNN_PLAIN_C=1: the GEMM's plain-C micro-kernel: close
 #   no-openmp   PYNN_OPENMP=0: one thread; byte-identical (the results never
 #               depend on the thread count)
+#   clang       CC=clang, which finds out itself whether it has OpenMP (Apple's
+#               clang, and Debian's without libomp, have none): the whole test
+#               suite, and predictions on one thread byte-identical to the
+#               native gcc build's on two
 # "close": predictions are allowed to differ on a few rows (without FMA every
 # product rounds twice, and training amplifies the difference); the share that
 # differs is printed and must stay below CLOSE_MAX_PERCENT.
@@ -45,11 +49,16 @@ assert $expect, 'not the build asked for'
 ")
 }
 
-tests() {  # tests NAME: the kernel, gradient, training and CNN tests against build NAME
-    (cd "$WORK/$1" && PYTHONPATH="$WORK/$1" "$PY" -m pytest -q -p no:cacheprovider \
-        --rootdir "$ROOT" -c "$ROOT/pyproject.toml" "$ROOT/tests/test_kernels.py" \
-        "$ROOT/tests/test_gradcheck.py" "$ROOT/tests/test_training.py" \
-        "$ROOT/tests/test_cnn_kernels.py" "$ROOT/tests/test_cnn.py")
+KERNEL_TESTS="test_kernels.py test_gradcheck.py test_training.py test_cnn_kernels.py test_cnn.py"
+tests() {  # tests NAME [FILE...]: tests/FILEs (default KERNEL_TESTS; "." all) against build NAME
+    local name=$1 paths=() f
+    shift
+    [ $# -gt 0 ] || set -- $KERNEL_TESTS
+    for f in "$@"; do
+        case $f in -*) paths+=("$f") ;; *) paths+=("$ROOT/tests/$f") ;; esac  # -x: pytest's
+    done
+    (cd "$WORK/$name" && PYTHONPATH="$WORK/$name" "$PY" -m pytest -q -p no:cacheprovider \
+        --rootdir "$ROOT" -c "$ROOT/pyproject.toml" "${paths[@]}")
 }
 
 # the short runs' data: the first 4000 training and 1000 test rows of data/
@@ -130,13 +139,18 @@ variant() {
     no-openmp)
         build no-openmp "not lib.pynn_have_openmp()" PYNN_OPENMP=0
         tests no-openmp; compare no-openmp same 1 ;;
+    clang)
+        build clang "ffi.string(lib.pynn_compiler()).startswith(b'clang')" CC=clang
+        tests clang . --ignore="$ROOT/tests/test_setup.py"  # (that one tests run.sh)
+        compare clang same 1 ;;
     *) echo "unknown build $1" >&2; exit 2 ;;
     esac
 }
 
 if [ $# -eq 0 ]; then
     set -- no-openmp plain-c portable
-    [ "$(uname -m)" = x86_64 ] && set -- avx2 "$@"
+    if command -v clang >/dev/null; then set -- "$@" clang; else echo "(no clang: not built)"; fi
+    if [ "$(uname -m)" = x86_64 ]; then set -- avx2 "$@"; fi
 fi
 for name in "$@"; do variant "$name"; done
 echo "all builds pass: $*"

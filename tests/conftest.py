@@ -1,12 +1,16 @@
 """Shared test helpers."""
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
 
 from pynn._kernels import lib
 from pynn.io import CSV_NAMES
+
+# run.sh's start time is for one timed run; the runs the tests start time themselves
+os.environ.pop("PYNN_STARTED", None)
 
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "scripts"
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -60,6 +64,15 @@ def subset_dir(tmp_path_factory):
     for key, n in SUBSET.items():
         (folder / CSV_NAMES[key]).write_bytes(head(DATA_DIR / CSV_NAMES[key], n))
     return folder
+
+
+# where a test claims that a result does not depend on the thread count: one
+# thread, the cores here, more, and many more threads than cores
+THREAD_COUNTS = (1, 2, 3, 16)
+# such a test means nothing on a build that has only one thread
+needs_threads = pytest.mark.skipif(not lib.pynn_have_openmp(),
+                                   reason="a one-thread build (no OpenMP): no other thread "
+                                          "count to compare with")
 
 
 @pytest.fixture(autouse=True)

@@ -25,6 +25,7 @@ from pynn.tensor import Tensor
 
 import cnn_reference as cref
 import reference as ref
+from conftest import THREAD_COUNTS, needs_threads
 from reference import bits
 
 NAN = float("nan")
@@ -638,13 +639,14 @@ def test_batchnorm_kernel_backward_by_finite_differences():
 
 def _across_threads(run):
     results = []
-    for threads in (1, 2, 3):
+    for threads in THREAD_COUNTS:
         lib.pynn_set_threads(threads)
         results.append(run())
     lib.pynn_set_threads(0)
     return results
 
 
+@needs_threads
 @pytest.mark.parametrize("shape", [CHUNKED[0], DW_CHUNKED[1], (4, 28, 28, 1, 8, 5),
                                    (5, 12, 12, 1, 32, 3)],
                          ids=_shape_id)
@@ -658,23 +660,25 @@ def test_conv_bit_identical_across_threads(shape):
         dinp, dw, db = run_conv_backward(shape, dout, inp, w)
         return bits(out) + bits(dinp) + bits(dw) + bits(db)
 
-    one, two, three = _across_threads(run)
-    assert one == two == three
+    one, *others = _across_threads(run)
+    assert all(other == one for other in others)
 
 
+@needs_threads
 def test_maxpool_bit_identical_across_threads():
     B, H, W, C = 4, 29, 27, 24  # odd sizes, B*H*W*C >= 65536: parallel
     assert B * H * W * C >= 65536
     rng = random.Random(4)
     inp = pool_input(rng, B * H * W * C, ties=True)
     dout = ref.rand_list(rng, B * (H // 2) * (W // 2) * C)
-    one, two, three = _across_threads(lambda: [bits(v) for v in
-                                               run_pool(inp, B, H, W, C, dout)])
-    assert one == two == three
+    one, *others = _across_threads(lambda: [bits(v) for v in
+                                            run_pool(inp, B, H, W, C, dout)])
+    assert all(other == one for other in others)
     assert one[0] == bits(cref.maxpool2x2_forward(inp, B, H, W, C))
     assert one[1] == bits(cref.maxpool2x2_backward(dout, inp, B, H, W, C))
 
 
+@needs_threads
 @pytest.mark.parametrize("relu", [0, 1])
 def test_batchnorm_bit_identical_across_threads(relu):
     N, C = 3301, 20  # N*C >= 65536: parallel; 13 blocks, the last partial; 16 + 4 channels
@@ -690,8 +694,8 @@ def test_batchnorm_bit_identical_across_threads(relu):
         grads = run_bn_backward(dout, out, x, mean, invstd, gamma, N, C, relu)
         return [bits(v) for v in (out, mean, invstd, nrm, nrv) + grads]
 
-    one, two, three = _across_threads(run)
-    assert one == two == three
+    one, *others = _across_threads(run)
+    assert all(other == one for other in others)
     # and the batch statistics are still right at this size
     w_mean, w_var = cref.batch_stats(x, N, C)
     mean = struct.unpack(f"{C}f", one[1])
