@@ -1,5 +1,8 @@
 /* conv.c - 2-D convolution ("same" zero padding, stride 1, odd kernel size k)
- * and 2x2 max-pooling, on images stored NHWC (see pynn.h).
+ * on images stored NHWC (see pynn.h).
+ *
+ * The plain version it must equal: tests/cnn_reference.py conv2d_forward /
+ * conv2d_backward, seven loops each (tests/test_cnn_kernels.py).
  *
  * A convolution is a matrix product in disguise (im2col). Seen as N = B*H*W
  * rows of C channels, the output pixel r = (b, y, x) is
@@ -34,16 +37,7 @@
  * without im2col (below): its product has K = k*k = 9, too short to pay for
  * building col rows.
  */
-#include <string.h>
-
-#include "pynn.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#else
-static int omp_get_thread_num(void) { return 0; }
-static int omp_get_max_threads(void) { return 1; }
-#endif
+#include "internal.h"
 
 /* rows of col per chunk in the forward products: about 256 KB of col */
 static int64_t chunk_rows(int kkC) {
@@ -96,43 +90,8 @@ static void im2col(float *restrict col, const float *restrict inp, int64_t r0, i
  * one tap and DO channels while the pixels of an image go by. Each image's
  * dw is its own (scratch), and the images' are added in image order: as
  * everywhere, the bits do not depend on the thread count. */
-#define DX 4  /* pixels of a block */
-#if defined(__AVX512F__) /* floats of a vec, one register; a block is 2 vecs of channels */
-#define VW 16
-#elif defined(__AVX__)
-#define VW 8
-#else
-#define VW 4
-#endif
-#define DO (2 * VW)
-
-/* A vec: VW consecutive channels, the unit the direct loops compute in (one
- * register: 16 floats with AVX-512, 8 with AVX, 4 else). GNU C vectors where the compiler has
- * them (gcc's own vectorizer picks the wrong axis for these loops), else a
- * plain-C stand-in with the same operations (built and tested, PYNN_PLAIN_C). */
-#if defined(__GNUC__) && !defined(PYNN_PLAIN_C)
-typedef float vec __attribute__((vector_size(VW * sizeof(float))));
-static inline vec vzero(void) { return (vec){0}; }
-static inline vec vload(const float *p) { vec v; memcpy(&v, p, sizeof v); return v; }
-static inline void vstore(float *p, vec v) { memcpy(p, &v, sizeof v); }
-static inline vec vfma(vec acc, float a, vec w) { return acc + a * w; } /* acc + a w */
-static inline vec vadd(vec a, vec b) { return a + b; }
-static inline float vget(vec v, int l) { return v[l]; }
-#else
-typedef struct { float f[VW]; } vec;
-static inline vec vzero(void) { vec v = {{0}}; return v; }
-static inline vec vload(const float *p) { vec v; memcpy(&v, p, sizeof v); return v; }
-static inline void vstore(float *p, vec v) { memcpy(p, &v, sizeof v); }
-static inline vec vfma(vec acc, float a, vec w) {
-    for (int l = 0; l < VW; l++) acc.f[l] += a * w.f[l];
-    return acc;
-}
-static inline vec vadd(vec a, vec b) {
-    for (int l = 0; l < VW; l++) a.f[l] += b.f[l];
-    return a;
-}
-static inline float vget(vec v, int l) { return v.f[l]; }
-#endif
+#define DX 4       /* pixels of a block */
+#define DO (2 * VEC) /* channels of a block: two vecs (internal.h) */
 
 /* the padded row length: room for the left and right borders and for a last
  * block of DX pixels that reaches past the image */
@@ -162,7 +121,7 @@ static void direct_forward_image(float *restrict out, const float *restrict pad,
                     for (int j = 0; j < k; j++) {
                         const float *w = wt + (size_t)(i * k + j) * OCP + o0;
                         const float *src = pad + (size_t)(y + i) * PW + x + j;
-                        const vec w0 = vload(w), w1 = vload(w + VW);
+                        const vec w0 = vload(w), w1 = vload(w + VEC);
                         for (int q = 0; q < DX; q++) {
                             acc[q][0] = vfma(acc[q][0], src[q], w0);
                             acc[q][1] = vfma(acc[q][1], src[q], w1);
@@ -173,11 +132,11 @@ static void direct_forward_image(float *restrict out, const float *restrict pad,
                     float *o = out + ((size_t)y * W + x + q) * OC + o0;
                     if (nl == DO) { /* whole vecs */
                         vstore(o, bias ? vadd(acc[q][0], vload(bias + o0)) : acc[q][0]);
-                        vstore(o + VW, bias ? vadd(acc[q][1], vload(bias + o0 + VW)) : acc[q][1]);
+                        vstore(o + VEC, bias ? vadd(acc[q][1], vload(bias + o0 + VEC)) : acc[q][1]);
                         continue;
                     }
                     for (int l = 0; l < nl; l++) {
-                        const float v = vget(acc[q][l / VW], l % VW);
+                        const float v = vget(acc[q][l / VEC], l % VEC);
                         o[l] = bias ? v + bias[o0 + l] : v;
                     }
                 }
@@ -209,19 +168,19 @@ static void direct_dweight_image(float *restrict dw, const float *restrict pad,
                     for (int q = 0; q < DX; q++) {
                         const float *gq = g + (size_t)(x + q) * OC;
                         acc[q][0] = vfma(acc[q][0], src[x + q], vload(gq));
-                        acc[q][1] = vfma(acc[q][1], src[x + q], vload(gq + VW));
+                        acc[q][1] = vfma(acc[q][1], src[x + q], vload(gq + VEC));
                     }
                 for (; x < W; x++) {
                     const float *gq = g + (size_t)x * OC;
                     acc[0][0] = vfma(acc[0][0], src[x], vload(gq));
-                    acc[0][1] = vfma(acc[0][1], src[x], vload(gq + VW));
+                    acc[0][1] = vfma(acc[0][1], src[x], vload(gq + VEC));
                 }
             }
             for (int h = 0; h < 2; h++) {
                 const vec sum = vadd(vadd(acc[0][h], acc[1][h]), vadd(acc[2][h], acc[3][h]));
-                for (int l = 0; l < VW; l++)
-                    dw[(size_t)t * OCP + o0 + h * VW + l] =
-                        nl < DO ? rest[h * VW + l] : vget(sum, l);
+                for (int l = 0; l < VEC; l++)
+                    dw[(size_t)t * OCP + o0 + h * VEC + l] =
+                        nl < DO ? rest[h * VEC + l] : vget(sum, l);
             }
         }
 }
@@ -233,12 +192,12 @@ static void direct_forward(float *out, const float *inp, const float *weight, co
                            int B, int H, int W, int OC, int k) {
     const int OCP = round_up(OC, DO);
     const size_t padn = (size_t)(H + k - 1) * pad_width(W, k);
-    float *wt = pynn_scratch(PYNN_SCRATCH_DIRECT, (size_t)k * k * OCP);
-    float *pads = pynn_scratch(PYNN_SCRATCH_COL, (size_t)omp_get_max_threads() * padn);
+    float *wt = pynn_work(PYNN_WORK_TAP_WEIGHTS, (size_t)k * k * OCP);
+    float *pads = pynn_work(PYNN_WORK_PADDED_IMAGES, (size_t)omp_get_max_threads() * padn);
     for (int t = 0; t < k * k; t++)
         for (int o = 0; o < OCP; o++)
             wt[(size_t)t * OCP + o] = o < OC ? weight[(size_t)o * k * k + t] : 0.0f;
-#pragma omp parallel if (2.0 * B * H * W * k * k * OC >= PYNN_GEMM_PARALLEL_MIN_FLOPS)
+#pragma omp parallel if (2.0 * B * H * W * k * k * OC >= PAR_MIN_FLOPS)
     {
         float *pad = pads + (size_t)omp_get_thread_num() * padn;
 #pragma omp for schedule(static)
@@ -257,9 +216,9 @@ static void direct_dweight(float *dweight, const float *dout, const float *inp, 
     const int OCP = round_up(OC, DO), kk = k * k;
     const int n_slots = B < DW_SLOTS ? B : DW_SLOTS, threads = omp_get_max_threads();
     const size_t padn = (size_t)(H + k - 1) * pad_width(W, k), per = (size_t)kk * OCP;
-    float *slot = pynn_scratch(PYNN_SCRATCH_DIRECT, (size_t)(n_slots + threads) * per);
-    float *pads = pynn_scratch(PYNN_SCRATCH_COL, (size_t)threads * padn);
-#pragma omp parallel if (2.0 * B * H * W * kk * OC >= PYNN_GEMM_PARALLEL_MIN_FLOPS)
+    float *slot = pynn_work(PYNN_WORK_PARTIAL_DWEIGHT, (size_t)(n_slots + threads) * per);
+    float *pads = pynn_work(PYNN_WORK_PADDED_IMAGES, (size_t)threads * padn);
+#pragma omp parallel if (2.0 * B * H * W * kk * OC >= PAR_MIN_FLOPS)
     {
         float *pad = pads + (size_t)omp_get_thread_num() * padn;
         float *image = slot + (size_t)(n_slots + omp_get_thread_num()) * per;
@@ -287,7 +246,6 @@ static void direct_dweight(float *dweight, const float *dout, const float *inp, 
 }
 #undef DX
 #undef DO
-#undef VW
 
 /* out (N,OC) = im2col(inp) . weight^T (+ bias), N = B*H*W rows, each thread
  * taking whole chunks; inp (B,H,W,C), weight (OC, k*k*C) */
@@ -300,9 +258,9 @@ static void conv_product(float *out, const float *inp, const float *weight, cons
     const int kkC = k * k * C;
     const int64_t N = (int64_t)B * H * W, rows = chunk_rows(kkC);
     const int64_t n_chunks = (N + rows - 1) / rows;
-    float *col = pynn_scratch(PYNN_SCRATCH_COL, (size_t)omp_get_max_threads() * rows * kkC);
+    float *col = pynn_work(PYNN_WORK_IM2COL, (size_t)omp_get_max_threads() * rows * kkC);
     pynn_gemm_reserve();
-#pragma omp parallel if (2.0 * N * kkC * OC >= PYNN_GEMM_PARALLEL_MIN_FLOPS)
+#pragma omp parallel if (2.0 * N * kkC * OC >= PAR_MIN_FLOPS)
     {
         float *mine = col + (size_t)omp_get_thread_num() * rows * kkC;
 #pragma omp for schedule(dynamic)
@@ -336,14 +294,14 @@ static void gemm_dweight(float *dweight, const float *dout, const float *inp, in
     const int64_t n_chunks = (N + rows - 1) / rows;
     const int64_t n_slots = n_chunks < DW_SLOTS ? n_chunks : DW_SLOTS;
     const size_t per = (size_t)OC * kkC;
-    float *col = pynn_scratch(PYNN_SCRATCH_COL, (size_t)omp_get_max_threads() * rows * kkC);
-    float *slot = pynn_scratch(PYNN_SCRATCH_DIRECT, (size_t)(n_slots ? n_slots : 1) * per);
+    float *col = pynn_work(PYNN_WORK_IM2COL, (size_t)omp_get_max_threads() * rows * kkC);
+    float *slot = pynn_work(PYNN_WORK_PARTIAL_DWEIGHT, (size_t)(n_slots ? n_slots : 1) * per);
     /* With fewer inputs under the kernel than outputs (k*k*C = 4 against 12,
      * say), the MR x NR tiles fit a chunk's dweight^T = col^T . dout better
      * (4 rows pad to 8, not 4 columns to 32); it is transposed when added. */
     const int swap = kkC < OC;
     pynn_gemm_reserve();
-#pragma omp parallel if (2.0 * N * kkC * OC >= PYNN_GEMM_PARALLEL_MIN_FLOPS)
+#pragma omp parallel if (2.0 * N * kkC * OC >= PAR_MIN_FLOPS)
     {
         float *mine = col + (size_t)omp_get_thread_num() * rows * kkC;
 #pragma omp for schedule(dynamic)
@@ -404,7 +362,7 @@ void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dou
         gemm_dweight(dweight, dout, inp, B, H, W, C, OC, k);
     if (dbias) bias_sums(dbias, dout, (int64_t)B * H * W, OC);
     if (dinp) {
-        float *wflip = pynn_scratch(PYNN_SCRATCH_WFLIP, (size_t)OC * kkC);
+        float *wflip = pynn_work(PYNN_WORK_FLIPPED_WEIGHTS, (size_t)OC * kkC);
         for (int c = 0; c < C; c++)
             for (int i = 0; i < k; i++)
                 for (int j = 0; j < k; j++)
@@ -413,222 +371,4 @@ void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dou
                             weight[(((size_t)o * k + (k - 1 - i)) * k + (k - 1 - j)) * C + c];
         conv_product(dinp, dout, wflip, NULL, B, H, W, OC, C, k);
     }
-}
-
-/* ---- 2x2 max-pool ----------------------------------------------------------- */
-
-/* index 0..3 of the first maximum of a window (0,0), (0,1), (1,0), (1,1):
- * the forward and the backward pass both ask this, so they always agree.
- * Written as selects, not branches, so that a loop over channels vectorizes. */
-static inline int window_argmax(float v0, float v1, float v2, float v3) {
-    const int s1 = v1 > v0;
-    const float m1 = s1 ? v1 : v0;
-    const int s2 = v2 > m1;
-    const float m2 = s2 ? v2 : m1;
-    return v3 > m2 ? 3 : s2 ? 2 : s1;
-}
-
-void maxpool2x2_forward(float *restrict out, const float *restrict inp, int B, int H, int W,
-                        int C) {
-    /* out is (B,H/2,W/2,C), inp is (B,H,W,C): out[b,y,x,c] = the max of
-     * inp[b, 2y+dy, 2x+dx, c] over dy, dx in {0,1}; an odd last row or column
-     * of inp is left out (H/2 and W/2 round down, as in PyTorch) */
-    const int OH = H / 2, OW = W / 2;
-#pragma omp parallel for schedule(static) if ((int64_t)B * H * W * C >= 65536)
-    for (int64_t q = 0; q < (int64_t)B * OH; q++) { /* one output row a turn */
-        const int64_t b = q / OH, y = q % OH;
-        const float *r0 = inp + ((size_t)b * H + 2 * y) * W * C, *r1 = r0 + (size_t)W * C;
-        float *o = out + (size_t)q * OW * C;
-        for (int x = 0; x < OW; x++) {
-            const float *a0 = r0 + (size_t)2 * x * C, *a1 = r1 + (size_t)2 * x * C;
-            for (int c = 0; c < C; c++) {
-                const float v0 = a0[c], v1 = a0[C + c], v2 = a1[c], v3 = a1[C + c];
-                const int a = window_argmax(v0, v1, v2, v3);
-                o[(size_t)x * C + c] = a == 0 ? v0 : a == 1 ? v1 : a == 2 ? v2 : v3;
-            }
-        }
-    }
-}
-
-void maxpool2x2_backward(float *restrict dinp, const float *restrict dout,
-                         const float *restrict inp, int B, int H, int W, int C) {
-    /* dinp is (B,H,W,C), written whole; dout is (B,H/2,W/2,C): each window
-     * passes its gradient to its first maximum, the other three get 0 (and so
-     * does an odd last row or column, which no window covers) */
-    const int OH = H / 2, OW = W / 2;
-    const size_t row = (size_t)W * C;
-    if (OH == 0) /* a one-row image: no window, no gradient */
-        for (size_t t = 0; t < (size_t)B * H * row; t++) dinp[t] = 0.0f;
-#pragma omp parallel for schedule(static) if ((int64_t)B * H * W * C >= 65536)
-    for (int64_t q = 0; q < (int64_t)B * OH; q++) { /* one output row a turn */
-        const int64_t b = q / OH, y = q % OH;
-        const size_t top = ((size_t)b * H + 2 * y) * row;
-        const float *r0 = inp + top, *r1 = r0 + row, *g = dout + (size_t)q * OW * C;
-        float *d0 = dinp + top, *d1 = d0 + row;
-        for (int x = 0; x < OW; x++) {
-            const size_t at = (size_t)2 * x * C;
-            for (int c = 0; c < C; c++) {
-                const int a = window_argmax(r0[at + c], r0[at + C + c], r1[at + c],
-                                            r1[at + C + c]);
-                const float gv = g[(size_t)x * C + c];
-                d0[at + c] = a == 0 ? gv : 0.0f;
-                d0[at + C + c] = a == 1 ? gv : 0.0f;
-                d1[at + c] = a == 2 ? gv : 0.0f;
-                d1[at + C + c] = a == 3 ? gv : 0.0f;
-            }
-        }
-        for (size_t t = (size_t)2 * OW * C; t < row; t++) d0[t] = d1[t] = 0.0f; /* odd column */
-        if (H % 2 && y == OH - 1) /* the odd last row of this image */
-            for (size_t t = 0; t < row; t++) d1[row + t] = 0.0f;
-    }
-}
-
-/* ---- batch norm + ReLU + max-pool, fused --------------------------------------- */
-/* The three layers touch the conv's output (the block's largest tensor) in
- * turn: batch norm reads it twice and writes it, the ReLU again, the pool
- * reads it, and backward the same once more. Fused, the forward reads it
- * twice (statistics, then normalize, ReLU and pool on the fly) and writes
- * only the pooled quarter; the backward recomputes the normalized values,
- * the ReLU and the maxima from inp instead of storing them. */
-
-/* y = max(scale * z + shift, 0): one channel's normalized, rectified value */
-static inline float bn_relu(float z, float scale, float shift) {
-    const float v = scale * z + shift;
-    return v > 0.0f ? v : 0.0f;
-}
-
-void batchnorm_relu_maxpool_forward(float *out, float *mean, float *invstd, float *running_mean,
-                                    float *running_var, const float *inp, const float *gamma,
-                                    const float *beta, int B, int H, int W, int C,
-                                    float momentum, float eps, int training) {
-    /* out (B,H/2,W/2,C) = maxpool(max(gamma * (inp - mean) * invstd + beta, 0)) */
-    const int64_t N = (int64_t)B * H * W;
-    batchnorm_statistics(mean, invstd, running_mean, running_var, inp, N, C, momentum, eps,
-                         training);
-    float *coef = pynn_scratch(PYNN_SCRATCH_COEF, (size_t)C * 3);
-    const float *scale = coef, *shift = coef + C;
-    batchnorm_coefficients(coef, coef + C, mean, invstd, gamma, beta, C);
-    const int OH = H / 2, OW = W / 2;
-    const size_t row = (size_t)W * C;
-#pragma omp parallel for schedule(static) if (N * C >= 65536)
-    for (int64_t q = 0; q < (int64_t)B * OH; q++) {
-        const int64_t b = q / OH, y = q % OH;
-        const float *r0 = inp + ((size_t)b * H + 2 * y) * row, *r1 = r0 + row;
-        float *o = out + (size_t)q * OW * C;
-        for (int x = 0; x < OW; x++) {
-            const size_t at = (size_t)2 * x * C;
-            for (int c = 0; c < C; c++) {
-                const float v0 = bn_relu(r0[at + c], scale[c], shift[c]);
-                const float v1 = bn_relu(r0[at + C + c], scale[c], shift[c]);
-                const float v2 = bn_relu(r1[at + c], scale[c], shift[c]);
-                const float v3 = bn_relu(r1[at + C + c], scale[c], shift[c]);
-                const int a = window_argmax(v0, v1, v2, v3);
-                o[(size_t)x * C + c] = a == 0 ? v0 : a == 1 ? v1 : a == 2 ? v2 : v3;
-            }
-        }
-    }
-}
-
-/* One window's four y = max(scale z + shift, 0) and its first maximum, as
- * selects on three comparisons (window_argmax's order) so that the loops
- * over channels vectorize: s1, s2, s3 say which later value took the lead. */
-#define WINDOW(c)                                                                        \
-    const float z0 = p0[c], z1 = p1[c], z2 = p2[c], z3 = p3[c];                           \
-    const float v0 = bn_relu(z0, scale[c], shift[c]), v1 = bn_relu(z1, scale[c], shift[c]); \
-    const float v2 = bn_relu(z2, scale[c], shift[c]), v3 = bn_relu(z3, scale[c], shift[c]); \
-    const int s1 = v1 > v0;                                                              \
-    const float m1 = s1 ? v1 : v0;                                                       \
-    const int s2 = v2 > m1;                                                              \
-    const float m2 = s2 ? v2 : m1;                                                       \
-    const int s3 = v3 > m2;                                                              \
-    const float top = s3 ? v3 : m2;                                                      \
-    const float dy = top > 0.0f ? gx[c] : 0.0f; /* through the pool and the ReLU */
-
-/* pass 1 over one pooled row: sb[c] = sum dy, sx[c] = sum dy * (z - mean) over
- * its windows; r0, r1 are the two input rows (W*C), g the pooled row's dout */
-static void pooled_sums(float *restrict sb, float *restrict sx, const float *restrict r0,
-                        const float *restrict r1, const float *restrict g,
-                        const float *restrict scale, const float *restrict shift,
-                        const float *restrict mean, int OW, int C) {
-    for (int c = 0; c < C; c++) sb[c] = sx[c] = 0.0f;
-    for (int x = 0; x < OW; x++) {
-        const float *p0 = r0 + (size_t)2 * x * C, *p1 = p0 + C, *p2 = r1 + (size_t)2 * x * C;
-        const float *p3 = p2 + C, *gx = g + (size_t)x * C;
-        for (int c = 0; c < C; c++) {
-            WINDOW(c)
-            float z = s1 ? z1 : z0;
-            z = s2 ? z2 : z;
-            z = s3 ? z3 : z;
-            sb[c] += dy;
-            sx[c] += dy * (z - mean[c]);
-        }
-    }
-}
-
-/* pass 2 over one pooled row: dinp = cd * dy + ca * z + cb at its two input
- * rows d0, d1 (dy = 0 off the windows' maxima and in an odd last column) */
-static void pooled_grad(float *restrict d0, float *restrict d1, const float *restrict r0,
-                        const float *restrict r1, const float *restrict g,
-                        const float *restrict scale, const float *restrict shift,
-                        const float *restrict ca, const float *restrict cb,
-                        const float *restrict cd, int OW, int W, int C) {
-    for (int x = 0; x < OW; x++) {
-        const size_t at = (size_t)2 * x * C;
-        const float *p0 = r0 + at, *p1 = p0 + C, *p2 = r1 + at, *p3 = p2 + C;
-        const float *gx = g + (size_t)x * C;
-        float *e0 = d0 + at, *e1 = e0 + C, *e2 = d1 + at, *e3 = e2 + C;
-#pragma omp simd /* gcc's alias check sends this loop down its scalar path */
-        for (int c = 0; c < C; c++) {
-            WINDOW(c)
-            const int k3 = s3, k2 = s2 & !s3, k1 = s1 & !s2 & !s3, k0 = !(s1 | s2 | s3);
-            e0[c] = ca[c] * z0 + cb[c] + cd[c] * (k0 ? dy : 0.0f);
-            e1[c] = ca[c] * z1 + cb[c] + cd[c] * (k1 ? dy : 0.0f);
-            e2[c] = ca[c] * z2 + cb[c] + cd[c] * (k2 ? dy : 0.0f);
-            e3[c] = ca[c] * z3 + cb[c] + cd[c] * (k3 ? dy : 0.0f);
-        }
-    }
-    for (int x = 2 * OW; x < W; x++) /* an odd last column */
-        for (int c = 0; c < C; c++) {
-            d0[(size_t)x * C + c] = ca[c] * r0[(size_t)x * C + c] + cb[c];
-            d1[(size_t)x * C + c] = ca[c] * r1[(size_t)x * C + c] + cb[c];
-        }
-}
-#undef WINDOW
-
-void batchnorm_relu_maxpool_backward(float *dinp, float *dgamma, float *dbeta,
-                                     const float *dout, const float *inp, const float *mean,
-                                     const float *invstd, const float *gamma, const float *beta,
-                                     int B, int H, int W, int C) {
-    /* The pool passes dout to each window's first maximum and the ReLU lets
-     * it through where that maximum is > 0: dy is dout there, 0 elsewhere.
-     * Batch norm's backward (norm.c) then needs sum dy and sum dy * (inp -
-     * mean) per channel (pass 1, a block per pooled row, merged in order) and
-     * writes dinp = d * dy + a * inp + b everywhere (pass 2). */
-    const int64_t N = (int64_t)B * H * W, nq = (int64_t)B * (H / 2);
-    const int OH = H / 2, OW = W / 2;
-    const size_t row = (size_t)W * C;
-    float *coef = pynn_scratch(PYNN_SCRATCH_COEF, (size_t)C * 5);
-    float *part = pynn_scratch(PYNN_SCRATCH_NORM, (size_t)(nq > 0 ? nq : 1) * C * 2);
-    float *ca = coef, *cb = coef + C, *cd = coef + 2 * C, *scale = coef + 3 * C;
-    float *shift = coef + 4 * C;
-    batchnorm_coefficients(scale, shift, mean, invstd, gamma, beta, C);
-#pragma omp parallel for schedule(static) if (N * C >= 65536)
-    for (int64_t q = 0; q < nq; q++) {
-        const float *r0 = inp + ((size_t)(q / OH) * H + 2 * (q % OH)) * row;
-        pooled_sums(part + (size_t)q * C * 2, part + (size_t)q * C * 2 + C, r0, r0 + row,
-                    dout + (size_t)q * OW * C, scale, shift, mean, OW, C);
-    }
-    batchnorm_backward_coefficients(ca, cb, cd, dgamma, dbeta, part, nq, mean, invstd, gamma, N,
-                                    C);
-#pragma omp parallel for schedule(static) if (N * C >= 65536)
-    for (int64_t q = 0; q < nq; q++) {
-        const size_t top = ((size_t)(q / OH) * H + 2 * (q % OH)) * row;
-        pooled_grad(dinp + top, dinp + top + row, inp + top, inp + top + row,
-                    dout + (size_t)q * OW * C, scale, shift, ca, cb, cd, OW, W, C);
-    }
-    if (H % 2) /* an odd last row of each image (or H == 1): no window, dy = 0 */
-        for (int64_t b = 0; b < B; b++) {
-            const size_t at = ((size_t)b * H + H - 1) * row;
-            for (size_t t = 0; t < row; t++) dinp[at + t] = ca[t % C] * inp[at + t] + cb[t % C];
-        }
 }

@@ -2,7 +2,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "pynn.h"
+#include "internal.h"
 
 #if defined(__GNUC__)
 #define PREFETCH(p) __builtin_prefetch((p), 0, 3) /* for reading, into all cache levels */
@@ -41,24 +41,17 @@ void pynn_moments(const float *x, const int32_t *idx, int64_t n, int64_t C, doub
 }
 
 void pynn_scale_shift(float *x, int64_t n, float scale, float shift) {
-#pragma omp parallel for schedule(static) if (n >= 65536)
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (int64_t i = 0; i < n; i++) x[i] = x[i] * scale + shift;
 }
 
-/* splitmix64 (Steele, Lea, Flood 2014): a tiny, well-mixed 64-bit generator */
-static uint64_t splitmix64(uint64_t *state) {
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 void pynn_shuffle(int32_t *idx, int64_t n, uint64_t seed) {
-    /* i from the top down, swap with a uniform j in [0, i]; the modulo bias
-     * of a 64-bit draw is below 2^-32 for any n that fits in int32 */
-    uint64_t state = seed;
-    for (int64_t i = n - 1; i > 0; i--) {
-        const int64_t j = (int64_t)(splitmix64(&state) % (uint64_t)(i + 1));
+    /* Fisher-Yates: i from the top down, swap with a uniform j in [0, i]; draw
+     * t of the stream (pynn_draw) picks j; the modulo bias of a 64-bit draw is
+     * below 2^-32 for any n that fits in int32 */
+    int64_t t = 1;
+    for (int64_t i = n - 1; i > 0; i--, t++) {
+        const int64_t j = (int64_t)(pynn_draw(seed, t) % (uint64_t)(i + 1));
         const int32_t t = idx[i];
         idx[i] = idx[j];
         idx[j] = t;
@@ -128,20 +121,11 @@ int pynn_all_finite(const float *x, int64_t n) {
     return ok;
 }
 
-/* the draw of sample i of a batch: splitmix64's finalizer of (seed + i * golden
- * ratio), as for dropout - no state, the same in any thread and order */
-static inline uint64_t sample_draw(uint64_t seed, int64_t i) {
-    uint64_t z = seed + (uint64_t)i * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 /* sample i's shift (dy, dx), each in [-shift, shift], and flip bit, from
  * three separate bit fields of its draw */
 static void augment_draw(uint64_t seed, int i, int shift, int flip, int *dy, int *dx,
                          int *mirror) {
-    const uint64_t z = sample_draw(seed, i), span = 2 * (uint64_t)shift + 1;
+    const uint64_t z = pynn_draw(seed, i), span = 2 * (uint64_t)shift + 1;
     *dy = (int)((z & 0xFFFF) % span) - shift;
     *dx = (int)((z >> 16 & 0xFFFF) % span) - shift;
     *mirror = flip ? (int)(z >> 32 & 1) : 0;

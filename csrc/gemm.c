@@ -34,27 +34,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pynn.h"
+#include "internal.h"
 
-/* The micro-kernel is written with GNU C vector extensions (gcc, clang), or
- * in plain C where those are missing or PYNN_PLAIN_C is defined (a build
- * option, so that the fallback is tested too). */
-#if defined(__GNUC__) && !defined(PYNN_PLAIN_C)
-#define GNU_VECTORS 1
-#else
-#define GNU_VECTORS 0
-#endif
-/* VEC floats fill one SIMD register; chosen by what the compiler targets. */
-#if defined(__AVX512F__)
-#define VEC 16
-#elif defined(__AVX__)
-#define VEC 8
-#else
-#define VEC 4
-#endif
+/* The micro-kernel is written with GNU C vectors (internal.h: vec, VEC floats
+ * a register), or in plain C where those are missing or PYNN_PLAIN_C is
+ * defined (a build option, so that the fallback is tested too). */
 #define NR (2 * VEC) /* tile width: two registers */
-#ifndef MR
-#define MR 8 /* tile height: MR x 2 accumulator registers */
+#ifndef MR /* tile height: MR x 2 accumulator registers, 2 of op(B), 1 broadcast */
+#if defined(__AVX__) && !defined(__AVX512F__)
+#define MR 6 /* AVX has 16 vector registers: 6 x 2 + 3 fit, 8 x 2 + 3 spill */
+#else
+#define MR 8 /* AVX-512 has 32 */
+#endif
 #endif
 #ifndef KC
 #define KC 1024 /* a packed B panel, KC x NR floats (128 KB), stays in L2 */
@@ -158,50 +149,40 @@ static inline float finish(float sum, float bias, const float *c, int load_c, in
  * stored (K,N), a full panel where it lies (bks = N). load_c adds the existing
  * C; mr <= MR, nr <= NR. */
 #if GNU_VECTORS
-typedef float vfloat __attribute__((vector_size(VEC * sizeof(float))));
-typedef int32_t vint __attribute__((vector_size(VEC * sizeof(float))));
-
-static inline vfloat loadu(const float *p) {
-    vfloat v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline void storeu(float *p, vfloat v) { memcpy(p, &v, sizeof v); }
-
 static void micro_kernel(int kc, const float *restrict a, size_t ars, size_t aks,
                          const float *restrict b, size_t bks, float *restrict c, int ldc,
                          int mr, int nr,
                          int load_c, const float *restrict bias, int relu) {
-    vfloat acc[MR][2];
+    vec acc[MR][2];
 #pragma GCC unroll 32
-    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (vfloat){0};
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (vec){0};
     for (int p = 0; p < kc; p++) {
-        vfloat b0 = loadu(b + p * bks), b1 = loadu(b + p * bks + VEC);
+        vec b0 = vload(b + p * bks), b1 = vload(b + p * bks + VEC);
 #pragma GCC unroll 32
         for (int i = 0; i < MR; i++) {
             /* broadcast; written x - 0, not 0 + x: x - 0 == x for every float
              * (0 + -0 is +0), so the compiler can load the scalar straight into
              * all lanes (vbroadcastss from memory: a load, not a shuffle that
              * competes with the FMAs; 5-10 % faster here) */
-            vfloat ai = a[i * ars + p * aks] - (vfloat){0};
+            vec ai = a[i * ars + p * aks] - (vec){0};
             acc[i][0] += ai * b0;
             acc[i][1] += ai * b1;
         }
     }
     if (mr == MR && nr == NR) { /* full tile: vector stores */
-        vfloat bias0 = {0}, bias1 = {0};
-        if (bias) bias0 = loadu(bias), bias1 = loadu(bias + VEC);
+        vec bias0 = {0}, bias1 = {0};
+        if (bias) bias0 = vload(bias), bias1 = vload(bias + VEC);
 #pragma GCC unroll 32
         for (int i = 0; i < MR; i++) {
             float *cr = c + (size_t)i * ldc;
-            vfloat r0 = acc[i][0] + bias0, r1 = acc[i][1] + bias1;
-            if (load_c) r0 += loadu(cr), r1 += loadu(cr + VEC);
+            vec r0 = acc[i][0] + bias0, r1 = acc[i][1] + bias1;
+            if (load_c) r0 += vload(cr), r1 += vload(cr + VEC);
             if (relu) { /* (r > 0) is all-ones or zero per lane: a branch-free max */
-                r0 = (vfloat)((vint)(r0 > 0) & (vint)r0);
-                r1 = (vfloat)((vint)(r1 > 0) & (vint)r1);
+                r0 = (vec)((vec_int)(r0 > 0) & (vec_int)r0);
+                r1 = (vec)((vec_int)(r1 > 0) & (vec_int)r1);
             }
-            storeu(cr, r0);
-            storeu(cr + VEC, r1);
+            vstore(cr, r0);
+            vstore(cr + VEC, r1);
         }
         return;
     }
@@ -255,14 +236,6 @@ static void store_transposed(const float *tile, float *c, int ldc, int mr, int n
  * of A: threads never wait for each other. Grown when the thread count grows,
  * then kept: no GEMM allocates after the first. Not thread-safe across
  * concurrent callers (pynn calls it from one Python thread). */
-#ifdef _OPENMP
-#include <omp.h>
-#else
-static int omp_get_thread_num(void) { return 0; }
-static int omp_get_num_threads(void) { return 1; }
-static int omp_get_max_threads(void) { return 1; }
-#endif
-
 #define B_SLOT ((size_t)NR * KC)
 #define A_SLOT ((size_t)MR * KC)
 static float *work = NULL;
@@ -281,25 +254,10 @@ void pynn_gemm_reserve(void) {
     work_threads = n;
 }
 
-/* the instruction set the compiler was told it may use (PYNN_MARCH) */
-#if defined(__AVX512F__)
-#define ISA "AVX-512"
-#elif defined(__AVX2__) && defined(__FMA__)
-#define ISA "AVX2+FMA"
-#elif defined(__AVX__)
-#define ISA "AVX, no FMA"
-#elif defined(__SSE2__)
-#define ISA "SSE2"
-#elif defined(__ARM_NEON)
-#define ISA "NEON"
-#else
-#define ISA "no known SIMD"
-#endif
-
 const char *pynn_gemm_kernel(void) {
     static char text[80];
     snprintf(text, sizeof text, "%s (%s), %dx%d tiles", GNU_VECTORS ? "GNU C vectors" : "plain C",
-             ISA, MR, NR);
+             PYNN_ISA, MR, NR);
     return text;
 }
 
@@ -412,6 +370,6 @@ void pynn_gemm_solo(int ta, int tb, int M, int N, int K, const float *A, const f
 void pynn_gemm(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
                const float *bias, float *Cm, int flags) {
     pynn_gemm_reserve();
-#pragma omp parallel if (2.0 * M * N * K >= PYNN_GEMM_PARALLEL_MIN_FLOPS)
+#pragma omp parallel if (2.0 * M * N * K >= PAR_MIN_FLOPS)
     pynn_gemm_team(ta, tb, M, N, K, A, Bm, bias, Cm, flags);
 }

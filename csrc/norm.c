@@ -15,11 +15,11 @@
  */
 #include <math.h>
 
-#include "pynn.h"
+#include "internal.h"
 
 #define BLOCK 256 /* rows: a block of 256 x C floats stays in L1/L2 while it is summed */
-#define LANES 16  /* channels summed together, in one vector register */
-#define PAR_MIN 65536
+#define LANES 16  /* channels summed together (one AVX-512 register; fixed, so that the
+                   * sums are the same on every target) */
 
 /* the n_blocks of BLOCK rows that cover N rows */
 static int64_t blocks(int64_t N) { return (N + BLOCK - 1) / BLOCK; }
@@ -56,7 +56,7 @@ static inline void sum_rows(float *restrict s, const float *restrict x, int64_t 
  * blocks are merged in order (Chan, Golub, LeVeque 1983) */
 static void column_moments(double *mean, double *var, const float *x, int64_t N, int C) {
     const int64_t nb = blocks(N);
-    float *part = pynn_scratch(PYNN_SCRATCH_NORM, (size_t)nb * C * 2);
+    float *part = pynn_work(PYNN_WORK_BLOCK_SUMS, (size_t)nb * C * 2);
 #pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
     for (int64_t q = 0; q < nb; q++) {
         const int64_t r0 = q * BLOCK, r1 = r0 + BLOCK < N ? r0 + BLOCK : N;
@@ -106,7 +106,7 @@ static void affine(float *restrict out, const float *restrict x, const float *dy
     }
 }
 
-void batchnorm_statistics(float *mean, float *invstd, float *running_mean, float *running_var,
+void pynn_bn_statistics(float *mean, float *invstd, float *running_mean, float *running_var,
                           const float *inp, int64_t N, int C, float momentum, float eps,
                           int training) {
     /* training: mean, invstd of this batch, and
@@ -114,7 +114,7 @@ void batchnorm_statistics(float *mean, float *invstd, float *running_mean, float
      *   (the variance unbiased there, N/(N-1), as PyTorch);
      * evaluation: mean, invstd from the running statistics */
     if (training) {
-        double *m = (double *)pynn_scratch(PYNN_SCRATCH_MOMENTS, (size_t)C * 4), *v = m + C;
+        double *m = (double *)pynn_work(PYNN_WORK_MOMENTS, (size_t)C * 4), *v = m + C;
         column_moments(m, v, inp, N, C);
         for (int c = 0; c < C; c++) {
             mean[c] = (float)m[c];
@@ -131,7 +131,7 @@ void batchnorm_statistics(float *mean, float *invstd, float *running_mean, float
     }
 }
 
-void batchnorm_coefficients(float *scale, float *shift, const float *mean, const float *invstd,
+void pynn_bn_coefficients(float *scale, float *shift, const float *mean, const float *invstd,
                             const float *gamma, const float *beta, int C) {
     for (int c = 0; c < C; c++) {
         scale[c] = gamma[c] * invstd[c];
@@ -147,15 +147,15 @@ void batchnorm_forward(float *out, float *mean, float *invstd, float *running_me
      * out = gamma * (inp - mean) * invstd + beta  (then max(., 0) if relu),
      * computed as out = scale * inp + shift, scale = gamma * invstd,
      * shift = beta - mean * scale */
-    batchnorm_statistics(mean, invstd, running_mean, running_var, inp, N, C, momentum, eps,
+    pynn_bn_statistics(mean, invstd, running_mean, running_var, inp, N, C, momentum, eps,
                          training);
-    float *coef = pynn_scratch(PYNN_SCRATCH_COEF, (size_t)C * 3);
+    float *coef = pynn_work(PYNN_WORK_COEFFICIENTS, (size_t)C * 3);
     float *scale = coef, *shift = coef + C;
-    batchnorm_coefficients(scale, shift, mean, invstd, gamma, beta, C);
+    pynn_bn_coefficients(scale, shift, mean, invstd, gamma, beta, C);
     affine(out, inp, NULL, scale, shift, NULL, N, C, relu);
 }
 
-void batchnorm_backward_coefficients(float *a, float *b, float *d, float *dgamma, float *dbeta,
+void pynn_bn_backward_coefficients(float *a, float *b, float *d, float *dgamma, float *dbeta,
                                      const float *part, int64_t nb, const float *mean,
                                      const float *invstd, const float *gamma, int64_t N, int C) {
     /* part is (nb, 2, C): per block of rows, sum dy and sum dy * (inp - mean);
@@ -198,7 +198,7 @@ void batchnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *d
         for (int64_t i = 0; i < N * C; i++) dinp[i] = out[i] > 0.0f ? dout[i] : 0.0f;
         dy = dinp;
     }
-    float *part = pynn_scratch(PYNN_SCRATCH_NORM, (size_t)nb * C * 2);
+    float *part = pynn_work(PYNN_WORK_BLOCK_SUMS, (size_t)nb * C * 2);
 #pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
     for (int64_t q = 0; q < nb; q++) { /* per block: sum dy, sum dy * (inp - mean) */
         const int64_t r0 = q * BLOCK, r1 = r0 + BLOCK < N ? r0 + BLOCK : N;
@@ -221,8 +221,8 @@ void batchnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *d
             for (int j = 0; j < n; j++) sb[c0 + j] = ab[j], sx[c0 + j] = ax[j];
         }
     }
-    float *coef = pynn_scratch(PYNN_SCRATCH_COEF, (size_t)C * 3);
+    float *coef = pynn_work(PYNN_WORK_COEFFICIENTS, (size_t)C * 3);
     float *a = coef, *b = coef + C, *d = coef + 2 * C;
-    batchnorm_backward_coefficients(a, b, d, dgamma, dbeta, part, nb, mean, invstd, gamma, N, C);
+    pynn_bn_backward_coefficients(a, b, d, dgamma, dbeta, part, nb, mean, invstd, gamma, N, C);
     affine(dinp, inp, dy, a, b, d, N, C, 0);
 }

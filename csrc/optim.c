@@ -2,9 +2,7 @@
 #include <float.h>
 #include <math.h>
 
-#include "pynn.h"
-
-#define PAR_MIN 65536
+#include "internal.h"
 
 /* A state that decays geometrically (the momentum of a weight whose gradient
  * is zero, e.g. behind a dead ReLU) reaches the subnormal range within about

@@ -1,4 +1,6 @@
-/* pynn.h - the whole C API of pynn, one declaration per kernel.
+/* pynn.h - the C API that Python calls (pynn/ through cffi), one declaration
+ * per kernel, with every array's shape. What the C files share only among
+ * themselves is in internal.h.
  *
  * Conventions (as in llm.c):
  *  - every array is float32 (or int32 for labels/indices), row-major, contiguous;
@@ -11,10 +13,20 @@
  *    convolution is a dense layer over those rows (conv.c), batch norm the same
  *    kernel after a conv or a dense layer (norm.c). One-channel images are also
  *    (B, H*W) vectors, as the CSV rows hold them. Conv weights are (OC,k,k,C);
+ *  - a layer's pair is named <layer>_forward / <layer>_backward; every other
+ *    function is pynn_<what it does>;
  *  - backward functions WRITE (not accumulate) parameter gradients;
- *  - no function allocates except through pynn_scratch (threads.c) and the
- *    GEMM's packing workspace, both grown the first time a larger problem
+ *  - no function allocates except through the work buffers (runtime.c) and
+ *    the GEMM's packing workspace, both grown the first time a larger problem
  *    comes, never in the steady state.
+ *
+ * Determinism: no result depends on the thread count (or on the vector width
+ * of the build). Parallel loops split OUTPUT elements among the threads, and
+ * where a result is a sum over many rows (a weight gradient, batch norm's
+ * statistics), the sum is cut into parts fixed by the problem size - blocks of
+ * rows, chunks, images - never by the number of threads; each part is summed
+ * in order, and the parts are merged in a fixed order. Any thread may compute
+ * any part: the bits come out the same.
  *
  * This file is also read by the cffi builder (pyproject_build/build_kernels.py),
  * which drops the preprocessor lines, so keep every declaration on plain C.
@@ -25,7 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* ---- threads (threads.c) ------------------------------------------------ */
+/* ---- how the kernels run (runtime.c) -------------------------------------- */
 /* Number of threads the kernels use; n <= 0 means "all cores, at most 16". */
 void pynn_set_threads(int n);
 int pynn_get_threads(void);
@@ -33,13 +45,9 @@ int pynn_get_threads(void);
 int pynn_have_openmp(void);
 /* The compiler that built the kernels, e.g. "gcc 12.2.0" or "clang 14.0.6" */
 const char *pynn_compiler(void);
-/* Scratch buffers of the kernels, one per slot, grown when a larger one is
- * asked for; called outside parallel regions only. release frees them all
- * (tests and leak checks). */
-enum { PYNN_SCRATCH_COL, PYNN_SCRATCH_WFLIP, PYNN_SCRATCH_NORM, PYNN_SCRATCH_MOMENTS,
-       PYNN_SCRATCH_COEF, PYNN_SCRATCH_DIRECT, PYNN_SCRATCH_SLOTS };
-float *pynn_scratch(int slot, size_t n);
-void pynn_scratch_release(void);
+/* How the GEMM computes a tile in this build, naming its instruction set,
+ * e.g. "GNU C vectors (AVX2+FMA), 6x16 tiles" (gemm.c) */
+const char *pynn_gemm_kernel(void);
 
 /* ---- CSV parsing (csv.c) ------------------------------------------------ */
 /* Error codes of the parser; Python turns them into one-line messages. */
@@ -110,40 +118,7 @@ int64_t pynn_count_equal(const int32_t *a, const int32_t *b, int64_t n);
 /* 1 if every x[i] is finite, else 0 */
 int pynn_all_finite(const float *x, int64_t n);
 
-/* ---- GEMM (gemm.c) ------------------------------------------------------- */
-/* flags of pynn_gemm */
-enum {
-    PYNN_GEMM_ACCUMULATE = 1, /* C += product, instead of C = product */
-    PYNN_GEMM_RELU = 2        /* C = max(C, 0) at the end (fused activation) */
-};
-/* C = op(A) . op(B) (+ bias[j] on every row when bias != NULL)
- *   op(A) is (M,K): A is (M,K) when ta == 0, (K,M) when ta == 1
- *   op(B) is (K,N): B is (K,N) when tb == 0, (N,K) when tb == 1
- *   C is (M,N); all matrices contiguous (leading dimension = row length);
- *   flags: PYNN_GEMM_ACCUMULATE, PYNN_GEMM_RELU (or 0).
- * The result does not depend on the thread count (K is never split). */
-void pynn_gemm(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
-               const float *bias, float *Cm, int flags);
-/* The same product, computed by a team: every thread of an enclosing OpenMP
- * parallel region calls it with the same arguments and computes its own share
- * of C, without waiting for the others (a caller that reads C next needs a
- * barrier first). Outside a parallel region it computes all of C. The region's
- * opener calls pynn_gemm_reserve() first: the packing workspace grows there. */
-void pynn_gemm_team(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
-                    const float *bias, float *Cm, int flags);
-/* The same product, all of it on the calling thread (inside a parallel region
- * whose opener called pynn_gemm_reserve(), or outside one). */
-void pynn_gemm_solo(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
-                    const float *bias, float *Cm, int flags);
-void pynn_gemm_reserve(void);
-/* Frees the cached packing workspace (tests and leak checks call it). */
-void pynn_gemm_release(void);
-/* How this build computes a tile, e.g. "GNU C vectors (AVX-512), 8x32 tiles" */
-const char *pynn_gemm_kernel(void);
-/* below this many flops a parallel region costs more than it saves */
-#define PYNN_GEMM_PARALLEL_MIN_FLOPS 50000.0
-
-/* ---- layers (layers.c) --------------------------------------------------- */
+/* ---- Linear (dense.c) ------------------------------------------------------ */
 /* Linear: out is (B,OC), inp is (B,C), weight is (OC,C), bias is (OC,) or NULL */
 void dense_forward(float *out, const float *inp, const float *weight, const float *bias,
                    int B, int C, int OC);
@@ -159,7 +134,9 @@ void dense_relu_forward(float *out, const float *inp, const float *weight, const
 void dense_relu_backward(float *dinp, float *dweight, float *dbias, float *dout,
                          const float *out, const float *inp, const float *weight, int B, int C,
                          int OC);
-/* ReLU: out = max(inp, 0), all (N,) */
+
+/* ---- activations (activation.c), element by element, all (N,) ------------- */
+/* ReLU: out = max(inp, 0) */
 void relu_forward(float *out, const float *inp, int64_t N);
 void relu_backward(float *dinp, const float *dout, const float *inp, int64_t N);
 /* Leaky ReLU: out = inp > 0 ? inp : slope * inp */
@@ -169,16 +146,21 @@ void leaky_relu_backward(float *dinp, const float *dout, const float *inp, float
 /* tanh: out = tanh(inp); backward uses out: dinp = dout * (1 - out^2) */
 void tanh_forward(float *out, const float *inp, int64_t N);
 void tanh_backward(float *dinp, const float *dout, const float *out, int64_t N);
-/* Logistic sigmoid with steepness lambda (the lecture's sigma):
- * out = 1 / (1 + e^(-lambda inp)), computed so that e^(...) never overflows;
- * backward uses out: dinp = dout * lambda * out * (1 - out). All (N,). */
-void sigmoid_forward(float *out, const float *inp, float lambda, int64_t N);
-void sigmoid_backward(float *dinp, const float *dout, const float *out, float lambda, int64_t N);
+/* Logistic sigmoid with steepness lambda (the lecture's sigma, its lambda):
+ * out = 1 / (1 + e^(-steepness inp)), computed so that e^(...) never overflows;
+ * backward uses out: dinp = dout * steepness * out * (1 - out). */
+void sigmoid_forward(float *out, const float *inp, float steepness, int64_t N);
+void sigmoid_backward(float *dinp, const float *dout, const float *out, float steepness,
+                      int64_t N);
+
+/* ---- dropout (dropout.c) ---------------------------------------------------- */
 /* Dropout (inverted), for training only: value i is kept when a hash of
  * (seed, i) falls at or above p, and then scaled by 1/(1-p); 0 <= p < 1. The
  * backward pass recomputes the same mask from the same seed. All (N,). */
 void dropout_forward(float *out, const float *inp, float p, uint64_t seed, int64_t N);
 void dropout_backward(float *dinp, const float *dout, float p, uint64_t seed, int64_t N);
+
+/* ---- losses (loss.c) ---------------------------------------------------------- */
 /* Softmax + cross-entropy, fused and stable (max subtracted, log-sum-exp),
  * with label smoothing eps (0 <= smoothing < 1; 0: none): the target
  * distribution is q = (1 - eps) onehot(target) + eps / V.
@@ -204,7 +186,7 @@ void mse_backward(float *dy, const float *y, const float *d, int B, int V);
  * Returns 0, or -1 (d untouched past that row) for a label outside [0,V). */
 int pynn_one_hot(float *d, const int32_t *labels, float smoothing, int B, int V);
 
-/* ---- convolution and pooling (conv.c), images NHWC ----------------------- */
+/* ---- convolution (conv.c), images NHWC ---------------------------------------- */
 /* 2-D convolution, "same" zero padding, stride 1, odd k >= 1:
  * out is (B,H,W,OC), inp is (B,H,W,C), weight is (OC,k,k,C), bias (OC,) or NULL
  *   out[b,y,x,o] = bias[o] + sum_{i,j,c} inp[b, y+i-k/2, x+j-k/2, c] * weight[o,i,j,c] */
@@ -215,6 +197,8 @@ void conv2d_forward(float *out, const float *inp, const float *weight, const flo
 void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                      const float *inp, const float *weight, int B, int H, int W, int C, int OC,
                      int k);
+
+/* ---- max-pool (pool.c) --------------------------------------------------------- */
 /* 2x2 max-pool, stride 2: out is (B,H/2,W/2,C), inp is (B,H,W,C) (an odd last
  * row or column is dropped). Ties: the first maximum of the window in the
  * order (0,0), (0,1), (1,0), (1,1) takes the value and, backward, the gradient. */
@@ -242,22 +226,9 @@ void batchnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *d
                         const float *out, const float *inp, const float *mean,
                         const float *invstd, const float *gamma, int64_t N, int C, int relu);
 
-/* ---- optimizers (optim.c) ------------------------------------------------ */
-/* Both update n parameters, all arrays (n,); weight decay applies to the
- * first n_decay of them (the weights; the biases follow, without).
- * SGD with momentum (PyTorch's form) and L2 weight decay:
- *   g = grad + wd * param;  v = momentum * v + g;  param -= lr * v */
-void sgd_update(float *param, const float *grad, float *velocity, int64_t n, int64_t n_decay,
-                float lr, float momentum, float weight_decay);
-/* Adam with decoupled weight decay (AdamW); t is the 1-based step count:
- *   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
- *   param -= lr * (mhat / (sqrt(vhat) + eps) + wd * param) */
-void adam_update(float *param, const float *grad, float *m, float *v, int64_t n,
-                 int64_t n_decay, float lr, float beta1, float beta2, float eps,
-                 float weight_decay, int t);
-
-/* Batch norm, then ReLU, then 2x2 max-pool, fused (conv.c): the tail of a
- * conv block, in one pass over its largest tensor instead of four. inp is
+/* ---- batch norm + ReLU + max-pool, fused (fused.c) ----------------------------- */
+/* Batch norm, then ReLU, then 2x2 max-pool, fused: the tail of a conv block,
+ * in one pass over its largest tensor instead of four. inp is
  * the conv's output (B,H,W,C), out the pooled (B,H/2,W/2,C); the other
  * arguments are batchnorm_forward's. The same numbers as the three layers
  * one after another: out = maxpool(max(batchnorm(inp), 0)). */
@@ -272,17 +243,38 @@ void batchnorm_relu_maxpool_backward(float *dinp, float *dgamma, float *dbeta,
                                      const float *dout, const float *inp, const float *mean,
                                      const float *invstd, const float *gamma, const float *beta,
                                      int B, int H, int W, int C);
-/* The pieces norm.c shares with the fused kernel: the batch (or running)
- * statistics as batchnorm_forward computes them; out = scale * inp + shift
- * from them; and, from per-block sums part (nb,2,C) of dy and dy*(inp-mean),
- * dgamma, dbeta and dinp = d * dy + a * inp + b. */
-void batchnorm_statistics(float *mean, float *invstd, float *running_mean, float *running_var,
-                          const float *inp, int64_t N, int C, float momentum, float eps,
-                          int training);
-void batchnorm_coefficients(float *scale, float *shift, const float *mean, const float *invstd,
-                            const float *gamma, const float *beta, int C);
-void batchnorm_backward_coefficients(float *a, float *b, float *d, float *dgamma, float *dbeta,
-                                     const float *part, int64_t nb, const float *mean,
-                                     const float *invstd, const float *gamma, int64_t N, int C);
+
+/* ---- optimizers (optim.c) ------------------------------------------------ */
+/* Both update n parameters, all arrays (n,); weight decay applies to the
+ * first n_decay of them (the weights; the biases follow, without).
+ * SGD with momentum (PyTorch's form) and L2 weight decay:
+ *   g = grad + wd * param;  v = momentum * v + g;  param -= lr * v */
+void sgd_update(float *param, const float *grad, float *velocity, int64_t n, int64_t n_decay,
+                float lr, float momentum, float weight_decay);
+/* Adam with decoupled weight decay (AdamW); t is the 1-based step count:
+ *   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+ *   param -= lr * (mhat / (sqrt(vhat) + eps) + wd * param) */
+void adam_update(float *param, const float *grad, float *m, float *v, int64_t n,
+                 int64_t n_decay, float lr, float beta1, float beta2, float eps,
+                 float weight_decay, int t);
+
+/* ---- test hooks: for the tests, not for pynn/ --------------------------------- */
+/* flags of pynn_gemm */
+enum {
+    PYNN_GEMM_ACCUMULATE = 1, /* C += product, instead of C = product */
+    PYNN_GEMM_RELU = 2        /* C = max(C, 0) at the end (fused activation) */
+};
+/* C = op(A) . op(B) (+ bias[j] on every row when bias != NULL), the product
+ * every layer is made of (gemm.c):
+ *   op(A) is (M,K): A is (M,K) when ta == 0, (K,M) when ta == 1
+ *   op(B) is (K,N): B is (K,N) when tb == 0, (N,K) when tb == 1
+ *   C is (M,N); all matrices contiguous (leading dimension = row length);
+ *   flags: PYNN_GEMM_ACCUMULATE, PYNN_GEMM_RELU (or 0).
+ * The result does not depend on the thread count (K is never split). */
+void pynn_gemm(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
+               const float *bias, float *Cm, int flags);
+/* Frees every work buffer and the GEMM's packing workspace (they grow back
+ * when needed): for leak checks and for tests of the regrowth. */
+void pynn_release_workspaces(void);
 
 #endif /* PYNN_H */

@@ -1,0 +1,169 @@
+/* fused.c - batch norm, ReLU and 2x2 max-pool in one kernel pair: the tail of
+ * a conv block (Conv2d, BatchNorm2d, ReLU, MaxPool2d), which pynn/fuse.py
+ * hands to it.
+ *
+ *     out = maxpool2x2(max(gamma * (inp - mean) * invstd + beta, 0))
+ *
+ * The plain version it must equal is the three layers one after another:
+ * batchnorm_forward (norm.c), relu_forward (activation.c), maxpool2x2_forward
+ * (pool.c) - the same bits forward, the same gradients up to the order of
+ * the sums backward (tests/test_cnn_kernels.py, tests/test_fuse.py).
+ *
+ * Why fuse: the three layers touch the conv's output, the block's largest
+ * tensor, in turn: batch norm reads it twice and writes it, the ReLU again,
+ * the pool reads it, and backward the same once more. Fused, the forward
+ * reads it twice (statistics, then normalize, ReLU and pool on the fly) and
+ * writes only the pooled quarter; the backward recomputes the normalized
+ * values, the ReLU and the maxima from inp instead of storing them.
+ */
+#include "internal.h"
+
+/* y = max(scale * z + shift, 0): one channel's normalized, rectified value */
+static inline float bn_relu(float z, float scale, float shift) {
+    const float v = scale * z + shift;
+    return v > 0.0f ? v : 0.0f;
+}
+
+void batchnorm_relu_maxpool_forward(float *out, float *mean, float *invstd, float *running_mean,
+                                    float *running_var, const float *inp, const float *gamma,
+                                    const float *beta, int B, int H, int W, int C,
+                                    float momentum, float eps, int training) {
+    /* out (B,H/2,W/2,C) = maxpool(max(gamma * (inp - mean) * invstd + beta, 0)) */
+    const int64_t N = (int64_t)B * H * W;
+    pynn_bn_statistics(mean, invstd, running_mean, running_var, inp, N, C, momentum, eps,
+                       training);
+    float *coef = pynn_work(PYNN_WORK_COEFFICIENTS, (size_t)C * 3);
+    const float *scale = coef, *shift = coef + C;
+    pynn_bn_coefficients(coef, coef + C, mean, invstd, gamma, beta, C);
+    const int OH = H / 2, OW = W / 2;
+    const size_t row = (size_t)W * C;
+#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
+    for (int64_t q = 0; q < (int64_t)B * OH; q++) {
+        const int64_t b = q / OH, y = q % OH;
+        const float *r0 = inp + ((size_t)b * H + 2 * y) * row, *r1 = r0 + row;
+        float *o = out + (size_t)q * OW * C;
+        for (int x = 0; x < OW; x++) {
+            const size_t at = (size_t)2 * x * C;
+            for (int c = 0; c < C; c++) {
+                const float v0 = bn_relu(r0[at + c], scale[c], shift[c]);
+                const float v1 = bn_relu(r0[at + C + c], scale[c], shift[c]);
+                const float v2 = bn_relu(r1[at + c], scale[c], shift[c]);
+                const float v3 = bn_relu(r1[at + C + c], scale[c], shift[c]);
+                const int a = pynn_window_argmax(v0, v1, v2, v3);
+                o[(size_t)x * C + c] = pynn_window_pick(a, v0, v1, v2, v3);
+            }
+        }
+    }
+}
+
+/* One window of the tail, from its four inputs z0..z3 (the conv's outputs):
+ * their y = max(scale z + shift, 0), which input is the first maximum of
+ * the y (the pool's rule, pynn_window_argmax, spelled here as comparisons:
+ * "y1, y2, y3 took the lead in turn", so that loops over channels
+ * vectorize), and the gradient dy that the window passes to it through the
+ * pool and the ReLU: g where that maximum is > 0, else 0. win[i] says
+ * whether input i is the winner; z is the winner's input. */
+typedef struct {
+    float dy, z;
+    int win[4];
+} route;
+
+static inline route window_route(float z0, float z1, float z2, float z3, float scale,
+                                 float shift, float g) {
+    const float v0 = bn_relu(z0, scale, shift), v1 = bn_relu(z1, scale, shift);
+    const float v2 = bn_relu(z2, scale, shift), v3 = bn_relu(z3, scale, shift);
+    const int s1 = v1 > v0;
+    const float m1 = s1 ? v1 : v0;
+    const int s2 = v2 > m1;
+    const float m2 = s2 ? v2 : m1;
+    const int s3 = v3 > m2;
+    const float top = s3 ? v3 : m2;
+    const float z_so_far = v1 > v0 ? z1 : z0, z_before = v2 > m1 ? z2 : z_so_far;
+    const route r = {top > 0.0f ? g : 0.0f, v3 > m2 ? z3 : z_before,
+                     {!(s1 | s2 | s3), s1 & !s2 & !s3, s2 & !s3, s3}};
+    return r;
+}
+
+/* pass 1 over one pooled row: sb[c] = sum dy, sx[c] = sum dy * (z - mean) over
+ * its windows; r0, r1 are the two input rows (W*C), g the pooled row's dout */
+static void pooled_sums(float *restrict sb, float *restrict sx, const float *restrict r0,
+                        const float *restrict r1, const float *restrict g,
+                        const float *restrict scale, const float *restrict shift,
+                        const float *restrict mean, int OW, int C) {
+    for (int c = 0; c < C; c++) sb[c] = sx[c] = 0.0f;
+    for (int x = 0; x < OW; x++) {
+        const float *p0 = r0 + (size_t)2 * x * C, *p1 = p0 + C, *p2 = r1 + (size_t)2 * x * C;
+        const float *p3 = p2 + C, *gx = g + (size_t)x * C;
+        for (int c = 0; c < C; c++) {
+            const route r = window_route(p0[c], p1[c], p2[c], p3[c], scale[c], shift[c], gx[c]);
+            sb[c] += r.dy;
+            sx[c] += r.dy * (r.z - mean[c]);
+        }
+    }
+}
+
+/* pass 2 over one pooled row: dinp = cd * dy + ca * z + cb at its two input
+ * rows d0, d1 (dy = 0 off the windows' maxima and in an odd last column) */
+static void pooled_grad(float *restrict d0, float *restrict d1, const float *restrict r0,
+                        const float *restrict r1, const float *restrict g,
+                        const float *restrict scale, const float *restrict shift,
+                        const float *restrict ca, const float *restrict cb,
+                        const float *restrict cd, int OW, int W, int C) {
+    for (int x = 0; x < OW; x++) {
+        const size_t at = (size_t)2 * x * C;
+        const float *p0 = r0 + at, *p1 = p0 + C, *p2 = r1 + at, *p3 = p2 + C;
+        const float *gx = g + (size_t)x * C;
+        float *e0 = d0 + at, *e1 = e0 + C, *e2 = d1 + at, *e3 = e2 + C;
+#pragma omp simd /* gcc's alias check sends this loop down its scalar path */
+        for (int c = 0; c < C; c++) {
+            const route r = window_route(p0[c], p1[c], p2[c], p3[c], scale[c], shift[c], gx[c]);
+            e0[c] = ca[c] * p0[c] + cb[c] + cd[c] * (r.win[0] ? r.dy : 0.0f);
+            e1[c] = ca[c] * p1[c] + cb[c] + cd[c] * (r.win[1] ? r.dy : 0.0f);
+            e2[c] = ca[c] * p2[c] + cb[c] + cd[c] * (r.win[2] ? r.dy : 0.0f);
+            e3[c] = ca[c] * p3[c] + cb[c] + cd[c] * (r.win[3] ? r.dy : 0.0f);
+        }
+    }
+    for (int x = 2 * OW; x < W; x++) /* an odd last column */
+        for (int c = 0; c < C; c++) {
+            d0[(size_t)x * C + c] = ca[c] * r0[(size_t)x * C + c] + cb[c];
+            d1[(size_t)x * C + c] = ca[c] * r1[(size_t)x * C + c] + cb[c];
+        }
+}
+
+void batchnorm_relu_maxpool_backward(float *dinp, float *dgamma, float *dbeta,
+                                     const float *dout, const float *inp, const float *mean,
+                                     const float *invstd, const float *gamma, const float *beta,
+                                     int B, int H, int W, int C) {
+    /* The pool passes dout to each window's first maximum and the ReLU lets
+     * it through where that maximum is > 0: dy is dout there, 0 elsewhere.
+     * Batch norm's backward (norm.c) then needs sum dy and sum dy * (inp -
+     * mean) per channel (pass 1, a block per pooled row, merged in order) and
+     * writes dinp = d * dy + a * inp + b everywhere (pass 2). */
+    const int64_t N = (int64_t)B * H * W, nq = (int64_t)B * (H / 2);
+    const int OH = H / 2, OW = W / 2;
+    const size_t row = (size_t)W * C;
+    float *coef = pynn_work(PYNN_WORK_COEFFICIENTS, (size_t)C * 5);
+    float *part = pynn_work(PYNN_WORK_BLOCK_SUMS, (size_t)(nq > 0 ? nq : 1) * C * 2);
+    float *ca = coef, *cb = coef + C, *cd = coef + 2 * C, *scale = coef + 3 * C;
+    float *shift = coef + 4 * C;
+    pynn_bn_coefficients(scale, shift, mean, invstd, gamma, beta, C);
+#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
+    for (int64_t q = 0; q < nq; q++) {
+        const float *r0 = inp + ((size_t)(q / OH) * H + 2 * (q % OH)) * row;
+        pooled_sums(part + (size_t)q * C * 2, part + (size_t)q * C * 2 + C, r0, r0 + row,
+                    dout + (size_t)q * OW * C, scale, shift, mean, OW, C);
+    }
+    pynn_bn_backward_coefficients(ca, cb, cd, dgamma, dbeta, part, nq, mean, invstd, gamma, N,
+                                  C);
+#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
+    for (int64_t q = 0; q < nq; q++) {
+        const size_t top = ((size_t)(q / OH) * H + 2 * (q % OH)) * row;
+        pooled_grad(dinp + top, dinp + top + row, inp + top, inp + top + row,
+                    dout + (size_t)q * OW * C, scale, shift, ca, cb, cd, OW, W, C);
+    }
+    if (H % 2) /* an odd last row of each image (or H == 1): no window, dy = 0 */
+        for (int64_t b = 0; b < B; b++) {
+            const size_t at = ((size_t)b * H + H - 1) * row;
+            for (size_t t = 0; t < row; t++) dinp[at + t] = ca[t % C] * inp[at + t] + cb[t % C];
+        }
+}

@@ -1,0 +1,181 @@
+/* internal.h - what the kernel files share with each other, and nothing that
+ * Python calls (that is pynn.h; cffi never reads this file).
+ *
+ * Each fact here is written once: the OpenMP stand-ins of a one-thread
+ * build, the sizes below which a loop stays on one thread, the SIMD vector
+ * the hand-vectorized loops compute in, the hash behind every random draw,
+ * the max-pool's tie rule, the named work buffers, and the pieces of the
+ * GEMM and of batch norm that other files build on.
+ *
+ * Names: everything declared here starts with pynn_ (or is a macro in
+ * capitals); static helpers inside a file have plain names.
+ */
+#ifndef PYNN_INTERNAL_H
+#define PYNN_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "pynn.h"
+
+/* ---- threads: OpenMP, or one thread --------------------------------------- */
+/* A build without OpenMP (Apple's clang, PYNN_OPENMP=0) compiles the same
+ * code: the "#pragma omp" lines are ignored and these stand in for the
+ * runtime's calls. */
+#ifdef _OPENMP
+#include <omp.h>
+#else
+static inline int omp_get_thread_num(void) { return 0; }
+static inline int omp_get_num_threads(void) { return 1; }
+static inline int omp_get_max_threads(void) { return 1; }
+#endif
+
+/* Below these sizes a parallel region costs more than it saves: element-wise
+ * loops of fewer values, products of fewer flops, stay on one thread. (Only
+ * the speed depends on them: by the determinism rule of pynn.h, the results
+ * are the same bits either way.) */
+#define PAR_MIN 65536           /* values of an element-wise loop */
+#define PAR_MIN_AWAKE 8192      /* the same, inside a layer call: the threads are awake */
+#define PAR_MIN_FLOPS 50000.0   /* flops of a product */
+
+/* ---- SIMD vectors ----------------------------------------------------------- */
+/* VEC floats fill one SIMD register of the target (PYNN_MARCH): 16 with
+ * AVX-512, 8 with AVX or AVX2, 4 otherwise (SSE2, NEON). The hand-vectorized
+ * loops (the GEMM's micro-kernel, the one-channel convolution) compute in
+ * `vec`s: GNU C vectors where the compiler has them, or a plain-C stand-in
+ * with the same operations (PYNN_PLAIN_C builds and tests it). Each lane's
+ * arithmetic is the same in both, and the same for every VEC. */
+#if defined(__AVX512F__)
+#define VEC 16
+#elif defined(__AVX__)
+#define VEC 8
+#else
+#define VEC 4
+#endif
+
+#if defined(__GNUC__) && !defined(PYNN_PLAIN_C)
+#define GNU_VECTORS 1
+typedef float vec __attribute__((vector_size(VEC * sizeof(float))));
+typedef int32_t vec_int __attribute__((vector_size(VEC * sizeof(float))));
+static inline vec vzero(void) { return (vec){0}; }
+static inline vec vadd(vec a, vec b) { return a + b; }
+static inline vec vfma(vec acc, float a, vec w) { return acc + a * w; } /* acc + a w */
+static inline float vget(vec v, int lane) { return v[lane]; }
+#else
+#define GNU_VECTORS 0
+typedef struct { float f[VEC]; } vec;
+static inline vec vzero(void) { vec v = {{0}}; return v; }
+static inline vec vadd(vec a, vec b) {
+    for (int l = 0; l < VEC; l++) a.f[l] += b.f[l];
+    return a;
+}
+static inline vec vfma(vec acc, float a, vec w) {
+    for (int l = 0; l < VEC; l++) acc.f[l] += a * w.f[l];
+    return acc;
+}
+static inline float vget(vec v, int lane) { return v.f[lane]; }
+#endif
+static inline vec vload(const float *p) { vec v; memcpy(&v, p, sizeof v); return v; }
+static inline void vstore(float *p, vec v) { memcpy(p, &v, sizeof v); }
+
+/* The instruction set the compiler was told it may use (PYNN_MARCH), for
+ * the build's description */
+#if defined(__AVX512F__)
+#define PYNN_ISA "AVX-512"
+#elif defined(__AVX2__) && defined(__FMA__)
+#define PYNN_ISA "AVX2+FMA"
+#elif defined(__AVX__)
+#define PYNN_ISA "AVX, no FMA"
+#elif defined(__SSE2__)
+#define PYNN_ISA "SSE2"
+#elif defined(__ARM_NEON)
+#define PYNN_ISA "NEON"
+#else
+#define PYNN_ISA "no known SIMD"
+#endif
+
+/* ---- random draws: splitmix64 ---------------------------------------------- */
+/* splitmix64 (Steele, Lea, Flood 2014): z -> a well-mixed 64-bit number. Every
+ * random choice in C is pynn_mix64 of (seed + i * PYNN_GOLDEN): draw i of a
+ * stream needs no state, so any thread may make it, in any order. */
+#define PYNN_GOLDEN 0x9E3779B97F4A7C15ull /* 2^64 / the golden ratio */
+static inline uint64_t pynn_mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static inline uint64_t pynn_draw(uint64_t seed, int64_t i) {
+    return pynn_mix64(seed + (uint64_t)i * PYNN_GOLDEN);
+}
+
+/* ---- the max-pool's tie rule ------------------------------------------------ */
+/* The index 0..3 of the first maximum of a 2x2 window read (0,0), (0,1),
+ * (1,0), (1,1): that one takes the value forward and the gradient backward,
+ * in pool.c and in fused.c alike. Written as selects, not branches, so that
+ * a loop over channels vectorizes. */
+static inline int pynn_window_argmax(float v0, float v1, float v2, float v3) {
+    const int s1 = v1 > v0;
+    const float m1 = s1 ? v1 : v0;
+    const int s2 = v2 > m1;
+    const float m2 = s2 ? v2 : m1;
+    return v3 > m2 ? 3 : s2 ? 2 : s1;
+}
+/* the value at index a of the window */
+static inline float pynn_window_pick(int a, float v0, float v1, float v2, float v3) {
+    return a == 0 ? v0 : a == 1 ? v1 : a == 2 ? v2 : v3;
+}
+
+/* ---- work buffers (runtime.c) ------------------------------------------------ */
+/* One growing buffer per role: a kernel asks for what it needs (outside any
+ * parallel region) and gets at least that much, 64-byte aligned. A buffer is
+ * reallocated only when a larger one is asked for (the first training step,
+ * the first prediction batch), never in the steady state. */
+enum {
+    PYNN_WORK_IM2COL,          /* conv.c: each thread's chunk of im2col rows */
+    PYNN_WORK_PADDED_IMAGES,   /* conv.c: each thread's zero-bordered one-channel image */
+    PYNN_WORK_TAP_WEIGHTS,     /* conv.c: a one-channel conv's weights, taps first */
+    PYNN_WORK_FLIPPED_WEIGHTS, /* conv.c: the kernel turned by 180 degrees, for dinp */
+    PYNN_WORK_PARTIAL_DWEIGHT, /* conv.c: partial sums of a weight gradient, one per slot */
+    PYNN_WORK_BLOCK_SUMS,      /* norm.c, fused.c: per-block column sums */
+    PYNN_WORK_MOMENTS,         /* norm.c: per-channel mean and variance, in double */
+    PYNN_WORK_COEFFICIENTS,    /* norm.c, fused.c: per-channel scale, shift, ... */
+    PYNN_WORK_WINOGRAD,        /* winograd.c: each thread's transformed tiles */
+    PYNN_WORK_WINOGRAD_WEIGHTS,/* winograd.c: the transformed kernel (or its gradient) */
+    PYNN_WORK_BUFFERS
+};
+float *pynn_work(int role, size_t n);
+void pynn_work_release(void);
+
+/* ---- GEMM pieces (gemm.c) ----------------------------------------------------- */
+/* pynn_gemm's product (pynn.h), computed by a team: every thread of an
+ * enclosing parallel region calls it with the same arguments and computes
+ * its own share of C, without waiting for the others (a caller that reads C
+ * next needs a barrier first). Outside a parallel region it computes all of C. */
+void pynn_gemm_team(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
+                    const float *bias, float *Cm, int flags);
+/* The same product, all of it on the calling thread. */
+void pynn_gemm_solo(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
+                    const float *bias, float *Cm, int flags);
+/* The packing workspace of every thread, grown if needed: the opener of a
+ * parallel region that calls pynn_gemm_team or _solo calls it first. */
+void pynn_gemm_reserve(void);
+void pynn_gemm_release(void);
+
+/* ---- batch-norm pieces (norm.c), shared with fused.c ---------------------------- */
+/* The batch (training) or running (evaluation) statistics of inp (N,C) as
+ * batchnorm_forward computes them: mean, invstd (C,) written, running ones
+ * updated while training. */
+void pynn_bn_statistics(float *mean, float *invstd, float *running_mean, float *running_var,
+                        const float *inp, int64_t N, int C, float momentum, float eps,
+                        int training);
+/* scale = gamma * invstd, shift = beta - mean * scale: out = scale * inp + shift */
+void pynn_bn_coefficients(float *scale, float *shift, const float *mean, const float *invstd,
+                          const float *gamma, const float *beta, int C);
+/* From per-block sums part (nb,2,C) of dy and dy * (inp - mean): dgamma,
+ * dbeta, and the coefficients of dinp = d * dy + a * inp + b. */
+void pynn_bn_backward_coefficients(float *a, float *b, float *d, float *dgamma, float *dbeta,
+                                   const float *part, int64_t nb, const float *mean,
+                                   const float *invstd, const float *gamma, int64_t N, int C);
+
+#endif /* PYNN_INTERNAL_H */
