@@ -2,7 +2,7 @@
 
     check the options -> load the training data (the test files checked) ->
     build the model (or load a saved one) -> train -> predict and write the
-    two prediction files -> evaluate and report
+    two prediction files -> the results and the report
 
 The test vectors enter in one place, predict_and_write, after training; the
 test labels after that, for the printed accuracy only. The prediction files
@@ -29,6 +29,7 @@ from .data import (
     split,
 )
 from .errors import PynnError
+from .fuse import fuse
 from .io import (
     CSV_NAMES,
     PREDICTION_NAMES,
@@ -79,7 +80,7 @@ def run(cfg, reporter=None, budget=None):
     rng = random.Random(cfg.seed)
     data = load_data(cfg, loaded, rng, reporter)
     if loaded:
-        model, fitted = loaded[0], None
+        model, fitted = plan(loaded[0], cfg), None
         check_images(cfg, data.width, model.input_shape is not None)
         reporter.loaded(model, cfg.load)
     else:
@@ -89,7 +90,7 @@ def run(cfg, reporter=None, budget=None):
     trained = time.perf_counter()
     train_pred, test_pred = predict_and_write(cfg, model, data)
     seconds = time.perf_counter() - budget.start
-    results = evaluate(cfg, data, fitted, train_pred, test_pred, reporter)
+    results = results_of(cfg, data, fitted, train_pred, test_pred, reporter)
     reporter.summary(results["val_acc"], results["test_acc"], seconds)
     if cfg.save:
         reporter.saved("model", cfg.save)
@@ -188,10 +189,16 @@ def build_optimizer(cfg, params):
     return OPTIMIZERS["adam"](params, cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def plan(model, cfg):
+    """What runs: the model's layers through fused kernels, or (--no-fuse)
+    each layer as written. Either trains the same Parameters."""
+    return fuse(model) if cfg.fuse else model
+
+
 def train(cfg, data, rng, reporter, budget):
-    """A new model of cfg.arch, trained on data.rows: (model, fit's result)."""
-    model = build(cfg.arch, data.width, data.classes, cfg.activation, rng, cfg.dropout,
-                  cfg.batchnorm, cfg.sigmoid_lambda)
+    """A new model of cfg.arch, trained on data.rows: (what ran, fit's result)."""
+    model = plan(build(cfg.arch, data.width, data.classes, cfg.activation, rng, cfg.dropout,
+                       cfg.batchnorm, cfg.sigmoid_steepness), cfg)
     optimizer = build_optimizer(cfg, model.parameters())
     threads = lib.pynn_get_threads() if lib.pynn_have_openmp() else "1: built without OpenMP"
     reporter.start(model, len(data.rows), len(data.val_rows), cfg, threads, kernels=kernels())
@@ -219,7 +226,7 @@ def predict_and_write(cfg, model, data):
     return train_pred, test_pred
 
 
-def evaluate(cfg, data, fitted, train_pred, test_pred, reporter):
+def results_of(cfg, data, fitted, train_pred, test_pred, reporter):
     """Per-class results of the validation rows (their predictions are those
     rows of the training predictions: predicted once) and, when the test
     labels passed their check, of the test set; printed. The results dict."""
@@ -228,8 +235,9 @@ def evaluate(cfg, data, fitted, train_pred, test_pred, reporter):
         val_pred, y_val = gather(train_pred, data.val_rows), gather(data.y, data.val_rows)
     if data.test_labels:
         y_test = load_test_labels(cfg, test_pred.shape[0], data.classes, reporter)
-    results = {"validation": evaluate_set(y_val, val_pred, data.classes),
-               "test": evaluate_set(y_test, test_pred, data.classes)}
+    results = {name: metrics.evaluate(truth, pred, data.classes) if truth is not None else None
+               for name, truth, pred in (("validation", y_val, val_pred),
+                                         ("test", y_test, test_pred))}
     for title, key in (("validation", "validation"), ("test (final evaluation)", "test")):
         if results[key] is not None:
             reporter.evaluation(title, results[key])
@@ -241,10 +249,6 @@ def evaluate(cfg, data, fitted, train_pred, test_pred, reporter):
         "stopped": fitted.stopped if fitted else "loaded", "plan": fitted.plan if fitted else None,
         "val_pred": val_pred, "y_val": y_val})
     return results
-
-
-def evaluate_set(truth, pred, classes):
-    return metrics.evaluate(truth, pred, classes) if truth is not None else None
 
 
 def load_test_labels(cfg, count, classes, reporter):
@@ -297,7 +301,7 @@ def weight_pictures(model, x_val, norm):
     one-channel images. MLP: the first Linear's weights into its first
     PICTURE_UNITS hidden units. CNN: the first convolution's filters and
     its output maps of the first PICTURE_IMAGES validation images."""
-    first, width = model.layers[0], model.input_width()
+    first, width = model.plain.layers[0], model.input_width()
     shape = model.input_shape or arch.image_shape(width)
     if shape is None or shape[2] != 1:
         return None

@@ -19,19 +19,21 @@ from .report import error
 HELP = {
     "data_dir": "folder with the four course CSVs",
     "out_dir": "folder for the prediction files",
-    "model": "preset: a named set of defaults (mlp, cnn, cnn-large)",
+    "model": "preset: a named set of defaults (pynn/config.py)",
     "arch": arch.HELP,
-    "activation": "relu, leaky_relu, tanh or sigmoid (the lecture's logistic sigmoid)",
-    "sigmoid_lambda": "steepness lambda of the sigmoid: 1 / (1 + e^(-lambda x))",
+    "activation": "of every hidden layer (sigmoid: the lecture's logistic sigmoid)",
+    "sigmoid_steepness": "the steepness lambda of the sigmoid: 1 / (1 + e^(-lambda x))",
     "loss": "cross_entropy (softmax outputs) or mse (the lecture's mean squared error "
             "against one-hot targets, identity outputs)",
+    "fuse": "run Linear+ReLU, BatchNorm+ReLU and BatchNorm+ReLU+MaxPool2d through fused "
+            "kernels (the same numbers, faster); --no-fuse runs each layer as written",
     "batchnorm": "batch norm after: conv (each convolution), all (and each hidden dense "
                  "layer) or off",
     "dropout": "dropout probability after each hidden dense activation (0: none)",
     "epochs": "passes over the training part",
     "batch_size": "rows per step (0: all of the training part, batch gradient descent; "
                   "1: the online algorithm; more: minibatch SGD)",
-    "optimizer": "adam or sgd",
+    "optimizer": "adam (AdamW) or sgd (with momentum)",
     "lr": "base learning rate",
     "momentum": "SGD momentum",
     "weight_decay": "weight decay on weights (not biases, not batch-norm scales)",
@@ -44,7 +46,7 @@ HELP = {
     "val_fraction": "part of the training set held out for validation (0 allowed)",
     "seed": "random seed (the course allows 0, 1, 2, 3, 42)",
     "threads": "kernel threads (0: the free cores, at most 16)",
-    "schedule": "learning-rate schedule: cosine or constant",
+    "schedule": "learning-rate schedule after the warm-up",
     "warmup_epochs": "epochs of linear learning-rate warm-up",
     "time_budget": "seconds for the whole run, counted from its start (run.sh's, when it "
                    "passes it on): training stops early enough for the predictions and the "
@@ -88,8 +90,9 @@ def parser(prog=None):
         shown = "none" if default == "" else default
         text = HELP[f.name]
         # no default here: only what the user gives reaches configure()
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(default),
-                       default=argparse.SUPPRESS, choices=options.CHOICES.get(f.name),
+        kind = ({"action": argparse.BooleanOptionalAction} if isinstance(default, bool) else
+                {"type": type(default), "choices": options.CHOICES.get(f.name)})
+        p.add_argument("--" + f.name.replace("_", "-"), default=argparse.SUPPRESS, **kind,
                        help=f"{text} (default: {shown})".replace("%", "%%"))
     p.add_argument("--hidden", type=hidden_sizes, dest="arch", default=argparse.SUPPRESS,
                    help="hidden dense layer sizes, comma-separated: --hidden 256,128 is "

@@ -1,7 +1,8 @@
-"""Every hyperparameter default, in one place: the Config fields (today's
-MLP run) and the presets (--model NAME), each the fields it sets otherwise.
-scripts/run.py turns each field into a command-line option; an option given
-explicitly wins over the preset's value. Tests build Config(...) directly."""
+"""Every hyperparameter default, in one place: the Config fields are the
+default preset (cnn), and each preset (--model NAME) is the fields it sets
+otherwise. pynn.cli turns each field into a command-line option; an option
+given explicitly wins over the preset's value. Tests build Config(...) or
+configure(preset, ...) directly."""
 from dataclasses import dataclass, fields
 
 from .errors import PynnError
@@ -11,36 +12,37 @@ ALLOWED_SEEDS = (0, 1, 2, 3, 42)  # the PV021 rules allow only these fixed seeds
 
 @dataclass
 class Config:
-    # The defaults are the best a default run reached in about 30 s on a
-    # 2-core machine, chosen by VALIDATION accuracy only (README: "Defaults").
-    model: str = "mlp"             # the preset these values came from
+    # The default preset, chosen by VALIDATION accuracy only (docs/experiments.md).
+    model: str = "cnn"             # the preset these values came from
     data_dir: str = "data"
     out_dir: str = "."
-    arch: str = "f1024,f512"       # layers, see pynn.model.parse_arch
-    activation: str = "relu"       # or "sigmoid" (the lecture's, with steepness
-    sigmoid_lambda: float = 1.0    # lambda), "tanh", "leaky_relu"
+    arch: str = "c32,p,c64,p,f256" # layers: pynn/arch.py
+    activation: str = "relu"       # or "sigmoid" (the lecture's, with its steepness
+    sigmoid_steepness: float = 1.0 # lambda), "tanh", "leaky_relu" (pynn.layers.ACTIVATIONS)
     loss: str = "cross_entropy"    # softmax + cross-entropy, or "mse" (identity outputs)
-    batchnorm: str = "conv"        # batch norm after: "conv", "all" (and dense), "off"
-    dropout: float = 0.0           # after each hidden dense activation, training only
+    batchnorm: str = "all"         # batch norm after: "conv", "all" (and dense), "off"
+    dropout: float = 0.3           # after each hidden dense activation, training only
     epochs: int = 15
-    batch_size: int = 128
+    batch_size: int = 128          # rows a step; 0: all rows (batch GD); 1: online
     optimizer: str = "adam"
-    lr: float = 1e-3
+    lr: float = 2e-3
     momentum: float = 0.9          # SGD only
     weight_decay: float = 0.05     # AdamW: decoupled, weights only
-    label_smoothing: float = 0.0   # target (1 - eps) on the label + eps / classes on all
-    augment: str = "off"           # "on": random shifts by up to 2 pixels and flips
-                                   # (of training images); "flip": flips only
-    tta: str = "off"               # "flip": predict each image and its mirror image, and
-                                   # take the class of the two logit vectors' sum
+    label_smoothing: float = 0.1   # target (1 - eps) on the label + eps / classes on all
+    augment: str = "flip"          # "on": random shifts by up to 2 pixels and flips
+                                   # (of training images); "flip": flips only; "off"
+    tta: str = "flip"              # "flip": predict each image and its mirror image, and
+                                   # take the class of the two logit vectors' sum; "off"
     val_fraction: float = 0.1
     seed: int = 42
     threads: int = 0               # 0: free cores, at most 16 (pynn/cpu.py)
     schedule: str = "cosine"       # "cosine" decay to 0 over the run, or "constant"
-    warmup_epochs: float = 0.0     # linear warm-up before the schedule
+    warmup_epochs: float = 1.0     # linear warm-up before the schedule
     time_budget: float = 570.0     # seconds for the whole run (from run.sh's start, or this
                                    # process's): load, train, predict, write; the course
                                    # allows 600, and 30 s are left for what we cannot measure
+    fuse: bool = True              # run layer runs through fused kernels (pynn/fuse.py);
+                                   # --no-fuse runs each layer as written
     runs_dir: str = "runs"         # run folders go here (relative to out_dir); "": none
     save: str = ""                 # file to save the trained model to ("": don't)
     load: str = ""                 # saved model to predict with, skipping training
@@ -53,19 +55,16 @@ TTA = ("flip", "off")               # predictions: image + mirror image, or the 
 SCHEDULES = ("cosine", "constant")  # the learning rate after the warm-up
 AUGMENT_SHIFT = 2  # pixels, at most, in each direction
 
-# --model NAME: what each preset sets differently from the Config defaults.
-# Chosen by validation accuracy only (README: "Defaults").
+# --model NAME: what each preset sets differently from the Config defaults
+# (which are the cnn preset). Chosen by validation accuracy only
+# (docs/experiments.md).
 PRESETS = {
-    "mlp": {},
-    "cnn": {"arch": "c32,p,c64,p,f256", "batchnorm": "all", "dropout": 0.3, "epochs": 15,
-            "batch_size": 128, "lr": 2e-3, "weight_decay": 0.05, "label_smoothing": 0.1,
-            "augment": "flip", "tta": "flip", "warmup_epochs": 1.0},
-    "cnn-large": {"arch": "c32,c32,p,c64,c64,p,f256", "batchnorm": "all", "dropout": 0.3,
-                  "epochs": 12, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.05,
-                  "label_smoothing": 0.1, "augment": "flip", "tta": "flip",
-                  "warmup_epochs": 1.0},
+    "cnn": {},
+    "cnn-large": {"arch": "c32,c32,p,c64,c64,p,f256", "epochs": 12},
+    "mlp": {"arch": "f1024,f512", "batchnorm": "conv", "dropout": 0.0, "lr": 1e-3,
+            "label_smoothing": 0.0, "augment": "off", "tta": "off", "warmup_epochs": 0.0},
 }
-DEFAULT_MODEL = "cnn"
+DEFAULT_MODEL = Config.model  # the preset of Config() itself
 FIELDS = tuple(f.name for f in fields(Config))
 
 

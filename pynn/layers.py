@@ -1,11 +1,15 @@
 """Layers: small objects with forward(x) -> y and backward(dy) -> dx.
 
-Each layer calls its pair of C kernels (csrc/layers.c) and keeps what its
+Each layer calls its pair of C kernels (``kernel`` names it: the C functions
+are <kernel>_forward and <kernel>_backward in csrc/) and keeps what its
 backward pass needs. Output buffers are allocated once per batch size and
 reused, so a training step allocates nothing.
 
-Adding a layer: two C functions in csrc/layers.c, their declarations in
-csrc/pynn.h, one class here, one gradient-check test in tests/test_gradcheck.py.
+These are the layers that run with --no-fuse, each as written here; by
+default pynn/fuse.py runs some of them in pairs and triples through fused
+kernels, which compute the same numbers.
+
+Adding a layer: the README's checklist ("Adding a layer").
 """
 import math
 
@@ -14,7 +18,11 @@ from .tensor import Tensor, check
 
 
 class Parameter:
-    """A trainable tensor, its gradient, and whether weight decay applies."""
+    """A trainable tensor, its gradient, and whether weight decay applies.
+
+    A layer made on its own holds its own memory; a Sequential moves every
+    Parameter of its layers into one block (pynn.model.Parameters), once,
+    when it is made: from then on value and grad stay where they are."""
 
     def __init__(self, name, value, decay):
         self.name = name
@@ -27,7 +35,13 @@ class Parameter:
 
 
 class Module:
-    """Base class: a layer without parameters that passes shapes through."""
+    """Base class: a layer without parameters that passes shapes through.
+
+    ``training`` is True while training, False while predicting
+    (Sequential.train switches it): dropout and batch norm act on it."""
+
+    kernel = None  # the C pair it calls: <kernel>_forward, <kernel>_backward
+    training = True
 
     def parameters(self):
         return []
@@ -52,14 +66,14 @@ class Module:
 
 
 class Linear(Module):
-    """out = inp @ weight.T + bias, with weight (out_features, in_features).
+    """out = inp @ weight.T + bias, with weight (out_features, in_features):
+    the inner potential xi_j = sum_i w_ji x_i + w_j0 of the lecture.
 
     Weights start He-uniform (right for ReLU-like activations), biases zero.
     ``input_grad=False`` skips dL/dinp: the first layer never needs it.
-    ``relu=True`` fuses a following ReLU into this layer's C calls (Sequential
-    sets it when a ReLU follows): one call each way instead of two, and the
-    max(., 0) is applied while the GEMM stores its result.
     """
+
+    kernel = "dense"
 
     def __init__(self, in_features, out_features, rng, input_grad=True):
         self.in_features, self.out_features = in_features, out_features
@@ -67,8 +81,8 @@ class Linear(Module):
         w = [rng.uniform(-bound, bound) for _ in range(out_features * in_features)]
         self.weight = Parameter("weight", Tensor.from_list(w, (out_features, in_features)), True)
         self.bias = Parameter("bias", Tensor((out_features,)), False)
-        self.input_grad, self.relu = input_grad, False
-        self._out, self._dinp, self._inp, self._y = {}, {}, None, None
+        self.input_grad = input_grad
+        self._out, self._dinp, self._inp = {}, {}, None
 
     def parameters(self):
         return [self.weight, self.bias]
@@ -80,9 +94,8 @@ class Linear(Module):
         B, C, OC = inp.shape[0], self.in_features, self.out_features
         check(inp, (B, C), what="Linear input")
         out = self._buffer(self._out, (B, OC))
-        kernel = lib.dense_relu_forward if self.relu else lib.dense_forward
-        kernel(out.ptr, inp.ptr, self.weight.value.ptr, self.bias.value.ptr, B, C, OC)
-        self._inp, self._y = inp, out
+        lib.dense_forward(out.ptr, inp.ptr, self.weight.value.ptr, self.bias.value.ptr, B, C, OC)
+        self._inp = inp
         return out
 
     def backward(self, dout):
@@ -90,13 +103,9 @@ class Linear(Module):
         B, C, OC = inp.shape[0], self.in_features, self.out_features
         check(dout, (B, OC), what="Linear dout")
         dinp = self._buffer(self._dinp, (B, C)) if self.input_grad else None
-        w, dinp_ptr = self.weight, dinp.ptr if dinp else ffi.NULL
-        if self.relu:  # dout is masked in place by the ReLU's derivative first
-            lib.dense_relu_backward(dinp_ptr, w.grad.ptr, self.bias.grad.ptr, dout.ptr,
-                                    self._y.ptr, inp.ptr, w.value.ptr, B, C, OC)
-        else:
-            lib.dense_backward(dinp_ptr, w.grad.ptr, self.bias.grad.ptr, dout.ptr, inp.ptr,
-                               w.value.ptr, B, C, OC)
+        w = self.weight
+        lib.dense_backward(dinp.ptr if dinp else ffi.NULL, w.grad.ptr, self.bias.grad.ptr,
+                           dout.ptr, inp.ptr, w.value.ptr, B, C, OC)
         return dinp
 
     def __repr__(self):
@@ -123,6 +132,10 @@ class _Elementwise(Module):
 
 
 class ReLU(_Elementwise):
+    """max(xi, 0)"""
+
+    kernel = "relu"
+
     def _f(self, out, inp):
         lib.relu_forward(out.ptr, inp.ptr, inp.size)
 
@@ -131,6 +144,10 @@ class ReLU(_Elementwise):
 
 
 class LeakyReLU(_Elementwise):
+    """xi if xi > 0, else slope * xi"""
+
+    kernel = "leaky_relu"
+
     def __init__(self, slope=0.01):
         super().__init__()
         self.slope = slope
@@ -146,6 +163,11 @@ class LeakyReLU(_Elementwise):
 
 
 class Tanh(_Elementwise):
+    """tanh(xi) = (1 - e^(-2 xi)) / (1 + e^(-2 xi)); its derivative 1 - tanh^2
+    comes from the saved output"""
+
+    kernel = "tanh"
+
     def _f(self, out, inp):
         lib.tanh_forward(out.ptr, inp.ptr, inp.size)
 
@@ -157,6 +179,8 @@ class Sigmoid(_Elementwise):
     """The lecture's logistic sigmoid with steepness lambda:
     sigma(xi) = 1 / (1 + e^(-lambda xi)); its derivative is
     lambda sigma(xi) (1 - sigma(xi)), computed from the saved output."""
+
+    kernel = "sigmoid"
 
     def __init__(self, steepness=1.0):
         super().__init__()
@@ -181,10 +205,12 @@ class Dropout(Module):
     itself is a hash of (seed, index) in C, recomputed by the backward pass.
     """
 
+    kernel = "dropout"
+
     def __init__(self, p, rng):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-        self.p, self.rng, self.training, self.seed = p, rng, True, 0
+        self.p, self.rng, self.seed = p, rng, 0
         self._out, self._dinp = {}, {}
 
     def forward(self, inp):
@@ -206,6 +232,8 @@ class Dropout(Module):
         return f"Dropout({self.p})"
 
 
+# --activation NAME: the class, made as NAME's layer for every hidden layer
+# (Sigmoid gets --sigmoid-steepness). The command line's choices come from here.
 ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid}
 
 
@@ -220,6 +248,8 @@ class Conv2d(Module):
     ``bias=False`` when a batch norm follows (its shift beta makes a bias
     redundant). ``input_grad=False`` skips dL/dinp (the first layer).
     """
+
+    kernel = "conv2d"
 
     def __init__(self, in_channels, out_channels, kernel_size, rng, bias=True,
                  input_grad=True):
@@ -270,6 +300,8 @@ class MaxPool2d(Module):
     """2x2 max-pool, stride 2: (B, H, W, C) -> (B, H//2, W//2, C). Ties go to
     the first maximum of a window (row by row), forward and backward."""
 
+    kernel = "maxpool2x2"
+
     def __init__(self):
         self._out, self._dinp, self._inp = {}, {}, None
 
@@ -294,6 +326,8 @@ class MaxPool2d(Module):
 class Flatten(Module):
     """(B, H, W, C) -> (B, H*W*C): a view, no copy (and back, backward)."""
 
+    kernel = "(a view)"
+
     def out_shape(self, shape):
         return (math.prod(shape),)
 
@@ -315,20 +349,18 @@ class BatchNorm(Module):
     in evaluation (``training = False``) those are used. gamma and beta are
     trained without weight decay; the running statistics are state, not
     parameters (``buffers``: saved, loaded and kept with the best weights).
-    ``relu=True`` fuses a following ReLU, and ``pool=True`` (with relu) the
-    MaxPool2d after that too: one C call each way for the three layers
-    (Sequential sets both; the results are those of the layers in turn).
     """
+
+    kernel = "batchnorm"
 
     def __init__(self, num_features, momentum=0.1, eps=1e-5):
         C = self.num_features = num_features
-        self.momentum, self.eps, self.training = momentum, eps, True
-        self.relu = self.pool = False
+        self.momentum, self.eps = momentum, eps
         self.gamma = Parameter("gamma", Tensor((C,)).fill_(1.0), False)
         self.beta = Parameter("beta", Tensor((C,)), False)
         self.running_mean, self.running_var = Tensor((C,)), Tensor((C,)).fill_(1.0)
-        self._mean, self._invstd = Tensor((C,)), Tensor((C,))
-        self._out, self._dinp, self._inp, self._y = {}, {}, None, None
+        self.mean, self.invstd = Tensor((C,)), Tensor((C,))  # of the last forward
+        self._out, self._dinp, self._inp = {}, {}, None
 
     def parameters(self):
         return [self.gamma, self.beta]
@@ -336,47 +368,27 @@ class BatchNorm(Module):
     def buffers(self):
         return [self.running_mean, self.running_var]
 
-    def out_shape(self, shape):
-        return shape
-
     def forward(self, inp):
         C = self.num_features
         if inp.shape[-1] != C:
             raise ValueError(f"BatchNorm input: expected {C} features last, got {inp.shape}")
-        if self.pool:
-            B, H, W, _ = inp.shape
-            out = self._buffer(self._out, (B, H // 2, W // 2, C))
-            lib.batchnorm_relu_maxpool_forward(
-                out.ptr, self._mean.ptr, self._invstd.ptr, self.running_mean.ptr,
-                self.running_var.ptr, inp.ptr, self.gamma.value.ptr, self.beta.value.ptr,
-                B, H, W, C, self.momentum, self.eps, int(self.training))
-            self._inp = inp
-            return out
         out = self._buffer(self._out, inp.shape)
-        lib.batchnorm_forward(out.ptr, self._mean.ptr, self._invstd.ptr, self.running_mean.ptr,
+        lib.batchnorm_forward(out.ptr, self.mean.ptr, self.invstd.ptr, self.running_mean.ptr,
                               self.running_var.ptr, inp.ptr, self.gamma.value.ptr,
                               self.beta.value.ptr, inp.size // C, C, self.momentum, self.eps,
-                              int(self.training), int(self.relu))
-        self._inp, self._y = inp, out
+                              int(self.training), 0)
+        self._inp = inp
         return out
 
     def backward(self, dout):
         if not self.training:
             raise RuntimeError("BatchNorm.backward needs a forward in training mode")
         C, inp = self.num_features, self._inp
-        dinp = self._buffer(self._dinp, inp.shape)
-        if self.pool:
-            B, H, W, _ = inp.shape
-            check(dout, (B, H // 2, W // 2, C), what="BatchNorm+MaxPool2d dout")
-            lib.batchnorm_relu_maxpool_backward(
-                dinp.ptr, self.gamma.grad.ptr, self.beta.grad.ptr, dout.ptr, inp.ptr,
-                self._mean.ptr, self._invstd.ptr, self.gamma.value.ptr, self.beta.value.ptr,
-                B, H, W, C)
-            return dinp
         check(dout, inp.shape, what="BatchNorm dout")
+        dinp = self._buffer(self._dinp, inp.shape)
         lib.batchnorm_backward(dinp.ptr, self.gamma.grad.ptr, self.beta.grad.ptr, dout.ptr,
-                               self._y.ptr, inp.ptr, self._mean.ptr, self._invstd.ptr,
-                               self.gamma.value.ptr, inp.size // C, C, int(self.relu))
+                               ffi.NULL, inp.ptr, self.mean.ptr, self.invstd.ptr,
+                               self.gamma.value.ptr, inp.size // C, C, 0)
         return dinp
 
     def __repr__(self):

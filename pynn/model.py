@@ -1,5 +1,6 @@
-"""Sequential: layers applied in order; backward in reverse. build() makes one
-from an --arch description; mlp() is the special case of dense layers only."""
+"""Sequential: layers applied in order; backward in reverse; their Parameters
+in one block. build() makes one from an --arch description; mlp() is the
+special case of dense layers only."""
 import math
 
 from . import arch as arch_tokens
@@ -9,7 +10,6 @@ from .config import BATCHNORM
 from .errors import PynnError
 from .layers import (
     ACTIVATIONS,
-    BatchNorm,
     BatchNorm1d,
     BatchNorm2d,
     Conv2d,
@@ -17,10 +17,34 @@ from .layers import (
     Flatten,
     Linear,
     MaxPool2d,
-    ReLU,
     Sigmoid,
 )
 from .tensor import Tensor, check
+
+
+class Parameters(list):
+    """Every Parameter of a model, in layer order (as a list), their values in
+    one block of memory and their gradients in another of the same layout
+    (llm.c's params_memory and grads_memory): ``values``, ``grads``, flat
+    Tensors. The weights come first (they get weight decay: the first
+    ``n_decay`` values), then the biases and batch-norm scales (they do not).
+
+    Made once, when the model is made: each Parameter's value and grad
+    become views of the blocks (its values copied in) and stay so, so that
+    an optimizer updates all of them in one C call and nothing moves later."""
+
+    def __init__(self, params):
+        super().__init__(params)
+        ordered = [p for p in self if p.decay] + [p for p in self if not p.decay]
+        n = sum(p.value.size for p in ordered)
+        self.n_decay = sum(p.value.size for p in ordered if p.decay)
+        self.values, self.grads = Tensor((n,)), Tensor((n,))
+        start = 0
+        for p in ordered:
+            stop = start + p.value.size
+            p.value = self.values.rows(start, stop).view(p.value.shape).copy_(p.value)
+            p.grad = self.grads.rows(start, stop).view(p.grad.shape)
+            start = stop
 
 
 class Sequential:
@@ -30,61 +54,59 @@ class Sequential:
     vectors, (H, W, C) for images. A batch arrives as (B, D) rows (as the CSV
     holds them) and is viewed as (B, H, W, C) before the first layer.
 
-    Two optimizations, both invisible in the results: the first layer does
-    not compute dL/d(input pixels), which nobody needs; and a Linear or a
-    BatchNorm directly followed by a ReLU runs both as one fused C call each
-    way (the ReLU is then skipped: ``steps`` lists what actually runs), and
-    BatchNorm, ReLU, MaxPool2d in a row (a conv block's tail) run as one.
+    Making a Sequential moves its layers' Parameters into one block
+    (Parameters), unless ``parameters`` gives the block of the model whose
+    layers these are (pynn.fuse.fuse does). Each layer runs as written;
+    fuse(model) makes the same network with fused kernels.
     """
 
-    def __init__(self, *layers, input_shape=None):
+    def __init__(self, *layers, input_shape=None, parameters=None):
         self.layers = list(layers)
         self.spec = None  # how build() made it (what a saved model file records)
+        self._plain = None  # the model of plain layers these come from (fuse sets it)
         self.input_shape = tuple(input_shape) if input_shape else None
-        if self.layers and isinstance(self.layers[0], (Linear, Conv2d)):
-            self.layers[0].input_grad = False
-        self.steps = []
-        for layer in self.layers:
-            prev = self.steps[-1] if self.steps else None
-            if isinstance(layer, ReLU) and isinstance(prev, (Linear, BatchNorm)) and not prev.relu:
-                prev.relu = True  # fused into the layer before
-            elif (isinstance(layer, MaxPool2d) and isinstance(prev, BatchNorm) and prev.relu
-                  and not prev.pool):
-                prev.pool = True  # batch norm, ReLU and pool: one kernel
-            else:
-                self.steps.append(layer)
+        self.params = (parameters if parameters is not None else
+                       Parameters(p for layer in self.layers for p in layer.parameters()))
+
+    @property
+    def plain(self):
+        """The model of plain layers this one runs (itself, unless made by fuse)."""
+        return self._plain or self
 
     def forward(self, x):
         if self.input_shape and x.shape[1:] != self.input_shape:
             x = x.view((x.shape[0],) + self.input_shape)
-        for layer in self.steps:
+        for layer in self.layers:
             x = layer.forward(x)
         return x
 
     def backward(self, dout):
-        for layer in reversed(self.steps):
+        for layer in reversed(self.layers):
             dout = layer.backward(dout)
         return dout
 
     def parameters(self):
-        return [p for layer in self.layers for p in layer.parameters()]
+        return self.params
 
     def buffers(self):
         return [b for layer in self.layers for b in layer.buffers()]
 
+    def modules(self):
+        """Every layer, and the layers inside a fused one."""
+        return [m for layer in self.layers for m in (layer, *getattr(layer, "parts", ()))]
+
     def train(self, mode=True):
         """Training mode (dropout active, batch statistics) or, with False,
         evaluation mode."""
-        for layer in self.layers:
-            if hasattr(layer, "training"):
-                layer.training = mode
+        for layer in self.modules():
+            layer.training = mode
         return self
 
     def input_width(self):
         """Values per input vector: H*W*C for images, else the first Linear's."""
         if self.input_shape:
             return math.prod(self.input_shape)
-        return self.layers[0].in_features
+        return self.plain.layers[0].in_features
 
     def is_conv(self):
         return any(isinstance(layer, Conv2d) for layer in self.layers)
@@ -107,7 +129,7 @@ class Sequential:
             if H * W * C != x.shape[1]:
                 raise PynnError(f"test-time flips need square images, not rows of {x.shape[1]}")
             mirrored, total = Tensor((min(n, batch_size), x.shape[1])), None
-        modes = [(layer, layer.training) for layer in self.layers if hasattr(layer, "training")]
+        modes = [(layer, layer.training) for layer in self.modules()]
         self.train(False)
         try:
             for start in range(0, n, batch_size):
@@ -132,20 +154,29 @@ class Sequential:
         return out
 
     def state(self):
-        """Copies of every parameter value and buffer (to keep the best model)."""
-        return [t.clone() for t in [p.value for p in self.parameters()] + self.buffers()]
+        """A copy of every parameter value and buffer (to keep the best model)."""
+        return [self.params.values.clone()] + [b.clone() for b in self.buffers()]
 
     def load_state(self, state):
-        for t, saved in zip([p.value for p in self.parameters()] + self.buffers(), state):
+        for t, saved in zip([self.params.values] + self.buffers(), state):
             t.copy_(saved)
 
     def summary(self):
-        """(layer, output shape, parameter count) for each layer; the shapes
-        are per sample (the batch left out)."""
-        rows, shape = [], self.input_shape or (self.input_width(),)
-        for layer in self.layers:
+        """(layer, output shape, parameter count, kernel) for each layer of the
+        plain model, the shapes per sample (the batch left out); kernel is the
+        C pair that computes the layer here: its own, or a fused one (see
+        pynn.fuse), which the first layer of the run names and the others
+        point to."""
+        runs_in = {id(part): step for step in self.layers
+                   for part in getattr(step, "parts", (step,))}
+        rows, shape, seen = [], self.input_shape or (self.input_width(),), set()
+        for layer in self.plain.layers:
             shape = layer.out_shape(shape) if shape else None
-            rows.append((repr(layer), shape, sum(p.value.size for p in layer.parameters())))
+            step = runs_in[id(layer)]
+            kernel = "  (fused above)" if id(step) in seen else step.kernel
+            seen.add(id(step))
+            rows.append((repr(layer), shape, sum(p.value.size for p in layer.parameters()),
+                         kernel))
         return rows
 
     def __repr__(self):
@@ -154,69 +185,88 @@ class Sequential:
 
 # ---- build(): the layers an --arch list describes -------------------------
 
+class _Build:
+    """What every token's layers are made with (build's arguments)."""
+
+    def __init__(self, arch, rng, activation, steepness, dropout, batchnorm):
+        self.arch, self.rng, self.dropout, self.batchnorm = arch, rng, dropout, batchnorm
+        self.activation, self.steepness = ACTIVATIONS[activation], steepness
+
+    def act(self):
+        """A new layer of the activation (the sigmoid with its steepness lambda)"""
+        return Sigmoid(self.steepness) if self.activation is Sigmoid else self.activation()
+
+    def image(self, shape, what):
+        if len(shape) != 3:
+            raise PynnError(f"--arch {self.arch}: {what} after a dense layer")
+
+
+def _conv(b, tok, shape):
+    """c32, c32k5: Conv2d [+ BatchNorm2d] + activation"""
+    b.image(shape, "a convolution")
+    norm = b.batchnorm in ("conv", "all")
+    layers = [Conv2d(shape[2], tok[1], tok[2], b.rng, bias=not norm)]
+    layers += [BatchNorm2d(tok[1])] if norm else []
+    return layers + [b.act()], shape[:2] + (tok[1],)
+
+
+def _pool(b, tok, shape):
+    """p: MaxPool2d"""
+    b.image(shape, "a pooling")
+    if shape[0] < 2 or shape[1] < 2:
+        raise PynnError(f"--arch {b.arch}: pools a {shape[0]}x{shape[1]} image below 1x1")
+    return [MaxPool2d()], (shape[0] // 2, shape[1] // 2, shape[2])
+
+
+def _dense(b, tok, shape):
+    """f128: [Flatten] Linear [+ BatchNorm1d] + activation [+ Dropout]"""
+    layers, shape = _flat(shape)
+    layers.append(Linear(shape[0], tok[1], b.rng))
+    layers += [BatchNorm1d(tok[1])] if b.batchnorm == "all" else []
+    layers.append(b.act())
+    layers += [Dropout(b.dropout, b.rng)] if b.dropout > 0.0 else []
+    return layers, (tok[1],)
+
+
+def _dropout(b, tok, shape):
+    """d0.3: Dropout"""
+    return [Dropout(tok[1], b.rng)], shape
+
+
+def _flat(shape):
+    """[Flatten()] when the shape is an image's, and the flat shape"""
+    return ([Flatten()], (math.prod(shape),)) if len(shape) == 3 else ([], shape)
+
+
+# an --arch token's letter -> the function that makes its layers (arch.py parses them)
+TOKEN_LAYERS = {"c": _conv, "p": _pool, "f": _dense, "d": _dropout}
+
+
 def build(arch, width, classes, activation, rng, dropout=0.0, batchnorm="conv", steepness=1.0):
     """The Sequential that ``arch`` (an --arch string) describes, for input
     vectors of ``width`` values and ``classes`` outputs. Convolutions read
     the vectors as square one-channel images (784 = 28 x 28).
 
-    Layers in order: c -> Conv2d [+ BatchNorm2d] + activation; p -> MaxPool2d;
-    f -> [Flatten] Linear [+ BatchNorm1d] + activation [+ Dropout(dropout)];
-    d -> Dropout; then [Flatten] Linear(classes)."""
+    Each token's layers come from TOKEN_LAYERS, in order; then [Flatten]
+    Linear(classes). The first layer does not compute dL/d(input pixels),
+    which nobody needs (input_grad=False)."""
     tokens = arch_tokens.parse(arch)
     if batchnorm not in BATCHNORM:
         raise PynnError(f"--batchnorm {batchnorm}: not one of {', '.join(BATCHNORM)}")
-    if activation == "sigmoid":  # the lecture's sigmoid, with its steepness lambda
-        def act():
-            return Sigmoid(steepness)
-    else:
-        act = ACTIVATIONS[activation]
-    has_conv = arch_tokens.needs_images(tokens)
-    shape = (width,)
-    if has_conv:
-        shape = image_shape(width)
-        if shape is None:
-            raise PynnError(f"--arch {arch}: convolutions need square images, but the "
-                            f"vectors have {width} values (not a square number)")
-    input_shape = shape
-    layers = []
-
-    def flat():
-        nonlocal shape
-        if len(shape) == 3:
-            layers.append(Flatten())
-            shape = (math.prod(shape),)
-
+    images = arch_tokens.needs_images(tokens)
+    shape = image_shape(width) if images else (width,)
+    if shape is None:
+        raise PynnError(f"--arch {arch}: convolutions need square images, but the "
+                        f"vectors have {width} values (not a square number)")
+    b, input_shape, layers = _Build(arch, rng, activation, steepness, dropout, batchnorm), shape, []
     for tok in tokens:
-        if tok[0] == "c":
-            if len(shape) != 3:
-                raise PynnError(f"--arch {arch}: a convolution after a dense layer")
-            norm = batchnorm in ("conv", "all")
-            layers.append(Conv2d(shape[2], tok[1], tok[2], rng, bias=not norm))
-            if norm:
-                layers.append(BatchNorm2d(tok[1]))
-            layers.append(act())
-            shape = shape[:2] + (tok[1],)
-        elif tok[0] == "p":
-            if len(shape) != 3:
-                raise PynnError(f"--arch {arch}: a pooling after a dense layer")
-            if shape[0] < 2 or shape[1] < 2:
-                raise PynnError(f"--arch {arch}: pools a {shape[0]}x{shape[1]} image below 1x1")
-            layers.append(MaxPool2d())
-            shape = (shape[0] // 2, shape[1] // 2, shape[2])
-        elif tok[0] == "f":
-            flat()
-            layers.append(Linear(shape[0], tok[1], rng))
-            if batchnorm == "all":
-                layers.append(BatchNorm1d(tok[1]))
-            layers.append(act())
-            if dropout > 0.0:
-                layers.append(Dropout(dropout, rng))
-            shape = (tok[1],)
-        else:
-            layers.append(Dropout(tok[1], rng))
-    flat()
-    layers.append(Linear(shape[0], classes, rng))
-    model = Sequential(*layers, input_shape=input_shape if has_conv else None)
+        new, shape = TOKEN_LAYERS[tok[0]](b, tok, shape)
+        layers += new
+    flat, shape = _flat(shape)
+    layers += flat + [Linear(shape[0], classes, rng)]
+    if isinstance(layers[0], (Linear, Conv2d)):
+        layers[0].input_grad = False
+    model = Sequential(*layers, input_shape=input_shape if images else None)
     model.spec = {"arch": arch, "activation": activation, "batchnorm": batchnorm,
                   "steepness": steepness}
     return model

@@ -1,10 +1,9 @@
 """Optimizers: hold their state and update the parameters in C (csrc/optim.c).
 
-On construction an optimizer moves its parameters into one flat array, the
-weights first (they get weight decay) and then the biases (they do not), and
-points each Parameter's value and grad at its slice. A step is then one C
-call over contiguous memory, which the kernel splits across threads, instead
-of one small call per tensor.
+An optimizer takes a model's parameters (model.parameters(): one block of
+values and one of gradients, pynn.model.Parameters, weights first): a step
+is one C call over that contiguous memory, which the kernel splits across
+threads, instead of one small call per tensor. Nothing is moved or copied.
 """
 from ._kernels import lib
 from .tensor import Tensor
@@ -12,18 +11,11 @@ from .tensor import Tensor
 
 class Optimizer:
     def __init__(self, params, lr, weight_decay):
-        self.params, self.lr, self.weight_decay = list(params), lr, weight_decay
-        ordered = ([p for p in self.params if p.decay] +
-                   [p for p in self.params if not p.decay])
-        n = sum(p.value.size for p in ordered)
-        self.n_decay = sum(p.value.size for p in ordered if p.decay)
-        self.values, self.grads = Tensor((n,)), Tensor((n,))
-        start = 0
-        for p in ordered:
-            stop = start + p.value.size
-            p.value = self.values.rows(start, stop).view(p.value.shape).copy_(p.value)
-            p.grad = self.grads.rows(start, stop).view(p.grad.shape)
-            start = stop
+        if not hasattr(params, "values"):
+            raise TypeError("an optimizer takes model.parameters() (a Sequential's block of "
+                            "parameters), not a list")
+        self.params, self.lr, self.weight_decay = params, lr, weight_decay
+        self.values, self.grads, self.n_decay = params.values, params.grads, params.n_decay
         self.reset()
 
 

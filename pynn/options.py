@@ -19,7 +19,7 @@ CHOICES = {"model": tuple(PRESETS), "activation": tuple(ACTIVATIONS), "loss": tu
 
 # what a number must be: (test, the words an error uses); every number must also be finite
 RANGES = {
-    "sigmoid_lambda": (lambda v: v > 0, "above 0"),
+    "sigmoid_steepness": (lambda v: v > 0, "above 0"),
     "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),

@@ -51,17 +51,22 @@ class Reporter:
             self.line("predicting with test-time flips (each image and its mirror image)")
 
     def model_table(self, model):
-        """The model line, then each layer with its output shape and parameters."""
+        """The model line, then each layer with its output shape, parameters
+        and the C kernels that compute it (csrc/: <kernel>_forward/_backward)."""
         rows = model.summary()
-        total = sum(count for _, _, count in rows)
-        self.line(f"model {len(rows)} layers, {total:,} parameters")
-        width = max(len(name) for name, _, _ in rows)
-        for name, shape, count in rows:
+        total = sum(row[2] for row in rows)
+        fused = len(model.layers) < len(rows)
+        how = (f", run by {len(model.layers)} kernel pairs (fused; --no-fuse runs each layer)"
+               if fused else ", each layer run as written")
+        self.line(f"model {len(rows)} layers, {total:,} parameters{how}")
+        width = max(len(row[0]) for row in rows)
+        for name, shape, count, kernel in rows:
             shown = "x".join(map(str, shape)) if shape else "?"
-            self.line(f"  {name:<{width}}  -> {shown:<10} {count:>10,}")
+            self.line(f"  {name:<{width}}  -> {shown:<10} {count:>10,}  {kernel}")
 
     def loaded(self, model, path):
-        self.line(f"model {model} loaded from {path} (no training)")
+        self.line(f"loaded from {path} (no training):")
+        self.model_table(model)
 
     def progress(self, epoch, step, steps, seconds):
         """Within an epoch, on a terminal: bar, samples/s and time left."""

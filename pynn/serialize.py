@@ -71,7 +71,7 @@ def save(path, model, norm):
     tensors, spec = _tensors(model), model.spec
     payload = b"".join(_swap_if_big_endian(ffi.buffer(t.ptr, t.nbytes)[:]) for t in tensors)
     header = json.dumps({"arch": spec["arch"], "width": model.input_width(),
-                         "classes": model.layers[-1].out_features,
+                         "classes": model.plain.layers[-1].out_features,
                          "activation": spec["activation"], "batchnorm": spec["batchnorm"],
                          "steepness": spec.get("steepness", 1.0),
                          "tensors": [list(t.shape) for t in tensors],

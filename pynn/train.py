@@ -4,7 +4,7 @@
         shuffle the training rows                           (Batches.shuffle)
         for each step:                                      (train_epoch)
             gather a batch -> forward -> loss -> backward -> update   (train_step)
-        validate: accuracy and loss on the validation rows  (evaluate)
+        validate: accuracy and loss on the validation rows  (validate)
         keep the best weights; fit the plan to the time budget   (replan)
 
 Python picks rows and calls kernels; the numbers never pass through Python
@@ -45,7 +45,7 @@ def accuracy(model, x, y):
     return lib.pynn_count_equal(pred.ptr, y.ptr, y.shape[0]) / max(1, y.shape[0])
 
 
-def evaluate(model, x, y, loss_fn, flip=False):
+def accuracy_and_loss(model, x, y, loss_fn, flip=False):
     """(accuracy, mean loss) on the rows of x with labels y, in evaluation
     mode: the loss of the images as they are (the gap between the training
     and the validation loss is how over-fitting shows), the accuracy with
@@ -156,32 +156,52 @@ def planned_steps(total, done, per_epoch, step_seconds, val_seconds, seconds_lef
     return max(done, min(total, done + whole * per_epoch + part))
 
 
-class Divergence:
-    """A non-finite loss, or non-finite weights at an epoch's end: the last
-    finite weights come back and the learning rate is halved; the
-    (MAX_RECOVERIES + 1)th time it raises PynnError (no predictions come
-    from a diverged model)."""
+class Weights:
+    """The weights worth going back to: the last ones known to be finite and
+    the best by validation accuracy.
+
+    A non-finite loss, or non-finite weights at an epoch's end, bring the
+    last finite weights back and halve the learning rate (``lr_scale``); the
+    (MAX_RECOVERIES + 1)th time it raises PynnError (no predictions come from
+    a diverged model). At the end, the model gets the best weights."""
 
     def __init__(self, model, optimizer, reporter):
         self.model, self.optimizer, self.reporter = model, optimizer, reporter
-        self.times, self.lr_scale = 0, 1.0
-        self.good = model.state()  # the last weights known to be finite
+        self.recoveries, self.lr_scale = 0, 1.0
+        self.last_finite, self.best, self.best_acc = model.state(), None, None
 
     def finite(self):
         return all(lib.pynn_all_finite(p.value.ptr, p.value.size)
                    for p in self.model.parameters())
 
-    def keep(self):
-        self.good = self.model.state()
+    def keep(self, val_acc):
+        """After an epoch whose weights are finite: keep them, and as the best
+        when their validation accuracy is."""
+        self.last_finite = self.model.state()
+        if val_acc is not None and (self.best_acc is None or val_acc > self.best_acc):
+            self.best_acc, self.best = val_acc, self.model.state()
 
     def recover(self, epoch, what):
-        self.times += 1
-        if self.times > MAX_RECOVERIES:
-            raise PynnError(f"training diverged ({what}) {self.times} times; try a lower --lr")
+        self.recoveries += 1
+        if self.recoveries > MAX_RECOVERIES:
+            raise PynnError(f"training diverged ({what}) {self.recoveries} times; "
+                            "try a lower --lr")
         self.lr_scale *= 0.5
-        self.model.load_state(self.good)
+        self.model.load_state(self.last_finite)
         self.optimizer.reset()
         self.reporter.note(f"{what} at epoch {epoch}: weights restored, learning rate halved")
+
+    def restore(self):
+        """The best weights (or, should they not be finite, the last finite ones)."""
+        if self.best is not None:
+            self.model.load_state(self.best)
+        if not self.finite():
+            self.model.load_state(self.last_finite)
+
+
+def _epochs(n):
+    """12 or 5.21: a number of epochs as a note says it"""
+    return str(int(n)) if n == int(n) else f"{n:.2f}"
 
 
 class Plan:
@@ -212,16 +232,71 @@ class Plan:
             return None
         needed = (self.total - done) * step_seconds + (self.epochs() - done // self.per_epoch) \
             * val_seconds
+        why = (f"{_epochs(self.total / self.per_epoch)} epochs would take about "
+               f"{budget.seconds - budget.left() + needed + budget.after_training():.0f}s, "
+               f"over the {budget.seconds:g}s budget")
+        self.why = self.why or why  # the first shrink says why the plan is not what was asked
         self.total = total
-        self.why = (f"{self.epochs_asked} epochs would take about "
-                    f"{budget.seconds - budget.left() + needed + budget.after_training():.0f}s, "
-                    f"over the {budget.seconds:g}s budget")
-        return (f"{self.why}: training {self.total / self.per_epoch:.3g} epochs "
+        return (f"{why}: training {_epochs(self.total / self.per_epoch)} epochs "
                 f"({self.total} steps), the learning-rate schedule fitted to them")
 
     def record(self):
         return {"epochs_asked": self.epochs_asked, "epochs_planned": self.total / self.per_epoch,
                 "steps_planned": self.total, "why": self.why}
+
+
+def train_epoch(model, loss_fn, optimizer, batches, plan, weights, epoch, step, ctx):
+    """One epoch of minibatch steps (train_step) in a new order of the rows.
+    Returns (mean loss, accuracy, rows seen, the step count, why it stopped).
+    ``ctx``: the run's reporter, rng, budget and base learning rate."""
+    t0 = ctx.budget.now()
+    batches.shuffle(ctx.rng)
+    loss_sum, hits, seen, stopped = 0.0, 0, 0, "done"
+    every = max(1, batches.steps // 50)  # the progress line is redrawn ~50 times an epoch
+    for b in range(plan.steps_in(epoch)):
+        optimizer.lr = ctx.lr * weights.lr_scale * plan.lr(step)
+        loss, correct = train_step(model, loss_fn, optimizer, batches.step(b, ctx.rng),
+                                   ctx.summed)
+        if not math.isfinite(loss):
+            weights.recover(epoch, "non-finite loss")
+            continue
+        step += 1
+        loss_sum, hits = loss_sum + loss * batches.rows_per_step, hits + correct
+        seen += batches.rows_per_step
+        now = ctx.budget.now()
+        if b % every == 0:
+            ctx.reporter.progress(epoch, b + 1, batches.steps, now - t0)
+        ctx.budget.measure_training(seen, now - t0)
+        if now > ctx.budget.deadline():
+            stopped = "time budget"
+            break
+    return loss_sum / max(1, seen), hits / max(1, seen), seen, step, stopped
+
+
+def validate(model, x_val, y_val, loss_fn, flip, weights, budget):
+    """(validation accuracy, validation loss) of the epoch's weights, or
+    (None, None) without validation rows or with non-finite weights (a ReLU
+    maps NaN to 0, so NaN weights can hide behind a finite loss: only an
+    epoch that ends with finite weights may be kept)."""
+    if not weights.finite():
+        return None, None
+    t0 = budget.now()
+    acc, loss = (accuracy_and_loss(model, x_val, y_val, loss_fn, flip) if x_val is not None
+                 else (None, None))
+    if acc is not None:
+        budget.measure_prediction(x_val.shape[0] * (2 if flip else 1), budget.now() - t0)
+    weights.keep(acc)
+    return acc, loss
+
+
+class _Run:
+    """What every epoch of one fit() uses: reporter, rng, budget, the base
+    learning rate, and (batch gradient descent) the buffer of summed gradients."""
+
+    def __init__(self, reporter, rng, budget, lr, summed):
+        self.reporter, self.rng, self.budget, self.lr, self.summed = (reporter, rng, budget,
+                                                                       lr, summed)
+        self.train_seconds = 0.0  # in training steps so far (validation passes not counted)
 
 
 def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, budget, fill=0.0):
@@ -237,79 +312,43 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, budget, 
 
     Returns Fitted(history, best validation accuracy or None, why it stopped,
     the plan)."""
-    if cfg.batch_size == 1 and any(isinstance(layer, BatchNorm1d) for layer in model.layers):
+    if cfg.batch_size == 1 and any(isinstance(layer, BatchNorm1d) for layer in model.modules()):
         raise PynnError("--batch-size 1: batch norm after a dense layer needs more than one row "
                         "per step (one row is its own mean); use --batchnorm conv or off")
-    loss_fn = LOSSES[cfg.loss](cfg.label_smoothing)
-    val_loss_fn = LOSSES[cfg.loss](cfg.label_smoothing)  # its own buffers
-    image = model.input_shape[:2] if model.input_shape else None
-    batches = Batches(x, y, rows, cfg.batch_size, image, cfg.augment, fill)
+    loss_fn, val_loss_fn = LOSSES[cfg.loss](cfg.label_smoothing), LOSSES[cfg.loss](cfg.label_smoothing)
+    batches = Batches(x, y, rows, cfg.batch_size, model.input_shape and model.input_shape[:2],
+                      cfg.augment, fill)
     plan = Plan(cfg.epochs, batches.steps, cfg.warmup_epochs, cfg.schedule)
-    summed = Tensor(optimizer.grads.shape) if batches.chunks > 1 else None
-    divergence = Divergence(model, optimizer, reporter)
-    base_lr, best_acc, best, history = optimizer.lr, None, None, []
-    flip = cfg.tta == "flip"
-    step, stopped, train_seconds, epoch = 0, "done", 0.0, 0
-    progress_every = max(1, batches.steps // 50)  # the progress line is redrawn ~50 times an epoch
-
+    weights, history, step, stopped, epoch = Weights(model, optimizer, reporter), [], 0, "done", 0
+    ctx = _Run(reporter, rng, budget, optimizer.lr,
+               Tensor(optimizer.grads.shape) if batches.chunks > 1 else None)
     try:
         while epoch < plan.epochs():
-            epoch += 1
-            t0 = budget.now()
-            batches.shuffle(rng)
-            loss_sum, hits, seen = 0.0, 0, 0
-            for b in range(plan.steps_in(epoch)):
-                optimizer.lr = base_lr * divergence.lr_scale * plan.lr(step)
-                loss, correct = train_step(model, loss_fn, optimizer, batches.step(b, rng), summed)
-                if not math.isfinite(loss):
-                    divergence.recover(epoch, "non-finite loss")
-                    continue
-                step += 1
-                loss_sum, hits = loss_sum + loss * batches.rows_per_step, hits + correct
-                seen += batches.rows_per_step
-                now = budget.now()
-                if b % progress_every == 0:
-                    reporter.progress(epoch, b + 1, batches.steps, now - t0)
-                budget.measure_training(seen, now - t0)
-                if now > budget.deadline():
-                    stopped = "time budget"
-                    break
+            epoch, t0 = epoch + 1, budget.now()
+            loss, acc, seen, step, stopped = train_epoch(model, loss_fn, optimizer, batches, plan,
+                                                         weights, epoch, step, ctx)
             t1 = budget.now()
-            train_seconds += t1 - t0
             budget.measure_training(seen, t1 - t0)
-            # A ReLU maps NaN to 0, so NaN weights can hide behind a finite loss:
-            # only an epoch that ends with finite weights may become good or best.
-            finite = divergence.finite()
-            val_acc, val_loss = (evaluate(model, x_val, y_val, val_loss_fn, flip)
-                                 if x_val is not None and finite else (None, None))
-            if val_acc is not None:
-                budget.measure_prediction(x_val.shape[0] * (2 if flip else 1),
-                                          budget.now() - t1)
-            if finite:
-                divergence.keep()
-                if val_acc is not None and (best_acc is None or val_acc > best_acc):
-                    best_acc, best = val_acc, model.state()
-            m = {"epoch": epoch, "train_loss": loss_sum / max(1, seen),
-                 "train_acc": hits / max(1, seen), "val_loss": val_loss, "val_acc": val_acc,
-                 "lr": optimizer.lr, "seconds": budget.now() - t0}
-            history.append(m)
-            reporter.epoch(m)
-            if not finite:
-                divergence.recover(epoch, "non-finite weights")
+            ctx.train_seconds += t1 - t0
+            val_acc, val_loss = validate(model, x_val, y_val, val_loss_fn, cfg.tta == "flip",
+                                         weights, budget)
+            history.append({"epoch": epoch, "train_loss": loss, "train_acc": acc,
+                            "val_loss": val_loss, "val_acc": val_acc, "lr": optimizer.lr,
+                            "seconds": budget.now() - t0})
+            reporter.epoch(history[-1])
+            if not weights.finite():
+                weights.recover(epoch, "non-finite weights")
             if stopped != "done":
                 reporter.note(f"stopped after epoch {epoch}: {stopped} reached")
                 plan.why = plan.why or f"the {budget.seconds:g}s time budget was reached"
                 break
             if epoch < plan.epochs():  # re-planned after every epoch: machines slow down too
-                val_seconds = budget.now() - t1
-                note = plan.replan(step, train_seconds / max(1, step), val_seconds, budget)
+                note = plan.replan(step, ctx.train_seconds / max(1, step), budget.now() - t1,
+                                   budget)
                 if note:
                     reporter.note(note)
     except KeyboardInterrupt:
         stopped = "interrupted"
         reporter.note("interrupted: predicting with the best weights so far")
-    if best is not None:
-        model.load_state(best)
-    if not divergence.finite():
-        model.load_state(divergence.good)
-    return Fitted(history, best_acc, stopped, plan.record())
+    weights.restore()
+    return Fitted(history, weights.best_acc, stopped, plan.record())

@@ -10,7 +10,7 @@ importable; never a dependency):
   - seconds and samples/s of one training epoch of 784-256-128-10, batch 64,
     Adam lr 1e-3 (60 000 rows, the real loop: pynn.train.fit), at 1 thread
     and at --threads (thread scaling); the same for the mlp preset's
-    network and batch size (pynn.config.Config);
+    network and batch size (pynn.config: the mlp preset);
   - CSV parse time and MB/s of the course CSVs (when data/ has them);
   - per conv layer of the cnn and cnn-large presets (batch 128, 28x28x1
     input): GFLOP/s of conv2d_forward and conv2d_backward, beside the GEMM's
@@ -51,7 +51,8 @@ import pynn
 from pynn._kernels import ffi, lib
 from pynn.arch import parse as parse_arch
 from pynn.budget import Budget
-from pynn.config import PRESETS, Config
+from pynn.config import configure
+from pynn.fuse import fuse
 from pynn.io import CSV_NAMES
 from pynn.layers import Conv2d
 from pynn.loss import CrossEntropyLoss
@@ -222,9 +223,9 @@ def pynn_trainer(x, y, threads, arch="f256,f128", batch=EPOCH_BATCH, wd=0.0):
     """A function that trains one more epoch (the real loop, pynn.train.fit)
     and returns its seconds."""
     rng = random.Random(0)
-    model = build(arch, 784, 10, "relu", rng, batchnorm="off")
+    model = fuse(build(arch, 784, 10, "relu", rng, batchnorm="off"))  # as a run trains it
     opt = Adam(model.parameters(), 1e-3, weight_decay=wd)
-    cfg = Config(epochs=1, batch_size=batch, schedule="constant")
+    cfg = configure("mlp", epochs=1, batch_size=batch, schedule="constant")
     rows = list(range(x.shape[0]))
 
     def epoch():
@@ -306,7 +307,7 @@ def bench_epoch(threads, repeat, torch):
             print(f"  torch {threads:2d} threads ({label}): {tt:7.3f} s  "
                   f"({samples / tt:9.0f} samples/s)   pynn/torch time {ratio:.3f}")
 
-    d = Config()  # the mlp preset's network and batch: what ./run.sh --model mlp trains
+    d = configure("mlp")  # the mlp preset's network and batch: what ./run.sh --model mlp trains
     name = "-".join(["784", *(t[1:] for t in d.arch.split(",")), "10"])
     print(f"\nTraining epoch of the mlp preset: {name}, batch {d.batch_size}, AdamW; "
           f"best of {repeat}")
@@ -362,7 +363,7 @@ def preset_convs():
     same shape in several presets is listed once, with all its names."""
     layers = {}
     for preset in CONV_PRESETS:
-        model = build(PRESETS[preset]["arch"], 784, 10, "relu", random.Random(0))
+        model = build(configure(preset).arch, 784, 10, "relu", random.Random(0))
         shape, n = model.input_shape, 0
         for layer in model.layers:
             if isinstance(layer, Conv2d):
@@ -462,7 +463,7 @@ def pynn_cnn_stepper(arch, x, y, threads):
     """A function that runs n training steps of pynn's Sequential for arch
     (batch norm after convs, Adam lr 1e-3) and returns their seconds."""
     rng = random.Random(0)
-    model = build(arch, 784, 10, "relu", rng, batchnorm="conv")
+    model = fuse(build(arch, 784, 10, "relu", rng, batchnorm="conv"))  # as a run trains it
     opt = Adam(model.parameters(), 1e-3, weight_decay=0.0)
     loss_fn = CrossEntropyLoss(0.0)
     n, d, B = x.shape[0], x.shape[1], CNN_BATCH

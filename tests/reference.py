@@ -157,6 +157,29 @@ def tanh_backward(dout, out):
     return [d * (1.0 - y * y) for d, y in zip(dout, out)]
 
 
+def sigmoid(x, steepness=1.0):
+    """The lecture's logistic sigmoid 1 / (1 + e^(-lambda x)), in double."""
+    def one(v):
+        z = steepness * v
+        return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+    return [one(v) for v in x]
+
+
+def sigmoid_backward(dout, out, steepness=1.0):
+    """From the saved OUTPUT y = sigma(x): dx = dout * lambda * y * (1 - y)."""
+    return [d * steepness * y * (1.0 - y) for d, y in zip(dout, out)]
+
+
+def mse(y, d):
+    """The lecture's error summed over the batch: sum_k 1/2 sum_j (y_kj - d_kj)^2."""
+    return sum(0.5 * (a - b) ** 2 for a, b in zip(y, d))
+
+
+def mse_backward(y, d, B):
+    """dE/dy of the mean error E = 1/B sum_k E_k: (y - d) / B."""
+    return [(a - b) / B for a, b in zip(y, d)]
+
+
 # ---- softmax + cross-entropy -----------------------------------------------------
 
 def argmax(row):

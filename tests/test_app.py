@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import pynn
-from pynn import Config
+from pynn.config import Config, configure
 from pynn.io import CSV_NAMES, PREDICTION_NAMES
 from pynn.report import Reporter
 
@@ -38,7 +38,7 @@ def quiet_run(data_dir, out_dir, **kwargs):
     settings = {"arch": "f32", "epochs": 2, "batch_size": 32, "threads": 1}
     settings.update(kwargs)
     stream = io.StringIO()
-    result = pynn.run(Config(data_dir=str(data_dir), out_dir=str(out_dir), **settings),
+    result = pynn.run(configure("mlp", data_dir=str(data_dir), out_dir=str(out_dir), **settings),
                       reporter=Reporter(stream))
     return result, stream.getvalue()
 
@@ -130,7 +130,7 @@ data, out, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 settings["arch"] = ",".join(f"f{h}" for h in settings.pop("hidden"))
 losses = []
 for run, threads in enumerate((1, 2, 16)):
-    result = pynn.run(pynn.Config(data_dir=data, out_dir=f"{out}/{run}", threads=threads,
+    result = pynn.run(pynn.configure("mlp", data_dir=data, out_dir=f"{out}/{run}", threads=threads,
                                   **settings), reporter=Reporter(io.StringIO()))
     assert pynn.get_threads() == threads
     losses.append([m["train_loss"] for m in result["history"]])
@@ -327,7 +327,7 @@ def test_cli_unusable_out_dir_fails_before_training(subset_dir, tmp_path):
 def test_run_unusable_out_dir_raises(subset_dir, tmp_path):
     stream = io.StringIO()
     (tmp_path / "a_file").write_bytes(b"")
-    cfg = Config(data_dir=str(subset_dir), out_dir=str(tmp_path / "a_file" / "sub"), epochs=1,
+    cfg = configure("mlp", data_dir=str(subset_dir), out_dir=str(tmp_path / "a_file" / "sub"), epochs=1,
                  arch="f8", threads=1)
     with pytest.raises(pynn.PynnError, match="a file is in the way"):
         pynn.run(cfg, reporter=Reporter(stream))
@@ -440,7 +440,9 @@ def test_cli_time_budget(subset_dir, tmp_path):
 def test_presets_and_explicit_options():
     from pynn.config import DEFAULT_MODEL, PRESETS, configure
     cfg = configure()
-    assert cfg.model == DEFAULT_MODEL == "cnn" and cfg.arch == PRESETS["cnn"]["arch"]
+    assert cfg.model == DEFAULT_MODEL == "cnn" and cfg.arch == "c32,p,c64,p,f256"
+    assert Config() == configure()  # one default: Config() is the cnn preset
+    assert PRESETS["cnn"] == {}
     mlp = configure("mlp")
     assert (mlp.arch, mlp.epochs, mlp.dropout, mlp.label_smoothing) == ("f1024,f512", 15, 0.0, 0.0)
     mine = configure("cnn-large", epochs=3, lr=0.5)
@@ -512,11 +514,11 @@ def test_negative_batch_size_is_an_error(subset_dir, tmp_path):
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan"])
-def test_bad_sigmoid_lambda_is_an_error(subset_dir, tmp_path, value):
+def test_bad_sigmoid_steepness_is_an_error(subset_dir, tmp_path, value):
     proc = cli("--data-dir", subset_dir, "--out-dir", tmp_path, "--model", "mlp",
-               "--activation", "sigmoid", "--sigmoid-lambda", value, cwd=tmp_path)
+               "--activation", "sigmoid", "--sigmoid-steepness", value, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-    assert "--sigmoid-lambda" in proc.stderr and "above 0" in proc.stderr
+    assert "--sigmoid-steepness" in proc.stderr and "above 0" in proc.stderr
 
 
 # ---- options are checked once, before anything is read ----------------------------

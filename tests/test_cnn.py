@@ -8,8 +8,6 @@ import pytest
 
 from pynn import (
     Adam,
-    BatchNorm2d,
-    Config,
     Conv2d,
     CrossEntropyLoss,
     Flatten,
@@ -25,6 +23,8 @@ from pynn import (
 from pynn._kernels import lib
 from pynn.arch import parse as parse_arch
 from pynn.budget import AFTER_TRAINING, Budget
+from pynn.config import configure
+from pynn.fuse import fuse
 from pynn.tensor import Tensor
 from pynn.train import accuracy, fit, planned_steps
 
@@ -59,15 +59,31 @@ def pool_pattern(model):
     return out
 
 
+def relu_pattern(model):
+    """The sign of every value that entered a ReLU (in the last forward of the
+    plain layers): a finite difference across a sign change is meaningless too."""
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, ReLU):
+            out += [v > 0 for v in layer._inp.tolist()]
+    return out
+
+
 def loss_of(model, loss_fn, x, y):
+    """The loss of ``model`` (a plain model or a fused plan) and the pattern of
+    pool winners and ReLU signs, read off its plain layers run on x."""
     loss, _ = loss_fn.forward(model.forward(x), y)
-    return loss, pool_pattern(model)
+    plain = model.plain
+    if plain is not model:
+        plain.forward(x)  # the same weights: the plan's layers are plain's
+    return loss, (pool_pattern(plain), relu_pattern(plain))
 
 
 def gradcheck(model, x, y, smoothing=0.0):
     """Central differences of the mean loss against model.backward, for every
-    parameter entry whose +-EPS moves no pool winner (those few have no
-    derivative to compare); a list of mismatches (empty: pass)."""
+    parameter entry whose +-EPS moves no pool winner and flips no ReLU input
+    (those few have no derivative to compare); a list of mismatches (empty:
+    pass). ``model`` may be a fused plan (pynn.fuse): its backward is checked."""
     loss_fn = CrossEntropyLoss(smoothing)
     _, base = loss_of(model, loss_fn, x, y)
     model.backward(loss_fn.backward())
@@ -110,6 +126,28 @@ def test_small_cnn_gradients(arch, width, batchnorm, smoothing):
     assert gradcheck(model, x, y, smoothing) == []
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["layers", "fused"])
+@pytest.mark.parametrize("arch, width", [("c3,p,f5", 36), ("c3,p,c2,f4", 36), ("c2,p", 49)])
+def test_small_relu_cnn_gradients(arch, width, fused):
+    """The default's ReLU paths: conv, batch norm, ReLU and pool (fused:
+    batchnorm_relu_maxpool), a conv block without pool and dense batch norm
+    with ReLU (fused: batchnorm with relu=1), each checked as layers and as
+    the fused plan."""
+    rng = random.Random(11)
+    model = build(arch, width, 3, "relu", rng, batchnorm="all")
+    for p in model.parameters():
+        if p.name in ("beta", "gamma"):
+            p.value.ptr[0:p.value.size] = [rng.uniform(0.5, 1.5) if p.name == "gamma"
+                                           else rng.uniform(-0.3, 0.3)
+                                           for _ in range(p.value.size)]
+    plan = fuse(model) if fused else model
+    if fused:
+        assert any(type(layer).__name__ == "BatchNormReLUMaxPool" for layer in plan.layers) \
+            == ("p" in arch)
+    x, y = batch(rng, 4, width, 3)
+    assert gradcheck(plan, x, y, 0.1) == []
+
+
 def test_gradcheck_sees_a_wrong_conv_gradient():
     """The check can fail: a conv whose weight gradient is scaled is caught."""
     class Scaled(Conv2d):
@@ -122,43 +160,6 @@ def test_gradcheck_sees_a_wrong_conv_gradient():
     model = Sequential(Scaled(1, 2, 3, rng), Flatten(), Linear(32, 3, rng), input_shape=(4, 4, 1))
     x, y = batch(rng, 2, 16, 3)
     assert len(gradcheck(model, x, y)) >= 1
-
-
-@pytest.mark.parametrize("H", [6, 7, 5])
-def test_fused_batchnorm_relu_pool_matches_the_layers(H):
-    """BatchNorm2d, ReLU, MaxPool2d run as one kernel (Sequential fuses them):
-    the same forward values bit for bit, in training and evaluation mode, the
-    same running statistics, and the same gradients up to the order of sums."""
-    def make(fuse):
-        rng = random.Random(5)
-        layers = [Conv2d(2, 4, 3, rng, bias=False), BatchNorm2d(4), ReLU(), MaxPool2d(),
-                  Flatten(), Linear(4 * (H // 2) ** 2, 3, rng)]
-        model = Sequential(*layers, input_shape=(H, H, 2))
-        if not fuse:  # the layers one by one (what Sequential would run unfused)
-            model.layers[1].pool = False
-            model.steps = [model.layers[i] for i in (0, 1, 3, 4, 5)]
-        return model
-
-    fused, plain = make(True), make(False)
-    assert [type(s).__name__ for s in fused.steps] == ["Conv2d", "BatchNorm2d", "Flatten",
-                                                        "Linear"]
-    rng = random.Random(1)
-    x, y = batch(rng, 5, H * H * 2, 3)
-    results = []
-    for model in (fused, plain):
-        loss_fn = CrossEntropyLoss()
-        out = model.forward(x).tolist()
-        loss_fn.forward(model.forward(x), y)  # a second step moves the running stats again
-        model.backward(loss_fn.backward())
-        model.train(False)
-        evaluation = model.forward(x).tolist()
-        results.append((out, evaluation, [b.tolist() for b in model.buffers()],
-                        [p.grad.tolist() for p in model.parameters()]))
-    (f_out, f_eval, f_buf, f_grad), (p_out, p_eval, p_buf, p_grad) = results
-    assert f_out == p_out and f_eval == p_eval and f_buf == p_buf
-    for a, b in zip(f_grad, p_grad):
-        for u, v in zip(a, b):
-            assert abs(u - v) <= 1e-6 + 1e-4 * max(abs(u), abs(v)), (u, v)
 
 
 def cnn_step_results(threads):
@@ -261,13 +262,17 @@ def test_bad_arch_token_is_named(arch, token):
 
 def test_build_shapes_and_summary():
     model = build("c4,p,c8k5,p,f16,d0.5", 784, 10, "relu", random.Random(0))
-    names = [name for name, _, _ in model.summary()]
+    names = [name for name, *_ in model.summary()]
     assert names[:4] == ["Conv2d(1, 4, 3, bias=False)", "BatchNorm2d(4)", "ReLU()", "MaxPool2d()"]
-    shapes = [shape for _, shape, _ in model.summary()]
+    shapes = [shape for _, shape, *_ in model.summary()]
     assert shapes[3] == (14, 14, 4) and shapes[7] == (7, 7, 8) and shapes[-1] == (10,)
-    assert sum(count for *_, count in model.summary()) == sum(
+    assert sum(count for _, _, count, _ in model.summary()) == sum(
         p.value.size for p in model.parameters())
     assert "Dropout(0.5)" in names
+    # the plain model runs each layer with its own kernel; the fused plan names the fused ones
+    assert [k for *_, k in model.summary()][:4] == ["conv2d", "batchnorm", "relu", "maxpool2x2"]
+    assert [k for *_, k in fuse(model).summary()][1:4] == [
+        "batchnorm_relu_maxpool (fused)", "  (fused above)", "  (fused above)"]
 
 
 @pytest.mark.parametrize("arch, width, words", [
@@ -335,7 +340,7 @@ def blob_fit(epochs, budget):
     x, y = blobs(rng, 2000, 16, 4, spread=3.0)
     xv, yv = blobs(random.Random(3), 400, 16, 4, spread=3.0)
     model = build("f64", 16, 4, "relu", rng)
-    cfg = Config(batch_size=16, epochs=epochs, schedule="cosine")
+    cfg = configure("mlp", batch_size=16, epochs=epochs, schedule="cosine")
     reporter = Quiet()
     optimizer = Adam(model.parameters(), lr=0.01)
     clock = StepClock(model, optimizer)

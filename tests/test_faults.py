@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 import pynn
-from pynn import Adam, Config, PynnError, Tensor, mlp
+from pynn import Adam, PynnError, Tensor, mlp
 from pynn.budget import AFTER_TRAINING, Budget
+from pynn.config import configure
 from pynn.io import PREDICTION_NAMES, check_writable
 from pynn.report import Reporter
 from pynn.train import MAX_RECOVERIES, accuracy, fit
@@ -350,7 +351,7 @@ def small_fit(reporter, budget=60.0, epochs=6, lr=0.01, seed=3, n=400):
     x, y = blobs(rng, n, 8, 4, spread=2.0)
     xv, yv = blobs(random.Random(seed), 200, 8, 4, spread=2.0)
     model = mlp([8, 32, 4], "relu", rng)
-    cfg = Config(batch_size=16, epochs=epochs, warmup_epochs=0, schedule="constant")
+    cfg = configure("mlp", batch_size=16, epochs=epochs, warmup_epochs=0, schedule="constant")
     t0 = time.perf_counter()
     history, best, stopped, _ = fit(model, Adam(model.parameters(), lr=lr), x, y, range(n), xv, yv,
                                  cfg, reporter, rng, Budget(budget, start=t0))
@@ -418,7 +419,7 @@ def test_nan_weights_behind_relu_are_caught_at_the_end_of_the_epoch():
     x, y = blobs(rng, 400, 8, 4, spread=2.0)
     model = mlp([8, 32, 4], "relu", rng)
     state["model"] = model
-    cfg = Config(batch_size=16, epochs=5, warmup_epochs=0, schedule="constant")
+    cfg = configure("mlp", batch_size=16, epochs=5, warmup_epochs=0, schedule="constant")
     history, best, stopped, _ = fit(model, Adam(model.parameters(), lr=0.01), x, y, range(400),
                                  x, y, cfg, reporter, rng, Budget(60))
     assert state["poisoned"] and stopped == "done"
@@ -436,7 +437,7 @@ def test_nan_weights_every_epoch_end_in_an_error():
     rng = random.Random(4)
     x, y = blobs(rng, 64, 8, 4)
     model = state["model"] = mlp([8, 16, 4], "relu", rng)
-    cfg = Config(batch_size=16, epochs=10, warmup_epochs=0, schedule="constant")
+    cfg = configure("mlp", batch_size=16, epochs=10, warmup_epochs=0, schedule="constant")
     with pytest.raises(PynnError, match=r"training diverged \(non-finite weights\) 4 times"):
         fit(model, Adam(model.parameters(), lr=0.01), x, y, range(64), x, y, cfg, reporter,
             rng, Budget(60))

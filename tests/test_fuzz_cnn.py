@@ -22,8 +22,10 @@ from pynn.tensor import Tensor
 import cnn_reference as cref
 
 EXAMPLES = int(os.environ.get("PYNN_FUZZ_EXAMPLES", "100"))
-FUZZ = settings(max_examples=max(10, EXAMPLES // 10), deadline=None,
-                suppress_health_check=list(HealthCheck))
+# derandomized unless PYNN_FUZZ_RANDOM=1 (as tests/test_fuzz.py)
+RANDOM = os.environ.get("PYNN_FUZZ_RANDOM", "") not in ("", "0")
+FUZZ = settings(max_examples=max(10, EXAMPLES // 10), deadline=None, derandomize=not RANDOM,
+                database=None, suppress_health_check=list(HealthCheck))
 values = st.floats(-4.0, 4.0, allow_nan=False, width=32)
 grid = st.integers(-32, 32).map(lambda v: v / 8.0)  # exact, and never all but equal
 

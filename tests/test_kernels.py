@@ -351,6 +351,35 @@ def test_tanh(n, threads):
                      what="tanh backward")
 
 
+@pytest.mark.parametrize("steepness", [1.0, 2.5])
+@pytest.mark.parametrize("n,threads", [(1, 1), (37, 1), (PAR, 2), (PAR, 3)])
+def test_sigmoid(n, threads, steepness):
+    lib.pynn_set_threads(threads)
+    rng = random.Random(n + 3)
+    x, dout = activation_input(n, rng), ref.rand_list(rng, n)
+    out, dinp = Tensor((n,)), Tensor((n,))
+    lib.sigmoid_forward(out.ptr, ref.tensor(x).ptr, steepness, n)
+    y = out.tolist()
+    ref.assert_close(y, ref.sigmoid(x, steepness), rel=1e-6, abs_=1e-7, what="sigmoid")
+    assert all(0.0 <= v <= 1.0 for v in y)
+    lib.sigmoid_backward(dinp.ptr, ref.tensor(dout).ptr, out.ptr, steepness, n)
+    ref.assert_close(dinp.tolist(), ref.sigmoid_backward(dout, y, steepness), rel=1e-6,
+                     abs_=1e-7, what="sigmoid backward")
+
+
+@pytest.mark.parametrize("B,V,threads", [(1, 1, 1), (7, 10, 1), (300, 13, 2), (300, 13, 3)])
+def test_mse(B, V, threads):
+    lib.pynn_set_threads(threads)
+    rng = random.Random(B * V)
+    y, d = ref.rand_list(rng, B * V), ref.rand_list(rng, B * V)
+    total = lib.mse_forward(ref.tensor(y).ptr, ref.tensor(d).ptr, B, V)
+    assert total == pytest.approx(ref.mse(ref.f32list(y), ref.f32list(d)), rel=1e-12)
+    dy = Tensor((B * V,))
+    lib.mse_backward(dy.ptr, ref.tensor(y).ptr, ref.tensor(d).ptr, B, V)
+    ref.assert_close(dy.tolist(), ref.mse_backward(ref.f32list(y), ref.f32list(d), B),
+                     rel=1e-6, abs_=1e-7, what="mse backward")
+
+
 def test_elementwise_in_place_aliasing():
     # out == inp is how a caller may save memory; element-wise kernels allow it
     rng = random.Random(5)

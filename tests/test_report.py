@@ -15,7 +15,8 @@ from html.parser import HTMLParser
 import pytest
 
 import pynn
-from pynn import Config, Normalizer, Tensor, mlp
+from pynn import Normalizer, Tensor, mlp
+from pynn.config import configure
 from pynn.html_report import MISCLASSIFIED_CAP, misclassified, nice_ticks, pct, png_gray
 from pynn.io import CSV_NAMES, RUN_FILES, new_run_folder
 from pynn.report import Reporter
@@ -39,7 +40,7 @@ HEAD = 2 + len(MODEL.summary())  # lines before the first epoch: model table, da
 
 def drive(reporter):
     """Two epochs as fit() reports them: progress calls, then the epoch line."""
-    reporter.start(MODEL, 640, 100, Config(batch_size=64), 1)
+    reporter.start(MODEL, 640, 100, configure("mlp", batch_size=64), 1)
     for epoch in (1, 2):
         for step in (1, 4, 7, 10):
             reporter.progress(epoch, step, 10, 0.01 * step)
@@ -78,7 +79,7 @@ def test_progress_bar_on_a_terminal():
 
 def test_progress_bar_in_a_real_run(subset_dir, tmp_path):
     stream = TTY()
-    pynn.run(Config(data_dir=str(subset_dir), out_dir=str(tmp_path), arch="f8", epochs=2,
+    pynn.run(configure("mlp", data_dir=str(subset_dir), out_dir=str(tmp_path), arch="f8", epochs=2,
                     threads=1, runs_dir=""), reporter=Reporter(stream))
     lines = stream.getvalue().split("\n")
     drawn = [line for line in lines if "\r" in line]
@@ -91,7 +92,7 @@ def test_progress_bar_fits_the_terminal(monkeypatch):
     monkeypatch.setattr(shutil, "get_terminal_size", lambda *a: os.terminal_size((40, 20)))
     stream = TTY()
     reporter = Reporter(stream)
-    reporter.start(mlp([4, 3, 2], "relu", random.Random(0)), 640, 100, Config(batch_size=64), 1)
+    reporter.start(mlp([4, 3, 2], "relu", random.Random(0)), 640, 100, configure("mlp", batch_size=64), 1)
     reporter.progress(1, 5, 10, 0.5)
     assert all(len(part) <= 39 for part in stream.getvalue().split("\n")[-1].split("\r"))
 
@@ -150,7 +151,7 @@ def parse(html):
 def small_run(data, out, **kwargs):
     settings = {"arch": "f16", "epochs": 2, "batch_size": 32, "threads": 1}
     settings.update(kwargs)
-    cfg = Config(data_dir=str(data), out_dir=str(out), **settings)
+    cfg = configure("mlp", data_dir=str(data), out_dir=str(out), **settings)
     stream = io.StringIO()
     return cfg, pynn.run(cfg, reporter=Reporter(stream)), stream.getvalue()
 

@@ -6,10 +6,12 @@ import struct
 import subprocess
 import sys
 import zlib
+from pathlib import Path
 
 import pytest
 
-from pynn import Config, Normalizer, PynnError, Tensor, mlp, run
+from pynn import Normalizer, PynnError, Tensor, mlp, run
+from pynn.config import configure
 from pynn.io import CSV_NAMES, PREDICTION_NAMES
 from pynn.report import Reporter
 from pynn.serialize import MAGIC, VERSION, load, save
@@ -249,6 +251,31 @@ def test_cli_save_under_a_file_fails_before_training(subset_dir, tmp_path):
 def test_save_to_a_folder_fails_before_training(subset_dir, tmp_path):
     stream = io.StringIO()
     with pytest.raises(PynnError, match="is a folder"):
-        run(Config(data_dir=str(subset_dir), out_dir=str(tmp_path), save=str(tmp_path)),
+        run(configure("mlp", data_dir=str(subset_dir), out_dir=str(tmp_path), save=str(tmp_path)),
             reporter=Reporter(stream))
     assert "epoch" not in stream.getvalue()
+
+
+# A model file written by the pynn before the parameter block and the fuse pass
+# (commit d86a6cf): a small CNN with every kind of layer (c4,p,c6,f12,d0.2 on 8x8
+# images, batch norm everywhere, trained 40 steps on random data). That pynn's
+# evaluation-mode logits of 40 fixed inputs had this sha256 (scripts: the test's
+# inputs, model.forward after model.train(False)).
+OLD_MODEL = Path(__file__).resolve().parent / "data" / "model-v2.bin"
+OLD_LOGITS_SHA256 = "b0dccbbdc25dcde605559535d8884fab6999c4ff544a1f412e75b26597da9c6a"
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_model_file_of_the_previous_pynn_predicts_the_same_bits(fused):
+    import hashlib
+
+    from pynn._kernels import ffi
+    from pynn.fuse import fuse
+
+    model, norm = load(OLD_MODEL)
+    assert (norm.mean, norm.std) == (0.5, 2.0)
+    model = fuse(model) if fused else model
+    x = Tensor.from_list([random.Random(9).uniform(-1, 1) for _ in range(40 * 64)], (40, 64))
+    model.train(False)
+    logits = model.forward(x)
+    assert hashlib.sha256(ffi.buffer(logits.ptr, logits.nbytes)[:]).hexdigest() == OLD_LOGITS_SHA256

@@ -4,8 +4,9 @@ import random
 
 import pytest
 
-from pynn import SGD, Adam, Config, CrossEntropyLoss, Linear, Sequential, Tanh, mlp
+from pynn import SGD, Adam, CrossEntropyLoss, Linear, Sequential, Tanh, mlp
 from pynn.budget import Budget
+from pynn.config import configure
 from pynn.tensor import Tensor
 from pynn.train import accuracy, fit, lr_factor
 
@@ -124,7 +125,7 @@ def test_fit_learns_blobs_and_keeps_best():
     x, y = blobs(rng, 120, 4, 3, spread=0.5)
     xv, yv = blobs(random.Random(5), 60, 4, 3, spread=0.5)  # same centers
     model = mlp([4, 16, 3], "relu", rng)
-    cfg = Config(batch_size=16, epochs=8, warmup_epochs=1, schedule="cosine")
+    cfg = configure("mlp", batch_size=16, epochs=8, warmup_epochs=1, schedule="cosine")
     reporter = _Reporter()
     history, best, stopped, _ = fit(model, Adam(model.parameters(), lr=0.01), x, y,
                                  rows=range(120), x_val=xv, y_val=yv, cfg=cfg,
@@ -149,7 +150,7 @@ def test_fit_only_touches_the_given_rows():
         labels[i] = 99
     y = Tensor.from_list(labels, (64,), "int32")
     model = mlp([4, 8, 2], "tanh", rng)
-    cfg = Config(batch_size=8, epochs=3, warmup_epochs=0, schedule="constant")
+    cfg = configure("mlp", batch_size=8, epochs=3, warmup_epochs=0, schedule="constant")
     history, best, stopped, _ = fit(model, SGD(model.parameters(), lr=0.05), x, y, rows=rows,
                                  x_val=None, y_val=None, cfg=cfg, reporter=_Reporter(),
                                  rng=rng, budget=Budget(60))
@@ -162,7 +163,7 @@ def test_fit_gives_up_after_repeated_divergence():
     rng = random.Random(8)
     x, y = blobs(rng, 32, 4, 2)
     model = mlp([4, 8, 2], "relu", rng)
-    cfg = Config(batch_size=8, epochs=5, warmup_epochs=0, schedule="constant")
+    cfg = configure("mlp", batch_size=8, epochs=5, warmup_epochs=0, schedule="constant")
     reporter = _Reporter()
     with pytest.raises(PynnError, match="diverged"):
         fit(model, Adam(model.parameters(), lr=1e30), x, y, rows=range(32), x_val=x,
@@ -213,7 +214,7 @@ def test_lr_warmup_longer_than_training():
 # ---- the lecture's three algorithms: batch, online, minibatch ---------------------
 
 def one_epoch(model, opt, x, y, batch_size, rows):
-    cfg = Config(batch_size=batch_size, epochs=1, warmup_epochs=0, schedule="constant")
+    cfg = configure("mlp", batch_size=batch_size, epochs=1, warmup_epochs=0, schedule="constant")
     return fit(model, opt, x, y, rows=rows, x_val=None, y_val=None, cfg=cfg,
                reporter=_Reporter(), rng=random.Random(1), budget=Budget(60))
 
@@ -260,7 +261,7 @@ def test_validation_loss_is_the_mean_loss_of_the_validation_rows():
     x, y = blobs(rng, 40, 4, 3)
     xv, yv = blobs(random.Random(15), 2345, 4, 3)
     model = mlp([4, 8, 3], "tanh", rng, dropout=0.5)
-    cfg = Config(batch_size=8, epochs=1, warmup_epochs=0, schedule="constant")
+    cfg = configure("mlp", batch_size=8, epochs=1, warmup_epochs=0, schedule="constant")
     history, _, _, _ = fit(model, Adam(model.parameters(), lr=0.01), x, y, rows=range(40),
                         x_val=xv, y_val=yv, cfg=cfg, reporter=_Reporter(), rng=rng,
                         budget=Budget(60))

@@ -1,0 +1,184 @@
+"""fuse(model): the same network, run by fewer and larger C kernels.
+
+Three runs of layers are computed by one fused kernel pair instead of a call
+per layer (--no-fuse keeps the layers one by one):
+
+    Linear, ReLU                 -> LinearReLU            dense_relu_forward/_backward
+    BatchNorm, ReLU, MaxPool2d   -> BatchNormReLUMaxPool  batchnorm_relu_maxpool_forward/_backward
+    BatchNorm, ReLU              -> BatchNormReLU         batchnorm_forward/_backward, relu=1
+
+Why: the fused kernel reads and writes the large activation tensors fewer
+times (the ReLU is applied as the product or the normalization stores its
+values; batch norm, ReLU and pool make one pass over the conv's output and
+write only the pooled quarter). What it computes is the same: the forward
+values are those of the layers one after another, bit for bit, and the
+gradients equal theirs up to the order of a few sums (tests/test_fuse.py).
+
+A fused layer holds the layers it replaces and uses their Parameters and
+buffers, so the plain model and its fused plan train and save as one.
+"""
+from ._kernels import ffi, lib
+from .layers import BatchNorm, BatchNorm1d, BatchNorm2d, Linear, MaxPool2d, Module, ReLU
+from .tensor import check
+
+
+class Fused(Module):
+    """A run of layers computed by one kernel pair; ``parts`` are the layers."""
+
+    def __init__(self, *parts):
+        self.parts = parts
+
+    def parameters(self):
+        return [p for layer in self.parts for p in layer.parameters()]
+
+    def buffers(self):
+        return [b for layer in self.parts for b in layer.buffers()]
+
+    def out_shape(self, shape):
+        for layer in self.parts:
+            shape = layer.out_shape(shape)
+        return shape
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(map(repr, self.parts))})"
+
+
+class LinearReLU(Fused):
+    """Linear, then ReLU: max(inp . weight^T + bias, 0), the max taken as the
+    GEMM stores each value (csrc/dense.c)."""
+
+    kernel = "dense_relu (fused)"
+
+    def __init__(self, linear, relu):
+        super().__init__(linear, relu)
+        self.linear, self._out, self._dinp, self._inp, self._y = linear, {}, {}, None, None
+
+    def forward(self, inp):
+        lin = self.linear
+        B, C, OC = inp.shape[0], lin.in_features, lin.out_features
+        check(inp, (B, C), what="Linear input")
+        out = self._buffer(self._out, (B, OC))
+        lib.dense_relu_forward(out.ptr, inp.ptr, lin.weight.value.ptr, lin.bias.value.ptr,
+                               B, C, OC)
+        self._inp, self._y = inp, out
+        return out
+
+    def backward(self, dout):
+        lin, inp = self.linear, self._inp
+        B, C, OC = inp.shape[0], lin.in_features, lin.out_features
+        check(dout, (B, OC), what="LinearReLU dout")
+        dinp = self._buffer(self._dinp, (B, C)) if lin.input_grad else None
+        # dout is masked in place by the ReLU's derivative (out > 0) first
+        lib.dense_relu_backward(dinp.ptr if dinp else ffi.NULL, lin.weight.grad.ptr,
+                                lin.bias.grad.ptr, dout.ptr, self._y.ptr, inp.ptr,
+                                lin.weight.value.ptr, B, C, OC)
+        return dinp
+
+
+class BatchNormReLU(Fused):
+    """BatchNorm (1d or 2d), then ReLU: the max taken as the normalized values
+    are stored, and the ReLU's mask applied in batch norm's backward (csrc/norm.c)."""
+
+    kernel = "batchnorm, relu=1 (fused)"
+
+    def __init__(self, norm, relu):
+        super().__init__(norm, relu)
+        self.norm, self._out, self._dinp, self._inp, self._y = norm, {}, {}, None, None
+
+    def forward(self, inp):
+        bn, C = self.norm, self.norm.num_features
+        if inp.shape[-1] != C:
+            raise ValueError(f"BatchNorm input: expected {C} features last, got {inp.shape}")
+        out = self._buffer(self._out, inp.shape)
+        lib.batchnorm_forward(out.ptr, bn.mean.ptr, bn.invstd.ptr, bn.running_mean.ptr,
+                              bn.running_var.ptr, inp.ptr, bn.gamma.value.ptr, bn.beta.value.ptr,
+                              inp.size // C, C, bn.momentum, bn.eps, int(bn.training), 1)
+        self._inp, self._y = inp, out
+        return out
+
+    def backward(self, dout):
+        bn, inp = self.norm, self._inp
+        if not bn.training:
+            raise RuntimeError("BatchNorm.backward needs a forward in training mode")
+        check(dout, inp.shape, what="BatchNormReLU dout")
+        dinp = self._buffer(self._dinp, inp.shape)
+        lib.batchnorm_backward(dinp.ptr, bn.gamma.grad.ptr, bn.beta.grad.ptr, dout.ptr,
+                               self._y.ptr, inp.ptr, bn.mean.ptr, bn.invstd.ptr,
+                               bn.gamma.value.ptr, inp.size // bn.num_features, bn.num_features, 1)
+        return dinp
+
+
+class BatchNormReLUMaxPool(Fused):
+    """BatchNorm2d, ReLU, MaxPool2d: the tail of a conv block in one pass over
+    the conv's output; the backward recomputes the normalized values, the ReLU
+    and the window maxima instead of storing them (csrc/fused.c)."""
+
+    kernel = "batchnorm_relu_maxpool (fused)"
+
+    def __init__(self, norm, relu, pool):
+        super().__init__(norm, relu, pool)
+        self.norm, self._out, self._dinp, self._inp = norm, {}, {}, None
+
+    def forward(self, inp):
+        bn, (B, H, W, C) = self.norm, inp.shape
+        if C != bn.num_features:
+            raise ValueError(f"BatchNorm input: expected {bn.num_features} channels last, "
+                             f"got {inp.shape}")
+        out = self._buffer(self._out, (B, H // 2, W // 2, C))
+        lib.batchnorm_relu_maxpool_forward(
+            out.ptr, bn.mean.ptr, bn.invstd.ptr, bn.running_mean.ptr, bn.running_var.ptr,
+            inp.ptr, bn.gamma.value.ptr, bn.beta.value.ptr, B, H, W, C, bn.momentum, bn.eps,
+            int(bn.training))
+        self._inp = inp
+        return out
+
+    def backward(self, dout):
+        bn, inp = self.norm, self._inp
+        if not bn.training:
+            raise RuntimeError("BatchNorm.backward needs a forward in training mode")
+        B, H, W, C = inp.shape
+        check(dout, (B, H // 2, W // 2, C), what="BatchNormReLUMaxPool dout")
+        dinp = self._buffer(self._dinp, inp.shape)
+        lib.batchnorm_relu_maxpool_backward(
+            dinp.ptr, bn.gamma.grad.ptr, bn.beta.grad.ptr, dout.ptr, inp.ptr, bn.mean.ptr,
+            bn.invstd.ptr, bn.gamma.value.ptr, bn.beta.value.ptr, B, H, W, C)
+        return dinp
+
+
+# the runs fuse() looks for, the longest first: (layer types in a row, the fused layer)
+PATTERNS = [((BatchNorm2d, ReLU, MaxPool2d), BatchNormReLUMaxPool),
+            ((Linear, ReLU), LinearReLU),
+            ((BatchNorm, ReLU), BatchNormReLU)]
+
+
+def _is(layer, kind):
+    """Whether ``layer`` is a ``kind`` as written here: exactly that class (a
+    subclass may compute something else), or any BatchNorm for BatchNorm."""
+    return type(layer) is kind or (kind is BatchNorm and type(layer) in (BatchNorm1d,
+                                                                        BatchNorm2d))
+
+
+def fuse_layers(layers):
+    """The layers with every run of PATTERNS replaced by its fused layer."""
+    out, i = [], 0
+    while i < len(layers):
+        for types, fused in PATTERNS:
+            run = layers[i:i + len(types)]
+            if len(run) == len(types) and all(map(_is, run, types)):
+                out.append(fused(*run))
+                i += len(types)
+                break
+        else:
+            out.append(layers[i])
+            i += 1
+    return out
+
+
+def fuse(model):
+    """The same network as ``model`` (a Sequential), its layers fused where
+    PATTERNS match: a Sequential over the same Parameters (the one block),
+    buffers and input shape. Training either trains both."""
+    plan = type(model)(*fuse_layers(model.layers), input_shape=model.input_shape,
+                       parameters=model.parameters())
+    plan.spec, plan._plain = model.spec, model.plain
+    return plan

@@ -1,0 +1,170 @@
+"""fuse(): the fused kernels compute what the layers they replace compute.
+
+For each pattern of pynn/fuse.py the same network is run as plain layers and
+as its fused plan, from the same weights: the forward values are the same
+bits (in training and in evaluation mode, with the same running statistics),
+and one training step's gradients agree to 1e-5 (relative, over each whole
+gradient: the fused backward adds a few sums in another order). Then the
+whole run: predicting with a saved model under --no-fuse gives the same
+files as with fusion, and the model table names what runs."""
+import io
+import math
+import random
+
+import pytest
+
+import pynn
+from pynn import (
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    CrossEntropyLoss,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sequential,
+    Tanh,
+    build,
+)
+from pynn.config import configure
+from pynn.fuse import BatchNormReLU, BatchNormReLUMaxPool, LinearReLU, fuse
+from pynn.io import PREDICTION_NAMES
+from pynn.report import Reporter
+from pynn.tensor import Tensor
+
+from conftest import HAVE_DATA
+
+REL = 1e-5
+
+
+def networks():
+    """name -> (layers maker, input shape, batch, the fused layer expected)"""
+    def conv_tail(H):
+        def make(rng):
+            return [Conv2d(2, 5, 3, rng, bias=False), BatchNorm2d(5), ReLU(), MaxPool2d(),
+                    Flatten(), Linear(5 * (H // 2) ** 2, 3, rng)]
+        return make, (H, H, 2), BatchNormReLUMaxPool
+
+    return {
+        "linear-relu": (lambda rng: [Linear(9, 33, rng), ReLU(), Linear(33, 4, rng)],
+                        None, LinearReLU),
+        "batchnorm1d-relu": (lambda rng: [Linear(9, 12, rng), BatchNorm1d(12), ReLU(),
+                                          Linear(12, 4, rng)], None, BatchNormReLU),
+        "batchnorm2d-relu": (lambda rng: [Conv2d(2, 4, 3, rng, bias=False), BatchNorm2d(4),
+                                          ReLU(), Flatten(), Linear(4 * 25, 3, rng)],
+                             (5, 5, 2), BatchNormReLU),
+        "batchnorm-relu-pool-even": conv_tail(6),
+        "batchnorm-relu-pool-odd": conv_tail(7),
+    }
+
+
+def make(name):
+    layers, shape, _ = networks()[name]
+    model = Sequential(*layers(random.Random(5)), input_shape=shape)
+    for p in model.parameters():  # gammas, betas and biases away from 1 and 0
+        if not p.decay:
+            p.value.ptr[0:p.value.size] = [random.Random(p.value.size).uniform(-0.5, 1.5)
+                                           for _ in range(p.value.size)]
+    return model
+
+
+def step(model, x, y):
+    """One forward and backward in training mode; the outputs, running
+    statistics, evaluation-mode outputs and gradients."""
+    loss_fn = CrossEntropyLoss(0.1)
+    out = model.forward(x).tolist()
+    loss_fn.forward(model.forward(x), y)  # a second forward moves the running stats again
+    model.backward(loss_fn.backward())
+    grads = [p.grad.tolist() for p in model.parameters()]
+    model.train(False)
+    evaluation = model.forward(x).tolist()
+    model.train(True)
+    return out, [b.tolist() for b in model.buffers()], evaluation, grads
+
+
+def batch(rng, B, width, classes):
+    x = Tensor.from_list([rng.uniform(-1.5, 1.5) for _ in range(B * width)], (B, width))
+    y = Tensor.from_list([rng.randrange(classes) for _ in range(B)], (B,), "int32")
+    return x, y
+
+
+@pytest.mark.parametrize("name", sorted(networks()))
+def test_a_fused_pattern_computes_what_its_layers_compute(name):
+    plain, twin = make(name), make(name)
+    plan = fuse(twin)
+    expected = networks()[name][2]
+    assert sum(isinstance(layer, expected) for layer in plan.layers) == 1
+    assert len(plan.layers) < len(plain.layers) and plan.parameters() is twin.parameters()
+    width = math.prod(plain.input_shape) if plain.input_shape else 9
+    x, y = batch(random.Random(1), 7, width, 4 if not plain.input_shape else 3)
+    (p_out, p_buf, p_eval, p_grad), (f_out, f_buf, f_eval, f_grad) = step(plain, x, y), \
+        step(plan, x, y)
+    assert p_out == f_out and p_buf == f_buf and p_eval == f_eval  # the same bits
+    for a, b in zip(p_grad, f_grad):
+        diff = math.sqrt(sum((u - v) ** 2 for u, v in zip(a, b)))
+        size = math.sqrt(sum(u * u for u in a))
+        assert diff <= REL * size, (name, diff, size)
+
+
+def test_fuse_leaves_other_runs_alone():
+    """Only the patterns fuse: a Tanh after a Linear, a subclass of a layer
+    (it may compute something else), a ReLU alone stay as they are."""
+    class MyLinear(Linear):
+        pass
+
+    rng = random.Random(0)
+    model = Sequential(Linear(4, 5, rng), Tanh(), MyLinear(5, 6, rng), ReLU(), ReLU(),
+                       Linear(6, 2, rng))
+    assert [type(layer) for layer in fuse(model).layers] == [Linear, Tanh, MyLinear, ReLU, ReLU,
+                                                             Linear]
+
+
+def test_the_default_network_fuses_into_nine_kernel_pairs():
+    model = build(configure().arch, 784, 10, "relu", random.Random(0), 0.3, "all")
+    kinds = [type(layer).__name__ for layer in fuse(model).layers]
+    assert kinds == ["Conv2d", "BatchNormReLUMaxPool", "Conv2d", "BatchNormReLUMaxPool",
+                     "Flatten", "Linear", "BatchNormReLU", "Dropout", "Linear"]
+
+
+def test_training_the_plan_trains_the_model():
+    model = make("batchnorm-relu-pool-even")
+    plan = fuse(model)
+    opt = pynn.Adam(plan.parameters(), lr=0.01)
+    x, y = batch(random.Random(2), 4, 72, 3)
+    before = model.parameters().values.tolist()
+    loss_fn = CrossEntropyLoss()
+    loss_fn.forward(plan.forward(x), y)
+    plan.backward(loss_fn.backward())
+    opt.step()
+    assert model.parameters().values.tolist() != before
+    assert model.predict(x).tolist() == plan.predict(x).tolist()
+
+
+# ---- the whole run ------------------------------------------------------------------
+
+def quiet(cfg):
+    stream = io.StringIO()
+    return pynn.run(cfg, reporter=Reporter(stream)), stream.getvalue()
+
+
+@pytest.mark.skipif(not HAVE_DATA, reason="the course CSVs in data/ are missing")
+def test_no_fuse_predicts_the_same_files_with_a_saved_model(subset_dir, tmp_path):
+    """The forward arithmetic of the fused kernels is the layers' own: a saved
+    model predicts byte-identical files either way. The model table shows
+    the plain layers, and with fusion which kernel runs each."""
+    common = {"data_dir": str(subset_dir), "runs_dir": "", "threads": 1}
+    quiet(configure("cnn", arch="c4,p,c8,p,f16", epochs=1, out_dir=str(tmp_path / "train"),
+                    save=str(tmp_path / "m.bin"), **common))
+    files = {}
+    for fused in (True, False):
+        out = tmp_path / f"fuse-{fused}"
+        _, text = quiet(configure("cnn", load=str(tmp_path / "m.bin"), out_dir=str(out),
+                                  fuse=fused, **common))
+        files[fused] = {k: (out / name).read_bytes() for k, name in PREDICTION_NAMES.items()}
+        assert ("batchnorm_relu_maxpool (fused)" in text) == fused, text
+    assert files[True] == files[False]
+    _, text = quiet(configure("cnn", arch="c4,p,f16", epochs=1, fuse=False,
+                              out_dir=str(tmp_path / "plain"), **common))
+    assert "each layer run as written" in text and "(fused" not in text
+    assert "  ReLU()" in text and " relu" in text and "maxpool2x2" in text
