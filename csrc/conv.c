@@ -154,16 +154,24 @@ static void direct_dweight_image(float *restrict dw, const float *restrict pad,
             const int nl = OC - o0 < DO ? OC - o0 : DO;
             vec acc[DX][2];
             for (int q = 0; q < DX; q++) acc[q][0] = acc[q][1] = vzero();
-            float rest[DO] = {0}; /* channels of a partial block */
+            /* a partial block of channels (past OC) goes one channel at a time, in
+             * the same order as the vecs (four pixel accumulators, then
+             * (0 + 1) + (2 + 3)): which channels fall in a partial block depends
+             * on the vector width, their bits must not */
+            float rest[DX][DO] = {{0}};
             for (int y = 0; y < H; y++) {
                 const float *src = pad + (size_t)(y + t / k) * PW + t % k;
                 const float *g = dout + (size_t)y * W * OC + o0;
-                if (nl < DO) { /* a partial block of channels: one at a time */
-                    for (int x = 0; x < W; x++)
-                        for (int l = 0; l < nl; l++) rest[l] += src[x] * g[(size_t)x * OC + l];
+                int x = 0;
+                if (nl < DO) {
+                    for (; x + DX <= W; x += DX)
+                        for (int q = 0; q < DX; q++)
+                            for (int l = 0; l < nl; l++)
+                                rest[q][l] += src[x + q] * g[(size_t)(x + q) * OC + l];
+                    for (; x < W; x++)
+                        for (int l = 0; l < nl; l++) rest[0][l] += src[x] * g[(size_t)x * OC + l];
                     continue;
                 }
-                int x = 0;
                 for (; x + DX <= W; x += DX)
                     for (int q = 0; q < DX; q++) {
                         const float *gq = g + (size_t)(x + q) * OC;
@@ -178,9 +186,12 @@ static void direct_dweight_image(float *restrict dw, const float *restrict pad,
             }
             for (int h = 0; h < 2; h++) {
                 const vec sum = vadd(vadd(acc[0][h], acc[1][h]), vadd(acc[2][h], acc[3][h]));
-                for (int l = 0; l < VEC; l++)
-                    dw[(size_t)t * OCP + o0 + h * VEC + l] =
-                        nl < DO ? rest[h * VEC + l] : vget(sum, l);
+                for (int l = 0; l < VEC; l++) {
+                    const int c = h * VEC + l;
+                    dw[(size_t)t * OCP + o0 + c] =
+                        nl < DO ? (rest[0][c] + rest[1][c]) + (rest[2][c] + rest[3][c])
+                                : vget(sum, l);
+                }
             }
         }
 }
@@ -337,7 +348,7 @@ static void gemm_dweight(float *dweight, const float *dout, const float *inp, in
 /* dbias[o] = sum_r dout[r,o] over the N rows: column sums, 16 columns a
  * share, rows in order */
 static void bias_sums(float *dbias, const float *dout, int64_t N, int OC) {
-#pragma omp parallel for schedule(static) if (N * OC >= 65536)
+#pragma omp parallel for schedule(static) if (N * OC >= PAR_MIN)
     for (int o0 = 0; o0 < OC; o0 += 16) {
         const int o1 = o0 + 16 < OC ? o0 + 16 : OC;
         for (int o = o0; o < o1; o++) dbias[o] = 0.0f;

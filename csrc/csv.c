@@ -166,7 +166,7 @@ static void next_token(const char *buf, int64_t *pos, int64_t e, int64_t *ts,
 
 /* Parse the values of one line [s, e) into dst (room for cols values).
  * Returns the number of values found (also when more than cols), or -1 after
- * filling err for a bad value. The common token, 1-3 digits then a comma, is
+ * filling err for a bad value. The common token, up to 9 digits then a comma, is
  * read in one pass; anything else takes the general path (parse_float). */
 static int64_t parse_line(const char *buf, int64_t s, int64_t e, float *dst, int64_t cols,
                           int64_t line, pynn_csv_error *err) {
@@ -220,8 +220,8 @@ int pynn_csv_parse_floats(const char *buf, int64_t n, float *out, int64_t rows,
         row++;
     }
     if (row != rows) { /* the buffer changed between the passes */
-        set_err(err, PYNN_CSV_TOO_MANY, c.line, 0, row, 0);
-        return PYNN_CSV_TOO_MANY;
+        set_err(err, PYNN_CSV_CHANGED, c.line, 0, row, 0);
+        return PYNN_CSV_CHANGED;
     }
     return PYNN_CSV_OK;
 }
@@ -270,8 +270,8 @@ int pynn_csv_parse_labels(const char *buf, int64_t n, int32_t *out, int64_t rows
         row++;
     }
     if (row != rows) {
-        set_err(err, PYNN_CSV_TOO_MANY, c.line, 0, row, 0);
-        return PYNN_CSV_TOO_MANY;
+        set_err(err, PYNN_CSV_CHANGED, c.line, 0, row, 0);
+        return PYNN_CSV_CHANGED;
     }
     return PYNN_CSV_OK;
 }

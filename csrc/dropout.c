@@ -15,7 +15,10 @@ static inline int dropout_keep(uint64_t seed, int64_t i, uint32_t threshold) {
 
 void dropout_forward(float *out, const float *inp, float p, uint64_t seed, int64_t N) {
     /* out = inp * mask / (1 - p), mask[i] = 1 with probability 1 - p */
-    const uint32_t threshold = (uint32_t)(p * 4294967296.0);
+    /* p * 2^32, at most 2^32 - 1 (a p that rounds to 1.0f would overflow the
+     * conversion; Python refuses p >= 1 already) */
+    const double t = (double)p * 4294967296.0;
+    const uint32_t threshold = t < 4294967295.0 ? (uint32_t)t : 4294967295u;
     const float scale = 1.0f / (1.0f - p);
 #pragma omp parallel for schedule(static) if (N >= PAR_MIN_AWAKE)
     for (int64_t i = 0; i < N; i++)

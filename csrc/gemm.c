@@ -26,7 +26,7 @@
  * they never wait for each other inside a product. K is never split, so every
  * element of C sees the same sequence of operations whatever the thread count.
  * pynn_gemm_team is one thread's share, for a caller that runs several
- * products in one parallel region (layers.c); pynn_gemm_solo is all of a
+ * products in one parallel region (dense.c); pynn_gemm_solo is all of a
  * product on the calling thread, for a caller whose threads each take their
  * own products (conv.c); pynn_gemm opens a region for one.
  */

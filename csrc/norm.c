@@ -84,8 +84,8 @@ static void column_moments(double *mean, double *var, const float *x, int64_t N,
 
 /* out[r,c] = a[c] * x[r,c] + b[c] (+ d[c] * dy[r,c] when dy), then max(., 0)
  * when relu: the element-wise pass of both directions (dy may be out itself:
- * each element is read before it is written, so dy is not restrict) */
-static void affine(float *restrict out, const float *restrict x, const float *dy,
+ * each element is read before it is written, so neither out nor dy is restrict) */
+static void affine(float *out, const float *restrict x, const float *dy,
                    const float *restrict a, const float *restrict b, const float *restrict d,
                    int64_t N, int C, int relu) {
 #pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)

@@ -38,7 +38,10 @@
 #include <stdint.h>
 
 /* ---- how the kernels run (runtime.c) -------------------------------------- */
-/* Number of threads the kernels use; n <= 0 means "all cores, at most 16". */
+/* Number of threads the kernels use; n <= 0 means "all cores, at most
+ * PYNN_MAX_DEFAULT_THREADS" (the command line's --threads 0 leaves out the
+ * cores other jobs keep busy: pynn/cpu.py). */
+enum { PYNN_MAX_DEFAULT_THREADS = 16 }; /* the course server is shared */
 void pynn_set_threads(int n);
 int pynn_get_threads(void);
 /* 1 when built with OpenMP, else 0 (then everything runs on one thread). */
@@ -59,7 +62,7 @@ enum {
     PYNN_CSV_BLANK_LINE = 4,   /* an empty line inside the file             */
     PYNN_CSV_OVERFLOW = 5,     /* a number too large for float32 / int32    */
     PYNN_CSV_NOT_LABEL = 6,    /* a label that is not a non-negative integer*/
-    PYNN_CSV_TOO_MANY = 7,     /* more lines or values than the buffer holds*/
+    PYNN_CSV_CHANGED = 7,      /* another number of lines than the first pass saw */
     PYNN_CSV_LONG_TOKEN = 8,   /* a token longer than 64 bytes              */
     PYNN_CSV_BAD_CALL = 9      /* negative sizes or a NULL buffer (a bug)   */
 };
@@ -228,9 +231,10 @@ void batchnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *d
 
 /* ---- batch norm + ReLU + max-pool, fused (fused.c) ----------------------------- */
 /* Batch norm, then ReLU, then 2x2 max-pool, fused: the tail of a conv block,
- * in one pass over its largest tensor instead of four. inp is
- * the conv's output (B,H,W,C), out the pooled (B,H/2,W/2,C); the other
- * arguments are batchnorm_forward's. The same numbers as the three layers
+ * reading its largest tensor twice (statistics, then the rest) where the
+ * three layers touch it six times (fused.c says which). inp is the conv's
+ * output (B,H,W,C), out the pooled (B,H/2,W/2,C); the other arguments are
+ * batchnorm_forward's. The same numbers as the three layers
  * one after another: out = maxpool(max(batchnorm(inp), 0)). */
 void batchnorm_relu_maxpool_forward(float *out, float *mean, float *invstd, float *running_mean,
                                     float *running_var, const float *inp, const float *gamma,

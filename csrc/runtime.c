@@ -5,13 +5,11 @@
 
 #include "internal.h"
 
-#define MAX_DEFAULT_THREADS 16 /* the course server is shared */
-
 void pynn_set_threads(int n) {
 #ifdef _OPENMP
     if (n <= 0) {
         n = omp_get_num_procs();
-        if (n > MAX_DEFAULT_THREADS) n = MAX_DEFAULT_THREADS;
+        if (n > PYNN_MAX_DEFAULT_THREADS) n = PYNN_MAX_DEFAULT_THREADS;
     }
     omp_set_num_threads(n);
 #else

@@ -11,7 +11,8 @@ from pathlib import Path
 from . import arch, options
 from .app import run
 from .budget import Budget, run_started
-from .config import DEFAULT_MODEL, configure
+from .config import ALLOWED_SEEDS, AUGMENT_SHIFT, DEFAULT_MODEL, configure
+from .cpu import MAX_DEFAULT_THREADS
 from .errors import PynnError
 from .io import CSV_NAMES
 from .report import error
@@ -39,13 +40,13 @@ HELP = {
     "weight_decay": "weight decay on weights (not biases, not batch-norm scales)",
     "label_smoothing": "label smoothing eps: targets (1 - eps) on the label + eps / classes "
                        "on every class (0: none)",
-    "augment": "on: random shifts by up to 2 pixels and horizontal flips of training "
+    "augment": f"on: random shifts by up to {AUGMENT_SHIFT} pixels and horizontal flips of training "
                "images (never of validation or test images); flip: flips only; off",
     "tta": "test-time augmentation: flip = predict each image and its mirror image "
            "and add their logits (validation, training and test predictions); off",
     "val_fraction": "part of the training set held out for validation (0 allowed)",
-    "seed": "random seed (the course allows 0, 1, 2, 3, 42)",
-    "threads": "kernel threads (0: the free cores, at most 16)",
+    "seed": f"random seed (the course allows {', '.join(map(str, ALLOWED_SEEDS))})",
+    "threads": f"kernel threads (0: the free cores, at most {MAX_DEFAULT_THREADS})",
     "schedule": "learning-rate schedule after the warm-up",
     "warmup_epochs": "epochs of linear learning-rate warm-up",
     "time_budget": "seconds for the whole run, counted from its start (run.sh's, when it "

@@ -17,8 +17,8 @@ class Config:
     data_dir: str = "data"
     out_dir: str = "."
     arch: str = "c32,p,c64,p,f256" # layers: pynn/arch.py
-    activation: str = "relu"       # or "sigmoid" (the lecture's, with its steepness
-    sigmoid_steepness: float = 1.0 # lambda), "tanh", "leaky_relu" (pynn.layers.ACTIVATIONS)
+    activation: str = "relu"       # a name of pynn.layers.ACTIVATIONS; "sigmoid" is the
+    sigmoid_steepness: float = 1.0 # lecture's, with its steepness lambda
     loss: str = "cross_entropy"    # softmax + cross-entropy, or "mse" (identity outputs)
     batchnorm: str = "all"         # batch norm after: "conv", "all" (and dense), "off"
     dropout: float = 0.3           # after each hidden dense activation, training only
@@ -61,7 +61,7 @@ AUGMENT_SHIFT = 2  # pixels, at most, in each direction
 PRESETS = {
     "cnn": {},
     "cnn-large": {"arch": "c32,c32,p,c64,c64,p,f256", "epochs": 12},
-    "mlp": {"arch": "f1024,f512", "batchnorm": "conv", "dropout": 0.0, "lr": 1e-3,
+    "mlp": {"arch": "f1024,f512", "batchnorm": "off", "dropout": 0.0, "lr": 1e-3,
             "label_smoothing": 0.0, "augment": "off", "tta": "off", "warmup_epochs": 0.0},
 }
 DEFAULT_MODEL = Config.model  # the preset of Config() itself

@@ -1,41 +1,84 @@
 """How many threads a run uses by default: polite on a shared machine."""
+import math
 import os
 import time
 
-MAX_DEFAULT_THREADS = 16  # the course server is shared
+from ._kernels import lib
+
+MAX_DEFAULT_THREADS = lib.PYNN_MAX_DEFAULT_THREADS  # the course server is shared (pynn.h)
+
+
+def allowed_cpus():
+    """The CPUs this process may run on (taskset / cpuset affinity), or None."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return None
+
+
+def quota_cores():
+    """The cores a cgroup CPU quota allows (docker --cpus=2, say), or None."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:  # cgroup v2: "max 100000" or "200000 100000"
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            return max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+            quota = int(f.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+            period = int(f.read())
+        if quota > 0:
+            return max(1, math.ceil(quota / period))
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def available_cores():
-    """Cores this process may run on (respects taskset / cgroup affinity)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    """Cores this process may use: its affinity, and a cgroup quota if any."""
+    cpus = allowed_cpus()
+    cores = len(cpus) if cpus else (os.cpu_count() or 1)
+    quota = quota_cores()
+    return min(cores, quota) if quota else cores
 
 
-def _cpu_times():
-    """(busy, total) clock ticks of all CPUs since boot, from /proc/stat."""
+def _cpu_times(cpus):
+    """{cpu: (busy, total)} clock ticks since boot of the given CPUs, from /proc/stat."""
+    times = {}
     with open("/proc/stat") as f:
-        ticks = [int(v) for v in f.readline().split()[1:9]]  # user .. steal
-    idle = ticks[3] + ticks[4]  # idle + iowait
-    return sum(ticks) - idle, sum(ticks)
+        for line in f:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                ticks = [int(v) for v in fields[:8]]  # user .. steal
+                idle = ticks[3] + ticks[4]  # idle + iowait
+                times[int(name[3:])] = (sum(ticks) - idle, sum(ticks))
+    return times
 
 
 def busy_cores(interval=0.1):
-    """How many cores other processes keep busy right now (this process is
-    idle while it looks), or None where /proc/stat does not exist."""
+    """How many of this process's CPUs other processes keep busy right now
+    (this process is idle while it looks), or None where /proc/stat does not
+    exist. Only the CPUs it may run on count: the load on other CPUs of the
+    machine does not slow it."""
+    cpus = set(allowed_cpus() or range(os.cpu_count() or 1))
     try:
-        busy0, total0 = _cpu_times()
+        before = _cpu_times(cpus)
         time.sleep(interval)
-        busy1, total1 = _cpu_times()
+        after = _cpu_times(cpus)
     except (OSError, ValueError, IndexError):
         return None
-    if total1 <= total0:
-        return None
-    return (busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1)
+    busy = 0.0
+    for cpu, (b1, t1) in after.items():
+        b0, t0 = before.get(cpu, (b1, t1))
+        if t1 > t0:
+            busy += (b1 - b0) / (t1 - t0)
+    return busy if after else None
 
 
 def default_threads(limit=MAX_DEFAULT_THREADS):
-    """All cores up to ``limit``, minus the ones other jobs keep busy now.
+    """All available cores up to ``limit``, minus the ones other jobs keep busy now.
 
     Each training step meets at a few dozen points where threads wait for each
     other, and each wait lasts as long as the slowest thread: on cores that

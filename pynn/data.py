@@ -18,7 +18,7 @@ _MESSAGES = {
     lib.PYNN_CSV_OVERFLOW: "value {value} is out of range: {token!r}",
     lib.PYNN_CSV_NOT_LABEL: "label is not a non-negative integer: {token!r}",
     lib.PYNN_CSV_LONG_TOKEN: "value {value} is longer than 64 characters",
-    lib.PYNN_CSV_TOO_MANY: "file changed while it was read",
+    lib.PYNN_CSV_CHANGED: "file changed while it was read",
     lib.PYNN_CSV_BAD_CALL: "internal error: the CSV parser was called with bad sizes",
 }
 # Labels are class numbers 0, 1, ...: the model gets one output per class, so
@@ -60,7 +60,7 @@ def _raise(path, buf, err, cols, labels=False):
     if code == lib.PYNN_CSV_COUNT:
         values = "value" if cols == 1 else "values"
         raise PynnError(f"{path}:{line}: expected {cols} {values}, found {err.found}")
-    if code in (lib.PYNN_CSV_BAD_CALL, lib.PYNN_CSV_TOO_MANY):
+    if code in (lib.PYNN_CSV_BAD_CALL, lib.PYNN_CSV_CHANGED):
         raise PynnError(f"{path}: " + _MESSAGES[code])
     raw = _raw_token(buf, err.token_start)
     token = _token(buf, err.token_start)
@@ -184,8 +184,10 @@ def parse_labels(buf, name, count=None, classes=None):
 
 def gather(x, rows):
     """A new Tensor with the given rows (a list of ints) of x, in that order."""
-    idx = Tensor.from_list(rows, dtype="int32")
     n = len(rows)
+    if n and not (0 <= min(rows) and max(rows) < x.shape[0]):
+        raise IndexError(f"rows outside [0, {x.shape[0]})")  # checked: C trusts its indices
+    idx = Tensor.from_list(rows, dtype="int32")
     if x.dtype == "float32":
         out = Tensor((n,) + x.shape[1:])
         lib.pynn_gather_rows(out.ptr, x.ptr, idx.ptr, n, x.size // max(1, x.shape[0]))

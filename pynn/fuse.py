@@ -47,7 +47,7 @@ class LinearReLU(Fused):
     """Linear, then ReLU: max(inp . weight^T + bias, 0), the max taken as the
     GEMM stores each value (csrc/dense.c)."""
 
-    kernel = "dense_relu (fused)"
+    kernel, label = "dense_relu", "dense_relu (fused)"
 
     def __init__(self, linear, relu):
         super().__init__(linear, relu)
@@ -79,7 +79,7 @@ class BatchNormReLU(Fused):
     """BatchNorm (1d or 2d), then ReLU: the max taken as the normalized values
     are stored, and the ReLU's mask applied in batch norm's backward (csrc/norm.c)."""
 
-    kernel = "batchnorm, relu=1 (fused)"
+    kernel, label = "batchnorm", "batchnorm with relu=1 (fused)"
 
     def __init__(self, norm, relu):
         super().__init__(norm, relu)
@@ -113,7 +113,7 @@ class BatchNormReLUMaxPool(Fused):
     the conv's output; the backward recomputes the normalized values, the ReLU
     and the window maxima instead of storing them (csrc/fused.c)."""
 
-    kernel = "batchnorm_relu_maxpool (fused)"
+    kernel, label = "batchnorm_relu_maxpool", "batchnorm_relu_maxpool (fused)"
 
     def __init__(self, norm, relu, pool):
         super().__init__(norm, relu, pool)
@@ -179,6 +179,6 @@ def fuse(model):
     PATTERNS match: a Sequential over the same Parameters (the one block),
     buffers and input shape. Training either trains both."""
     plan = type(model)(*fuse_layers(model.layers), input_shape=model.input_shape,
-                       parameters=model.parameters())
+                       parameters=model.parameters(), width=model.width)
     plan.spec, plan._plain = model.spec, model.plain
     return plan

@@ -347,7 +347,7 @@ def build(summary, history, config, images, pictures=None):
     t = summary["timings"]
     facts = [f"validation accuracy <b>{pct(summary['val_acc'])}</b>",
              f"test accuracy <b>{pct(summary['test_acc'])}</b>",
-             f"accuracy on all training rows {pct(summary['train_acc'])}"]
+             f"accuracy on all training rows {pct(summary['train_file_acc'])}"]
     if summary["loaded_from"]:
         run = f"model loaded from {esc(summary['loaded_from'])}, no training"
     else:

@@ -78,7 +78,11 @@ def _folders_locked(folders):
     with contextlib.ExitStack() as stack:
         if fcntl is not None:
             for folder in sorted(str(f) for f in folders):
-                fd = os.open(folder, os.O_RDONLY)
+                try:
+                    fd = os.open(folder, os.O_RDONLY)
+                except OSError as e:
+                    raise PynnError(f"{folder}: cannot open the output folder "
+                                    f"({e.strerror or e})") from None
                 stack.callback(os.close, fd)
                 fcntl.flock(fd, fcntl.LOCK_EX)  # closing the fd releases it
         yield

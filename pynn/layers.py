@@ -14,7 +14,7 @@ Adding a layer: the README's checklist ("Adding a layer").
 import math
 
 from ._kernels import ffi, lib
-from .tensor import Tensor, check
+from .tensor import Tensor, cached, check
 
 
 class Parameter:
@@ -23,6 +23,8 @@ class Parameter:
     A layer made on its own holds its own memory; a Sequential moves every
     Parameter of its layers into one block (pynn.model.Parameters), once,
     when it is made: from then on value and grad stay where they are."""
+
+    in_block = False  # True once a Sequential's Parameters block holds it
 
     def __init__(self, name, value, decay):
         self.name = name
@@ -43,6 +45,11 @@ class Module:
     kernel = None  # the C pair it calls: <kernel>_forward, <kernel>_backward
     training = True
 
+    @property
+    def label(self):
+        """What the model table says computes it."""
+        return self.kernel or "(no kernel)"
+
     def parameters(self):
         return []
 
@@ -56,10 +63,7 @@ class Module:
 
     def _buffer(self, cache, shape):
         """The reusable output buffer for this shape (allocated on first use)."""
-        buf = cache.get(shape)
-        if buf is None:
-            buf = cache[shape] = Tensor(shape)
-        return buf
+        return cached(cache, shape)
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -326,7 +330,7 @@ class MaxPool2d(Module):
 class Flatten(Module):
     """(B, H, W, C) -> (B, H*W*C): a view, no copy (and back, backward)."""
 
-    kernel = "(a view)"
+    label = "(a view)"
 
     def out_shape(self, shape):
         return (math.prod(shape),)

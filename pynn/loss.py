@@ -1,8 +1,8 @@
-"""The losses (csrc/layers.c): softmax + cross-entropy, fused, and the
+"""The losses (csrc/loss.c): softmax + cross-entropy, fused, and the
 lecture's mean squared error. Both: forward(outputs, targets) -> (mean loss,
 correct argmax predictions), backward() -> dL/d(outputs) of the mean loss."""
 from ._kernels import ffi, lib
-from .tensor import Tensor, check
+from .tensor import cached, check
 
 
 class CrossEntropyLoss:
@@ -24,7 +24,7 @@ class CrossEntropyLoss:
     def forward(self, logits, targets):
         B, V = logits.shape
         check(targets, (B,), "int32", "targets")
-        probs = self._probs.get((B, V)) or self._probs.setdefault((B, V), Tensor((B, V)))
+        probs = cached(self._probs, (B, V))
         total = lib.crossentropy_softmax_forward(probs.ptr, ffi.NULL, self._correct,
                                                  logits.ptr, targets.ptr,
                                                  self.label_smoothing, B, V)
@@ -35,7 +35,7 @@ class CrossEntropyLoss:
 
     def backward(self):
         B, V = self._p.shape
-        d = self._dlogits.get((B, V)) or self._dlogits.setdefault((B, V), Tensor((B, V)))
+        d = cached(self._dlogits, (B, V))
         lib.crossentropy_softmax_backward(d.ptr, self._p.ptr, self._targets.ptr,
                                           self.label_smoothing, B, V)
         return d
@@ -63,10 +63,10 @@ class MSELoss:
         correct = 0
         if targets.dtype == "int32":
             check(targets, (B,), "int32", "targets")
-            d = self._onehot.get((B, V)) or self._onehot.setdefault((B, V), Tensor((B, V)))
+            d = cached(self._onehot, (B, V))
             if lib.pynn_one_hot(d.ptr, targets.ptr, self.label_smoothing, B, V) != 0:
                 raise ValueError(f"targets must lie in [0, {V})")
-            pred = self._pred.get(B) or self._pred.setdefault(B, Tensor((B,), "int32"))
+            pred = cached(self._pred, (B,), "int32")
             lib.pynn_argmax(pred.ptr, y.ptr, B, V)
             correct = lib.pynn_count_equal(pred.ptr, targets.ptr, B)
         else:
@@ -76,7 +76,7 @@ class MSELoss:
 
     def backward(self):
         B, V = self._y.shape
-        dy = self._dy.get((B, V)) or self._dy.setdefault((B, V), Tensor((B, V)))
+        dy = cached(self._dy, (B, V))
         lib.mse_backward(dy.ptr, self._y.ptr, self._d.ptr, B, V)
         return dy
 

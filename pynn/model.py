@@ -35,6 +35,9 @@ class Parameters(list):
 
     def __init__(self, params):
         super().__init__(params)
+        if any(getattr(p, "in_block", False) for p in self):
+            raise ValueError("these layers' parameters live in another model's block already: "
+                             "make new layers, or pass parameters= that model's parameters()")
         ordered = [p for p in self if p.decay] + [p for p in self if not p.decay]
         n = sum(p.value.size for p in ordered)
         self.n_decay = sum(p.value.size for p in ordered if p.decay)
@@ -44,6 +47,7 @@ class Parameters(list):
             stop = start + p.value.size
             p.value = self.values.rows(start, stop).view(p.value.shape).copy_(p.value)
             p.grad = self.grads.rows(start, stop).view(p.grad.shape)
+            p.in_block = True
             start = stop
 
 
@@ -60,8 +64,9 @@ class Sequential:
     fuse(model) makes the same network with fused kernels.
     """
 
-    def __init__(self, *layers, input_shape=None, parameters=None):
+    def __init__(self, *layers, input_shape=None, parameters=None, width=None):
         self.layers = list(layers)
+        self.width = width  # values per input vector, when build() knows them
         self.spec = None  # how build() made it (what a saved model file records)
         self._plain = None  # the model of plain layers these come from (fuse sets it)
         self.input_shape = tuple(input_shape) if input_shape else None
@@ -106,7 +111,7 @@ class Sequential:
         """Values per input vector: H*W*C for images, else the first Linear's."""
         if self.input_shape:
             return math.prod(self.input_shape)
-        return self.plain.layers[0].in_features
+        return self.plain.width or self.plain.layers[0].in_features
 
     def is_conv(self):
         return any(isinstance(layer, Conv2d) for layer in self.layers)
@@ -164,16 +169,16 @@ class Sequential:
     def summary(self):
         """(layer, output shape, parameter count, kernel) for each layer of the
         plain model, the shapes per sample (the batch left out); kernel is the
-        C pair that computes the layer here: its own, or a fused one (see
-        pynn.fuse), which the first layer of the run names and the others
-        point to."""
+        C pair that computes the layer here (its label): its own, or a fused
+        one (see pynn.fuse), which the first layer of the run names and the
+        others point to."""
         runs_in = {id(part): step for step in self.layers
                    for part in getattr(step, "parts", (step,))}
         rows, shape, seen = [], self.input_shape or (self.input_width(),), set()
         for layer in self.plain.layers:
             shape = layer.out_shape(shape) if shape else None
             step = runs_in[id(layer)]
-            kernel = "  (fused above)" if id(step) in seen else step.kernel
+            kernel = "  (fused above)" if id(step) in seen else step.label
             seen.add(id(step))
             rows.append((repr(layer), shape, sum(p.value.size for p in layer.parameters()),
                          kernel))
@@ -266,7 +271,7 @@ def build(arch, width, classes, activation, rng, dropout=0.0, batchnorm="conv", 
     layers += flat + [Linear(shape[0], classes, rng)]
     if isinstance(layers[0], (Linear, Conv2d)):
         layers[0].input_grad = False
-    model = Sequential(*layers, input_shape=input_shape if images else None)
+    model = Sequential(*layers, input_shape=input_shape if images else None, width=width)
     model.spec = {"arch": arch, "activation": activation, "batchnorm": batchnorm,
                   "steepness": steepness}
     return model

@@ -30,7 +30,7 @@ RANGES = {
     "time_budget": (lambda v: v > 0, "above 0"),
     "epochs": (lambda v: v >= 1, "1 or more"),
     "batch_size": (lambda v: v >= 0, "0 (all rows per step) or more"),
-    "threads": (lambda v: v >= 0, "0 (the free cores) or more"),
+    "threads": (lambda v: 0 <= v <= 256, "0 (the free cores) to 256"),
 }
 
 

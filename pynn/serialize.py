@@ -10,7 +10,7 @@ The file format, version 2 (all integers little-endian):
                     "arch":       the --arch string, e.g. "c32,p,c64,p,f128"
                     "width":      values per input vector (784)
                     "classes":    outputs of the last layer
-                    "activation": "relu", "leaky_relu", "tanh" or "sigmoid"
+                    "activation": a name of pynn.layers.ACTIVATIONS ("relu", ...)
                     "steepness":  the sigmoid's lambda (absent: 1)
                     "batchnorm":  "conv", "all" or "off" (pynn.config.BATCHNORM)
                     "tensors":    the shape of every tensor of the payload, in order
@@ -95,15 +95,16 @@ def _header(path, buf):
         head = json.loads(bytes(buf[_PREFIX.size:start]).decode("utf-8"))
         if version == 1:  # an MLP: [inputs, hidden..., classes]
             sizes = [int(s) for s in head["sizes"]]
-            spec = {"arch": ",".join(f"f{s}" for s in sizes[1:-1]), "width": sizes[0],
-                    "classes": sizes[-1], "batchnorm": "off", "tensors": None}
             if len(sizes) < 2 or min(sizes) < 1:
                 raise ValueError
+            spec = {"arch": ",".join(f"f{s}" for s in sizes[1:-1]), "width": sizes[0],
+                    "classes": sizes[-1], "batchnorm": "off",
+                    "tensors": [s for a, b in zip(sizes, sizes[1:]) for s in ([b, a], [b])]}
         else:
             spec = {"arch": str(head["arch"]), "width": int(head["width"]),
                     "classes": int(head["classes"]), "batchnorm": str(head["batchnorm"]),
                     "tensors": [[int(d) for d in shape] for shape in head["tensors"]]}
-        spec["activation"] = head["activation"]
+        spec["activation"] = str(head["activation"])
         spec["steepness"] = float(head.get("steepness", 1.0))
         mean, std, crc = float(head["mean"]), float(head["std"]), int(head["crc32"])
     except (ValueError, KeyError, TypeError):  # JSON and Unicode errors are ValueErrors
@@ -122,15 +123,9 @@ def load(path):
     another version, or is damaged."""
     buf = read_bytes(path)
     spec, norm, crc, start = _header(path, buf)
-    try:  # initial weights: overwritten below
-        model = build(spec["arch"], spec["width"], spec["classes"], spec["activation"],
-                      random.Random(0), batchnorm=spec["batchnorm"], steepness=spec["steepness"])
-    except PynnError as e:
-        raise PynnError(f"{path}: corrupt model file ({e})") from None
-    tensors = _tensors(model)
-    if spec["tensors"] is not None and spec["tensors"] != [list(t.shape) for t in tensors]:
-        raise PynnError(f"{path}: corrupt model file (tensor shapes do not match its arch)")
-    expected = 4 * sum(t.size for t in tensors)
+    # the payload against the header's own sizes first: an absurd header (a
+    # width of 10**10, say) must not make build() allocate anything
+    expected = 4 * sum(math.prod(shape) for shape in spec["tensors"])
     found = len(buf) - start
     if found < expected:
         raise PynnError(f"{path}: truncated model file ({found} of {expected} weight bytes)")
@@ -139,6 +134,14 @@ def load(path):
     payload = bytes(buf[start:])
     if zlib.crc32(payload) != crc:
         raise PynnError(f"{path}: corrupt model file (checksum mismatch)")
+    try:  # initial weights: overwritten below
+        model = build(spec["arch"], spec["width"], spec["classes"], spec["activation"],
+                      random.Random(0), batchnorm=spec["batchnorm"], steepness=spec["steepness"])
+    except PynnError as e:
+        raise PynnError(f"{path}: corrupt model file ({e})") from None
+    tensors = _tensors(model)
+    if spec["tensors"] != [list(t.shape) for t in tensors]:
+        raise PynnError(f"{path}: corrupt model file (tensor shapes do not match its arch)")
     payload, offset = _swap_if_big_endian(payload), 0
     for t in tensors:
         ffi.memmove(t.ptr, payload[offset:offset + t.nbytes], t.nbytes)

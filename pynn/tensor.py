@@ -86,6 +86,16 @@ class Tensor:
         return f"Tensor(shape={self.shape}, dtype={self.dtype})"
 
 
+def cached(cache, shape, dtype="float32"):
+    """The Tensor of this shape kept in the dict ``cache``, made on first use:
+    a layer's or a loss's output buffers, allocated once per batch size."""
+    key = (tuple(shape), dtype)
+    t = cache.get(key)
+    if t is None:
+        t = cache[key] = Tensor(shape, dtype)
+    return t
+
+
 def check(t, shape, dtype="float32", what="tensor"):
     """Raise ValueError unless ``t`` is a Tensor of exactly this shape and dtype.
 

@@ -18,7 +18,7 @@ from .config import AUGMENT_SHIFT
 from .errors import PynnError
 from .layers import BatchNorm1d
 from .loss import LOSSES
-from .tensor import Tensor
+from .tensor import Tensor, check
 
 MAX_RECOVERIES = 3  # non-finite losses survived (each halves the learning rate)
 FULL_BATCH_CHUNK = 1000  # rows per forward/backward pass of a --batch-size 0 step
@@ -41,7 +41,7 @@ def lr_factor(step, total, warmup, schedule):
 
 def accuracy(model, x, y):
     """Fraction of rows of x whose predicted class is y."""
-    pred = model.predict(x)
+    pred = check(model.predict(x), (y.shape[0],), "int32", "predictions")
     return lib.pynn_count_equal(pred.ptr, y.ptr, y.shape[0]) / max(1, y.shape[0])
 
 
@@ -57,7 +57,8 @@ def accuracy_and_loss(model, x, y, loss_fn, flip=False):
         loss, _ = loss_fn.forward(logits, y.rows(start, stop))
         total += loss * (stop - start)
 
-    pred = model.predict(x, flip=flip, on_logits=add_loss)
+    pred = check(model.predict(x, flip=flip, on_logits=add_loss), (y.shape[0],), "int32",
+                 "predictions")
     n = max(1, y.shape[0])
     return lib.pynn_count_equal(pred.ptr, y.ptr, y.shape[0]) / n, total / n
 
@@ -76,7 +77,7 @@ class Batches:
     normalized background value for pixels moved in from outside."""
 
     def __init__(self, x, y, rows, batch_size, image=None, augment="off", fill=0.0):
-        n = self.rows = len(rows)
+        n = self.n_rows = len(rows)
         self.full = batch_size == 0
         self.rows_per_pass = min(FULL_BATCH_CHUNK if self.full else batch_size, n)
         self.steps = 1 if self.full else n // self.rows_per_pass  # steps per epoch
@@ -90,15 +91,15 @@ class Batches:
         self.yb = Tensor((self.rows_per_pass,), "int32")
 
     def shuffle(self, rng):
-        lib.pynn_shuffle(self.idx.ptr, self.rows, rng.getrandbits(64))  # in C: 0.3 ms, not 30
+        lib.pynn_shuffle(self.idx.ptr, self.n_rows, rng.getrandbits(64))  # in C: 0.3 ms, not 30
 
     def step(self, s, rng):
         """The chunks of step s, one by one (one chunk but for batch gradient
         descent): (x, y, share of the step's rows), gathered into the same
         buffer, so each must be used before the next is asked for."""
         for c in range(self.chunks):
-            first = c * self.rows // self.chunks if self.full else s * self.rows_per_pass
-            count = ((c + 1) * self.rows // self.chunks - first if self.full
+            first = c * self.n_rows // self.chunks if self.full else s * self.rows_per_pass
+            count = ((c + 1) * self.n_rows // self.chunks - first if self.full
                      else self.rows_per_pass)
             yield self.gather(first, count, rng) + (count / self.rows_per_step,)
 
@@ -325,10 +326,9 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, budget, 
     try:
         while epoch < plan.epochs():
             epoch, t0 = epoch + 1, budget.now()
-            loss, acc, seen, step, stopped = train_epoch(model, loss_fn, optimizer, batches, plan,
+            loss, acc, _, step, stopped = train_epoch(model, loss_fn, optimizer, batches, plan,
                                                          weights, epoch, step, ctx)
             t1 = budget.now()
-            budget.measure_training(seen, t1 - t0)
             ctx.train_seconds += t1 - t0
             val_acc, val_loss = validate(model, x_val, y_val, val_loss_fn, cfg.tta == "flip",
                                          weights, budget)

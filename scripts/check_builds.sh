@@ -3,7 +3,7 @@
 # the same predictions as the normal build (or, without FMA, close ones).
 #
 # The normal build (-march=native, OpenMP, the default compiler) is what the
-# test suite covers. This builds each variant a user can ask for (README:
+# test suite covers. This builds each variant a user can ask for (docs/development.md:
 # "Build options") into a temporary folder (scripts/build_variant.sh), checks
 # that it is the build loaded and what was asked for, runs the kernel,
 # gradient, training and CNN tests against it, and compares its predictions

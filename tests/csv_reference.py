@@ -11,7 +11,7 @@ import re
 import struct
 from fractions import Fraction
 
-OK, EMPTY, BAD_TOKEN, COUNT, BLANK_LINE, OVERFLOW, NOT_LABEL, TOO_MANY, LONG_TOKEN = range(9)
+OK, EMPTY, BAD_TOKEN, COUNT, BLANK_LINE, OVERFLOW, NOT_LABEL, CHANGED, LONG_TOKEN = range(9)
 MAX_TOKEN = 64
 INT32_MAX = 2**31 - 1
 SPACE = b" \t\r"
@@ -126,7 +126,7 @@ def parse_floats(buf, rows, cols):
         if len(toks) != cols:
             return (COUNT, n, 0, len(toks), s), None
     if len(walked) != rows:
-        return (TOO_MANY, walked[-1][0] if walked else 0, 0, len(walked), 0), None
+        return (CHANGED, walked[-1][0] if walked else 0, 0, len(walked), 0), None
     return (OK, 0, 0, 0, 0), values
 
 
@@ -150,5 +150,5 @@ def parse_labels(buf, rows):
             return (NOT_LABEL, n, 1, 0, s), None
         values.append(int(tok))
     if len(walked) != rows:
-        return (TOO_MANY, walked[-1][0] if walked else 0, 0, len(walked), 0), None
+        return (CHANGED, walked[-1][0] if walked else 0, 0, len(walked), 0), None
     return (OK, 0, 0, 0, 0), values

@@ -280,7 +280,7 @@ def argmax_rows(x, B, V):
 
 
 def dropout_keep(seed, i, p):
-    """The dropout mask of csrc/layers.c, bit for bit: splitmix64's finalizer
+    """The dropout mask of csrc/dropout.c, bit for bit: splitmix64's finalizer
     of (seed + i * golden ratio), top 32 bits compared with p * 2^32."""
     mask = (1 << 64) - 1
     z = (seed + i * 0x9E3779B97F4A7C15) & mask

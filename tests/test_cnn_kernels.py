@@ -1,5 +1,5 @@
 """The CNN kernels (csrc/conv.c, csrc/norm.c, pynn_gather_augment in
-csrc/data.c, label smoothing in csrc/layers.c) against the pure-Python
+csrc/data.c, label smoothing in csrc/loss.c) against the pure-Python
 references of tests/cnn_reference.py.
 
 Shapes are chosen to cross the edges of the C code: odd and non-square

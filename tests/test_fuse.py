@@ -168,3 +168,11 @@ def test_no_fuse_predicts_the_same_files_with_a_saved_model(subset_dir, tmp_path
                               out_dir=str(tmp_path / "plain"), **common))
     assert "each layer run as written" in text and "(fused" not in text
     assert "  ReLU()" in text and " relu" in text and "maxpool2x2" in text
+
+
+def test_layers_of_one_model_cannot_silently_join_another_block():
+    model = make("linear-relu")
+    with pytest.raises(ValueError, match="another model's block"):
+        Sequential(*model.layers)
+    again = Sequential(*model.layers, parameters=model.parameters())  # as fuse() does
+    assert again.parameters() is model.parameters()

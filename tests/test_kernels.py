@@ -197,7 +197,7 @@ def test_dense_forward(B, C, OC, threads):
 @pytest.mark.parametrize("with_dbias", [True, False])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_dense_backward(B, C, OC, with_dinp, with_dbias, threads):
-    # the three results share one parallel region (csrc/layers.c)
+    # the three results share one parallel region (csrc/dense.c)
     lib.pynn_set_threads(threads)
     rng = random.Random(B * 7 + C * 3 + OC)
     inp, w = ref.rand_list(rng, B * C), ref.rand_list(rng, OC * C)

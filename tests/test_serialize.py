@@ -279,3 +279,21 @@ def test_a_model_file_of_the_previous_pynn_predicts_the_same_bits(fused):
     model.train(False)
     logits = model.forward(x)
     assert hashlib.sha256(ffi.buffer(logits.ptr, logits.nbytes)[:]).hexdigest() == OLD_LOGITS_SHA256
+
+
+@pytest.mark.parametrize("header, words", [
+    ({"sizes": []}, "unreadable header"),
+    ({"sizes": [4, 3], "activation": ["relu"]}, "impossible header values"),
+    ({"arch": "f8", "width": 10 ** 10, "classes": 3, "batchnorm": "off", "activation": "relu",
+      "tensors": [[8, 10 ** 10], [8], [3, 8], [3]]}, "truncated model file"),
+])
+def test_a_corrupt_header_is_bad_input_before_anything_is_built(tmp_path, header, words):
+    """Not a bug's traceback, and no absurd allocation: the header's sizes are
+    checked against the payload before build() sees them."""
+    version = 1 if "sizes" in header else VERSION
+    head = json.dumps({"mean": 0.0, "std": 1.0, "crc32": 0, "activation": "relu",
+                       **header}).encode()
+    path = tmp_path / "m.bin"
+    path.write_bytes(struct.pack("<8sII", MAGIC, version, len(head)) + head + b"\0" * 64)
+    with pytest.raises(PynnError, match=words):
+        load(path)
