@@ -260,10 +260,29 @@ static void direct_dweight(float *dweight, const float *dout, const float *inp, 
 
 /* out (N,OC) = im2col(inp) . weight^T (+ bias), N = B*H*W rows, each thread
  * taking whole chunks; inp (B,H,W,C), weight (OC, k*k*C) */
+/* Which road a convolution of C > 1 input channels takes: the one its
+ * shape asks for (pynn_winograd_fits: 3x3 kernels with enough channels go
+ * through winograd.c, the rest through im2col), or the one a test or a
+ * benchmark forces (pynn_set_conv_path). Never the instruction set: every
+ * build takes the same road, and gives the same bits. */
+static int conv_path = PYNN_CONV_BY_SHAPE;
+
+void pynn_set_conv_path(int path) { conv_path = path; }
+
+static int use_winograd(int C, int OC, int k) {
+    if (k != 3 || C == 1) return 0;
+    if (conv_path == PYNN_CONV_BY_SHAPE) return pynn_winograd_fits(C, OC, k);
+    return conv_path == PYNN_CONV_WINOGRAD;
+}
+
 static void conv_product(float *out, const float *inp, const float *weight, const float *bias,
                          int B, int H, int W, int C, int OC, int k) {
     if (C == 1) {
         direct_forward(out, inp, weight, bias, B, H, W, OC, k);
+        return;
+    }
+    if (use_winograd(C, OC, k)) {
+        pynn_winograd_forward(out, inp, weight, bias, B, H, W, C, OC);
         return;
     }
     const int kkC = k * k * C;
@@ -369,6 +388,8 @@ void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dou
     const int kkC = k * k * C;
     if (C == 1)
         direct_dweight(dweight, dout, inp, B, H, W, OC, k);
+    else if (use_winograd(C, OC, k))
+        pynn_winograd_dweight(dweight, dout, inp, B, H, W, C, OC);
     else
         gemm_dweight(dweight, dout, inp, B, H, W, C, OC, k);
     if (dbias) bias_sums(dbias, dout, (int64_t)B * H * W, OC);

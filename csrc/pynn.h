@@ -277,6 +277,11 @@ enum {
  * The result does not depend on the thread count (K is never split). */
 void pynn_gemm(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
                const float *bias, float *Cm, int flags);
+/* The road of a convolution with more than one input channel, for tests and
+ * benchmarks: by the layer's shape (the default: Winograd for 3x3 kernels
+ * with enough channels, else im2col), or forced. */
+enum { PYNN_CONV_BY_SHAPE = 0, PYNN_CONV_IM2COL = 1, PYNN_CONV_WINOGRAD = 2 };
+void pynn_set_conv_path(int path);
 /* Frees every work buffer and the GEMM's packing workspace (they grow back
  * when needed): for leak checks and for tests of the regrowth. */
 void pynn_release_workspaces(void);

@@ -375,42 +375,47 @@ def preset_convs():
     return [(" ".join(names), key, first) for (key, first), names in layers.items()]
 
 
+CONV_ROADS = {"im2col": "PYNN_CONV_IM2COL", "winograd": "PYNN_CONV_WINOGRAD"}
+
+
 def conv_contenders(B, H, W, C, OC, k, first, torch, rng):
-    """{(direction, contender): fn} for one conv layer: pynn's kernels, the
-    GEMM alone at the equivalent products, and PyTorch's conv2d."""
-    N, kkC, kkOC = B * H * W, k * k * C, k * k * OC
+    """{(direction, contender): fn} for one conv layer. Directions: fwd
+    (conv2d_forward), dinp (the input gradient: conv2d_backward computes it as
+    the forward convolution of dout with the turned kernel, so that is what
+    runs here), dw (conv2d_backward's weight gradient alone, dinp NULL).
+    Contenders: pynn's two roads, forced (csrc/conv.c; a one-channel layer
+    takes its direct loops on both), and PyTorch's conv2d and its autograd."""
     inp, weight = fill_random(Tensor((B, H, W, C)), rng), fill_random(Tensor((OC, k, k, C)), rng)
     out, dout = Tensor((B, H, W, OC)), fill_random(Tensor((B, H, W, OC)), rng)
-    dweight = Tensor(weight.shape)
-    dinp = ffi.NULL if first else Tensor(inp.shape).ptr
-    col = fill_random(Tensor((N, kkC)), rng)     # im2col of inp, whole
-    dcol = None if first else fill_random(Tensor((N, kkOC)), rng)  # im2col of dout
-    wflip = fill_random(Tensor((C, kkOC)), rng)  # the turned kernel of dinp
-    fns = {
-        ("fwd", "pynn"): lambda: lib.conv2d_forward(out.ptr, inp.ptr, weight.ptr, ffi.NULL,
-                                                    B, H, W, C, OC, k),
-        ("bwd", "pynn"): lambda: lib.conv2d_backward(dinp, dweight.ptr, ffi.NULL, dout.ptr,
-                                                     inp.ptr, weight.ptr, B, H, W, C, OC, k),
-        # out = col . weight^T
-        ("fwd", "gemm"): lambda: lib.pynn_gemm(0, 1, N, OC, kkC, col.ptr, weight.ptr, ffi.NULL,
-                                               out.ptr, 0),
-    }
+    dweight, dinp = Tensor(weight.shape), Tensor(inp.shape)
+    wflip = fill_random(Tensor((C, k, k, OC)), rng)
+    fns = {}
+    for road, const in CONV_ROADS.items():
+        path = getattr(lib, const)
 
-    def gemm_backward():
-        # dweight = dout^T . col; dinp = dcol . wflip^T
-        lib.pynn_gemm(1, 0, OC, kkC, N, dout.ptr, col.ptr, ffi.NULL, dweight.ptr, 0)
+        def forced(fn, path=path):
+            def run():
+                lib.pynn_set_conv_path(path)
+                fn()
+                lib.pynn_set_conv_path(lib.PYNN_CONV_BY_SHAPE)
+            return run
+        fns[("fwd", road)] = forced(lambda: lib.conv2d_forward(
+            out.ptr, inp.ptr, weight.ptr, ffi.NULL, B, H, W, C, OC, k))
         if not first:
-            lib.pynn_gemm(0, 1, N, C, kkOC, dcol.ptr, wflip.ptr, ffi.NULL, dinp, 0)
-    fns[("bwd", "gemm")] = gemm_backward
+            fns[("dinp", road)] = forced(lambda: lib.conv2d_forward(
+                dinp.ptr, dout.ptr, wflip.ptr, ffi.NULL, B, H, W, OC, C, k))
+        fns[("dw", road)] = forced(lambda: lib.conv2d_backward(
+            ffi.NULL, dweight.ptr, ffi.NULL, dout.ptr, inp.ptr, weight.ptr, B, H, W, C, OC, k))
     if torch:
         F, p = torch.nn.functional, k // 2
         x, w = torch.randn(B, C, H, W), torch.randn(OC, C, k, k) * 0.1
         fns[("fwd", "torch")] = lambda: F.conv2d(x, w, padding=p)
-        xg, wg = x.clone().requires_grad_(not first), w.clone().requires_grad_()
+        xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
         y = F.conv2d(xg, wg, padding=p)
         g = torch.randn_like(y)
-        wrt = [wg] if first else [xg, wg]  # the backward alone, on a kept graph
-        fns[("bwd", "torch")] = lambda: torch.autograd.grad(y, wrt, g, retain_graph=True)
+        if not first:
+            fns[("dinp", "torch")] = lambda: torch.autograd.grad(y, [xg], g, retain_graph=True)
+        fns[("dw", "torch")] = lambda: torch.autograd.grad(y, [wg], g, retain_graph=True)
     return fns
 
 
@@ -418,41 +423,40 @@ def bench_conv(threads, repeat, torch):
     rng = random.Random(0)
     B = CONV_BATCH
     print(f"\nConv layers of the {' and '.join(CONV_PRESETS)} presets, batch {B}, "
-          f"{threads} threads: GFLOP/s at the median block (best of {repeat} in parentheses)")
-    print("  fwd: conv2d_forward; gemm = pynn_gemm NT at M=B*H*W, N=OC, K=k*k*C")
-    print("  bwd: conv2d_backward (dinput too, but not for a first layer); gemm = "
-          "TN OCx(B*H*W)x(k*k*C) for dweight + NT M=B*H*W, N=C, K=k*k*OC for dinput")
-    header = (f"  {'layer':21s} {'HxWxC->OC,k':14s} {'':3s} {'pynn':>14s} {'gemm':>14s} "
-              f"{'pynn/gemm':>9s}")
+          f"{threads} threads: effective GFLOP/s (2 B H W k k C OC, the direct "
+          f"convolution's flops, over the time) at the median block (best of {repeat})")
+    print("  fwd: conv2d_forward; dinp: the input gradient; dw: the weight gradient; "
+          "im2col and winograd: pynn's two roads, forced (pynn takes winograd for 3x3 "
+          "layers of 8 or more channels each way)")
+    header = (f"  {'layer':21s} {'HxWxC->OC,k':14s} {'':4s} {'im2col':>14s} {'winograd':>14s} "
+              f"{'win/im2col':>10s}")
     if torch:
-        header += f" {'torch':>14s} {'pynn/torch':>10s}"
+        header += f" {'torch':>14s} {'win/torch':>9s}"
     print(header)
     for names, (H, W, C, OC, k), first in preset_convs():
         pynn.set_threads(threads)
         fns = conv_contenders(B, H, W, C, OC, k, first, torch, rng)
         times = block_times(fns, repeat)
-        fwd_flops = 2.0 * B * H * W * OC * k * k * C
-        tag = f"{H}x{W}x{C}_{OC}_k{k}"
-        shape = f"{H}x{W}x{C}->{OC},{k}"
-        for direction in ("fwd", "bwd"):
-            flops = fwd_flops * (1 if direction == "fwd" or first else 2)
+        flops = 2.0 * B * H * W * OC * k * k * C
+        tag, shape = f"{H}x{W}x{C}_{OC}_k{k}", f"{H}x{W}x{C}->{OC},{k}"
+        for n, direction in enumerate(d for d in ("fwd", "dinp", "dw") if (d, "im2col") in times):
             rate = {}
-            for who in ("pynn", "gemm", "torch"):
+            for who in ("im2col", "winograd", "torch"):
                 if (direction, who) in times:
                     med, best = median_min(times[(direction, who)])
                     rate[who] = (flops / med / 1e9, flops / best / 1e9)
                     record(f"conv_{tag}_{direction}_{who}_gflops", rate[who][0], "GFLOP/s")
+
             def cell(who, rate=rate):
                 return f"{rate[who][0]:7.1f} ({rate[who][1]:4.0f})"
-            ratio = record(f"ratio_conv_{tag}_{direction}_pynn_over_gemm",
-                           rate["pynn"][0] / rate["gemm"][0], "x")
-            line = (f"  {names if direction == 'fwd' else '':21s} "
-                    f"{shape if direction == 'fwd' else '':14s} {direction:3s} "
-                    f"{cell('pynn'):>14s} {cell('gemm'):>14s} {ratio:9.2f}")
+            ratio = record(f"ratio_conv_{tag}_{direction}_winograd_over_im2col",
+                           rate["winograd"][0] / rate["im2col"][0], "x")
+            line = (f"  {names if n == 0 else '':21s} {shape if n == 0 else '':14s} "
+                    f"{direction:4s} {cell('im2col'):>14s} {cell('winograd'):>14s} {ratio:10.2f}")
             if "torch" in rate:
-                ratio = record(f"ratio_conv_{tag}_{direction}_pynn_over_torch",
-                               rate["pynn"][0] / rate["torch"][0], "x")
-                line += f" {cell('torch'):>14s} {ratio:10.2f}"
+                ratio = record(f"ratio_conv_{tag}_{direction}_winograd_over_torch",
+                               rate["winograd"][0] / rate["torch"][0], "x")
+                line += f" {cell('torch'):>14s} {ratio:9.2f}"
             print(line)
         del fns, times  # the layer's buffers (the largest some 100 MB) go now
 

@@ -1,0 +1,368 @@
+/* winograd.c - 3x3 convolutions ("same" padding, stride 1) by Winograd's
+ * minimal filtering F(4x4, 3x3) (Lavin and Gray, "Fast Algorithms for
+ * Convolutional Neural Networks", 2015).
+ *
+ * The output is cut into tiles of 4x4 pixels. A tile needs the 6x6 input
+ * pixels d around it (one pixel of border each side), and its 16 outputs of
+ * one channel pair are, with the paper's matrices,
+ *
+ *     Y = A^T [ (G g G^T) . (B^T d B) ] A          (. : element by element)
+ *
+ * where g is the 3x3 kernel and
+ *
+ *     B^T = | 4  0 -5  0  1  0 |     G = |  1/4     0     0  |    A^T = | 1  1  1  1  1  0 |
+ *           | 0 -4 -4  1  1  0 |         | -1/6  -1/6  -1/6 |          | 0  1 -1  2 -2  0 |
+ *           | 0  4 -4 -1  1  0 |         | -1/6   1/6  -1/6 |          | 0  1  1  4  4  0 |
+ *           | 0 -2 -1  2  1  0 |         |  1/24  1/12  1/6 |          | 0  1 -1  8 -8  1 |
+ *           | 0  2 -1 -2  1  0 |         |  1/24 -1/12  1/6 |
+ *           | 0  4  0 -5  0  1 |         |   0     0     1  |
+ *
+ * Summed over the input channels, the middle step is, for each of the 36
+ * positions xi of the 6x6 transform, a matrix product over the tiles:
+ *
+ *     M[xi] (tiles, OC) = V[xi] (tiles, C) . U[xi] (C, OC),
+ *     V[xi][t][c] = (B^T d_tc B)[xi],  U[xi][c][o] = (G g_oc G^T)[xi]
+ *
+ * 36 products of 36/144 the multiplies of the direct convolution (a 4x4 tile
+ * costs 36 instead of 16 x 9 = 144 per channel pair), computed by gemm.c.
+ * The transforms themselves are additions and small multiples.
+ *
+ * The weight gradient is the gradient of this same computation: with
+ * Yhat = A dY A^T (dY the tile's 4x4 output gradient, A = (A^T)^T),
+ *
+ *     dU[xi] (OC, C) = sum over tiles of Yhat[xi]^T . V[xi],   dg = G^T dU G
+ *
+ * again 36 products, each a sum over all tiles. The input gradient is the
+ * forward convolution of dout with the flipped kernel (conv.c), so it comes
+ * here as a forward.
+ *
+ * The tiles are taken in chunks of a size fixed by the layer's shape; each
+ * thread transforms and multiplies whole chunks in its own buffers (they stay
+ * in L2). The weight gradient's chunks are summed in at most DW_SLOTS slots
+ * of consecutive chunks, each in chunk order, and the slots in slot order:
+ * nothing depends on the thread count. Each output element is the same
+ * sequence of operations in every build (the transforms are per channel,
+ * the GEMM sums each element along K in order).
+ *
+ * Rounding: the transforms add terms of different sizes (up to 5 and 8
+ * times a value, and G's 1/6, 1/12, 1/24), so the result is about three bits
+ * less exact than a direct float32 sum: errors of 1e-6 to 6e-6 of the sum of
+ * |terms|, where the direct road's are about 2e-7 (tests/test_winograd.py,
+ * against the double-precision reference tests/cnn_reference.py
+ * conv2d_forward and against the im2col road). Training does not notice.
+ */
+#include "internal.h"
+
+#define ALPHA 6      /* the transform's side: m + r - 1 = 4 + 3 - 1 */
+#define TILE 4       /* outputs of a tile, each way */
+#define XI (ALPHA * ALPHA)
+#define DW_SLOTS 16  /* partial sums of a weight gradient, at most (as conv.c) */
+
+/* ---- the transforms, LANES channels at a time ------------------------------------ */
+/* Each transform maps six (or three, or four) vectors of LANES channels to
+ * six (or four, or three): out[i * os] = (matrix . in)[i], in[j] = in[j * is],
+ * lane by lane. LANES is fixed, not the target's vector width, so every build
+ * computes each channel with the same operations in the same order (a loop
+ * of LANES iterations the compiler turns into one or two vectors). */
+#define LANES 16
+typedef float lanes[LANES];
+
+/* B^T d */
+static inline void bt6(lanes *restrict out, int os, const lanes *restrict in, int is) {
+    for (int l = 0; l < LANES; l++) {
+        const float d0 = in[0][l], d1 = in[is][l], d2 = in[2 * is][l], d3 = in[3 * is][l];
+        const float d4 = in[4 * is][l], d5 = in[5 * is][l];
+        out[0][l] = 4.0f * d0 - 5.0f * d2 + d4;
+        out[os][l] = -4.0f * d1 - 4.0f * d2 + d3 + d4;
+        out[2 * os][l] = 4.0f * d1 - 4.0f * d2 - d3 + d4;
+        out[3 * os][l] = -2.0f * d1 - d2 + 2.0f * d3 + d4;
+        out[4 * os][l] = 2.0f * d1 - d2 - 2.0f * d3 + d4;
+        out[5 * os][l] = 4.0f * d1 - 5.0f * d3 + d5;
+    }
+}
+
+/* A^T m (6 -> 4) */
+static inline void at6(lanes *restrict out, int os, const lanes *restrict in, int is) {
+    for (int l = 0; l < LANES; l++) {
+        const float m0 = in[0][l], m1 = in[is][l], m2 = in[2 * is][l], m3 = in[3 * is][l];
+        const float m4 = in[4 * is][l], m5 = in[5 * is][l];
+        out[0][l] = m0 + m1 + m2 + m3 + m4;
+        out[os][l] = m1 - m2 + 2.0f * m3 - 2.0f * m4;
+        out[2 * os][l] = m1 + m2 + 4.0f * m3 + 4.0f * m4;
+        out[3 * os][l] = m1 - m2 + 8.0f * m3 - 8.0f * m4 + m5;
+    }
+}
+
+/* G g (3 -> 6) */
+static inline void g3(lanes *restrict out, int os, const lanes *restrict in, int is) {
+    for (int l = 0; l < LANES; l++) {
+        const float g0 = in[0][l], g1 = in[is][l], g2 = in[2 * is][l];
+        out[0][l] = g0 * (1.0f / 4.0f);
+        out[os][l] = (g0 + g1 + g2) * (-1.0f / 6.0f);
+        out[2 * os][l] = (g0 - g1 + g2) * (-1.0f / 6.0f);
+        out[3 * os][l] = g0 * (1.0f / 24.0f) + g1 * (1.0f / 12.0f) + g2 * (1.0f / 6.0f);
+        out[4 * os][l] = g0 * (1.0f / 24.0f) - g1 * (1.0f / 12.0f) + g2 * (1.0f / 6.0f);
+        out[5 * os][l] = g2;
+    }
+}
+
+/* A y (4 -> 6): the output gradient's transform */
+static inline void a4(lanes *restrict out, int os, const lanes *restrict in, int is) {
+    for (int l = 0; l < LANES; l++) {
+        const float y0 = in[0][l], y1 = in[is][l], y2 = in[2 * is][l], y3 = in[3 * is][l];
+        out[0][l] = y0;
+        out[os][l] = y0 + y1 + y2 + y3;
+        out[2 * os][l] = y0 - y1 + y2 - y3;
+        out[3 * os][l] = y0 + 2.0f * y1 + 4.0f * y2 + 8.0f * y3;
+        out[4 * os][l] = y0 - 2.0f * y1 + 4.0f * y2 - 8.0f * y3;
+        out[5 * os][l] = y3;
+    }
+}
+
+/* G^T x (6 -> 3): the weight gradient's transform */
+static inline void gt6(lanes *restrict out, int os, const lanes *restrict in, int is) {
+    for (int l = 0; l < LANES; l++) {
+        const float x0 = in[0][l], x1 = in[is][l], x2 = in[2 * is][l], x3 = in[3 * is][l];
+        const float x4 = in[4 * is][l], x5 = in[5 * is][l];
+        out[0][l] = x0 * (1.0f / 4.0f) - (x1 + x2) * (1.0f / 6.0f) + (x3 + x4) * (1.0f / 24.0f);
+        out[os][l] = (x2 - x1) * (1.0f / 6.0f) + (x3 - x4) * (1.0f / 12.0f);
+        out[2 * os][l] = (x3 + x4 - x1 - x2) * (1.0f / 6.0f) + x5;
+    }
+}
+
+/* n <= LANES values from src into a lanes vector, zeros after them; and back */
+static inline void lanes_in(float *restrict dst, const float *restrict src, int n) {
+    if (n == LANES) {
+        memcpy(dst, src, sizeof(lanes));
+        return;
+    }
+    for (int l = 0; l < LANES; l++) dst[l] = l < n ? src[l] : 0.0f;
+}
+static inline void lanes_out(float *restrict dst, const float *restrict src, int n) {
+    if (n == LANES) { /* a fixed size: the compiler moves it inline, no call */
+        memcpy(dst, src, sizeof(lanes));
+        return;
+    }
+    for (int l = 0; l < n; l++) dst[l] = src[l];
+}
+
+/* ---- tiles ------------------------------------------------------------------------ */
+/* Transformed tiles are stored xi-major: matrix xi of a chunk of n tiles,
+ * (n, C), starts at xi * xi_stride(n, C). One cache line of padding between
+ * them: with n * C * 4 a multiple of 4 KB (32 tiles of 32 channels), the 36
+ * rows a transform reads or writes at once fell into one set of the L1 cache
+ * and evicted each other (1.3x instead of 2x over im2col, measured). */
+#define PAD 16
+static inline size_t xi_stride(int n, int C) { return (size_t)n * C + PAD; }
+
+/* ---- the chunks -------------------------------------------------------------------- */
+
+/* tiles per image of H x W, and the chunk of tiles a thread takes: about
+ * 128 K floats of V and M (or V and Yhat) together, so that both stay in L2;
+ * fixed by the shape alone, a multiple of 8 (the GEMM's rows) */
+static int64_t chunk_tiles(int C, int OC, int64_t floats) {
+    int64_t t = floats / ((int64_t)XI * (C + OC)) / 8 * 8;
+    return t < 8 ? 8 : t;
+}
+
+/* dst[0:n] = src[0:n], or zeros when src is NULL: in lanes-sized moves the
+ * compiler inlines (a call to memcpy per pixel row cost more than the copy) */
+static inline void copy_floats(float *restrict dst, const float *restrict src, int n) {
+    int i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        if (src) memcpy(dst + i, src + i, sizeof(lanes));
+        else memset(dst + i, 0, sizeof(lanes));
+    }
+    for (; i < n; i++) dst[i] = src ? src[i] : 0.0f;
+}
+
+/* patch (6, 6, C) = the input pixels under tile t (image b, tile row ty,
+ * column tx), zeros outside the image: copied row by row, so that the reads
+ * stream (read where they lie, the 36 pixels of a tile kept the memory
+ * system waiting: 70 % of the transform's time) */
+static void tile_patch(float *restrict patch, const float *inp, int64_t t, int H, int W, int C,
+                       int tH, int tW) {
+    const int64_t b = t / ((int64_t)tH * tW);
+    const int ty = (int)(t / tW % tH), tx = (int)(t % tW);
+    const int x0 = TILE * tx - 1, s0 = x0 < 0 ? -x0 : 0;
+    const int s1 = W - x0 < ALPHA ? W - x0 : ALPHA; /* columns [s0, s1) are inside */
+    const int row = ALPHA * C;
+    for (int r = 0; r < ALPHA; r++) {
+        const int y = TILE * ty - 1 + r;
+        float *dst = patch + (size_t)r * row;
+        if (y < 0 || y >= H || s1 <= s0) {
+            copy_floats(dst, NULL, row);
+            continue;
+        }
+        copy_floats(dst, NULL, s0 * C);
+        copy_floats(dst + (size_t)s0 * C, inp + (((size_t)b * H + y) * W + x0 + s0) * C,
+                    (s1 - s0) * C);
+        copy_floats(dst + (size_t)s1 * C, NULL, (ALPHA - s1) * C);
+    }
+}
+
+/* V (36, tc, C): V[xi][t][c] = (B^T d B)[xi] of tiles t0 .. t0+tc-1; patch is
+ * room for one tile's 6x6xC input pixels */
+static void input_transform(float *restrict V, const float *inp, float *restrict patch, int64_t t0,
+                            int tc, int H, int W, int C, int tH, int tW) {
+    lanes d[XI], col[XI], v[XI];
+    for (int t = 0; t < tc; t++) {
+        tile_patch(patch, inp, t0 + t, H, W, C, tH, tW);
+        for (int c0 = 0; c0 < C; c0 += LANES) {
+            const int n = C - c0 < LANES ? C - c0 : LANES;
+            for (int q = 0; q < XI; q++) lanes_in(d[q], patch + (size_t)q * C + c0, n);
+            for (int s = 0; s < ALPHA; s++) bt6(col + s, ALPHA, d + s, ALPHA); /* B^T d */
+            for (int i = 0; i < ALPHA; i++) bt6(v + i * ALPHA, 1, col + i * ALPHA, 1); /* . B */
+            for (int q = 0; q < XI; q++) lanes_out(V + q * xi_stride(tc, C) + (size_t)t * C + c0, v[q], n);
+        }
+    }
+}
+
+/* out (B,H,W,OC) of tiles t0 .. t0+tc-1 from M (36, tc, OC): A^T M A (+ bias);
+ * the outputs of a tile that fall past the image are not stored */
+static void output_transform(float *out, const float *restrict M, const float *bias, int64_t t0,
+                             int tc, int H, int W, int OC, int tH, int tW) {
+    lanes m[XI], col[TILE * ALPHA], y[TILE * TILE], b;
+    for (int t = 0; t < tc; t++) {
+        const int64_t tt = t0 + t, img = tt / ((int64_t)tH * tW);
+        const int ty = (int)(tt / tW % tH), tx = (int)(tt % tW);
+        const int ny = H - TILE * ty < TILE ? H - TILE * ty : TILE;
+        const int nx = W - TILE * tx < TILE ? W - TILE * tx : TILE;
+        float *o0 = out + (((size_t)img * H + TILE * ty) * W + TILE * tx) * OC;
+        for (int c0 = 0; c0 < OC; c0 += LANES) {
+            const int n = OC - c0 < LANES ? OC - c0 : LANES;
+            for (int q = 0; q < XI; q++) lanes_in(m[q], M + q * xi_stride(tc, OC) + (size_t)t * OC + c0, n);
+            for (int j = 0; j < ALPHA; j++) at6(col + j, ALPHA, m + j, ALPHA); /* A^T m */
+            for (int i = 0; i < TILE; i++) at6(y + i * TILE, 1, col + i * ALPHA, 1); /* . A */
+            if (bias) lanes_in(b, bias + c0, n);
+            for (int i = 0; i < ny; i++)
+                for (int j = 0; j < nx; j++) {
+                    float *dst = o0 + ((size_t)i * W + j) * OC + c0;
+                    if (bias)
+                        for (int l = 0; l < n; l++) dst[l] = y[i * TILE + j][l] + b[l];
+                    else
+                        lanes_out(dst, y[i * TILE + j], n);
+                }
+        }
+    }
+}
+
+/* U (36, C, OC) = G g G^T of every kernel g = weight[o, :, :, c], weight (OC,3,3,C) */
+static void weight_transform(float *restrict U, const float *restrict weight, int C, int OC) {
+    lanes g[9], col[ALPHA * 3], u[XI];
+    for (int o = 0; o < OC; o++)
+        for (int c0 = 0; c0 < C; c0 += LANES) {
+            const int n = C - c0 < LANES ? C - c0 : LANES;
+            for (int q = 0; q < 9; q++) lanes_in(g[q], weight + ((size_t)o * 9 + q) * C + c0, n);
+            for (int j = 0; j < 3; j++) g3(col + j, 3, g + j, 3); /* G g */
+            for (int i = 0; i < ALPHA; i++) g3(u + i * ALPHA, 1, col + i * 3, 1); /* . G^T */
+            for (int q = 0; q < XI; q++)
+                for (int l = 0; l < n; l++) U[((size_t)q * C + c0 + l) * OC + o] = u[q][l];
+        }
+}
+
+int pynn_winograd_fits(int C, int OC, int k) { return k == 3 && C >= 8 && OC >= 8; }
+
+void pynn_winograd_forward(float *out, const float *inp, const float *weight, const float *bias,
+                           int B, int H, int W, int C, int OC) {
+    /* out (B,H,W,OC), inp (B,H,W,C), weight (OC,3,3,C), bias (OC,) or NULL */
+    const int tH = (H + TILE - 1) / TILE, tW = (W + TILE - 1) / TILE;
+    const int64_t T = (int64_t)B * tH * tW, tc = chunk_tiles(C, OC, 131072);
+    const int64_t n_chunks = (T + tc - 1) / tc;
+    const size_t per = XI * (xi_stride(tc, C) + xi_stride(tc, OC)) + (size_t)XI * C; /* V, M, patch */
+    float *U = pynn_work(PYNN_WORK_WINOGRAD_WEIGHTS, (size_t)XI * C * OC);
+    float *work = pynn_work(PYNN_WORK_WINOGRAD, (size_t)omp_get_max_threads() * per);
+    weight_transform(U, weight, C, OC);
+    pynn_gemm_reserve();
+#pragma omp parallel if (2.0 * T * XI * C * OC >= PAR_MIN_FLOPS)
+    {
+        float *V = work + (size_t)omp_get_thread_num() * per;
+        float *M = V + XI * xi_stride(tc, C), *patch = M + XI * xi_stride(tc, OC);
+#pragma omp for schedule(dynamic)
+        for (int64_t ch = 0; ch < n_chunks; ch++) {
+            const int64_t t0 = ch * tc;
+            const int n = (int)(t0 + tc < T ? tc : T - t0);
+            input_transform(V, inp, patch, t0, n, H, W, C, tH, tW);
+            for (int xi = 0; xi < XI; xi++) /* M[xi] (n, OC) = V[xi] (n, C) . U[xi] (C, OC) */
+                pynn_gemm_solo(0, 0, n, OC, C, V + xi * xi_stride(n, C), U + (size_t)xi * C * OC,
+                               NULL, M + xi * xi_stride(n, OC), 0);
+            output_transform(out, M, bias, t0, n, H, W, OC, tH, tW);
+        }
+    }
+}
+
+/* Yhat (36, tc, OC) = A dY A^T of tiles t0 .. t0+tc-1 of dout (B,H,W,OC);
+ * the outputs past the image have no gradient (0) */
+static void gradient_transform(float *restrict Yh, const float *dout, const float *zeros,
+                               int64_t t0, int tc, int H, int W, int OC, int tH, int tW) {
+    lanes dy[TILE * TILE], col[ALPHA * TILE], yh[XI];
+    for (int t = 0; t < tc; t++) {
+        const int64_t tt = t0 + t, img = tt / ((int64_t)tH * tW);
+        const int ty = (int)(tt / tW % tH), tx = (int)(tt % tW);
+        const int ny = H - TILE * ty < TILE ? H - TILE * ty : TILE;
+        const int nx = W - TILE * tx < TILE ? W - TILE * tx : TILE;
+        const float *g0 = dout + (((size_t)img * H + TILE * ty) * W + TILE * tx) * OC;
+        for (int c0 = 0; c0 < OC; c0 += LANES) {
+            const int n = OC - c0 < LANES ? OC - c0 : LANES;
+            for (int i = 0; i < TILE; i++)
+                for (int j = 0; j < TILE; j++)
+                    lanes_in(dy[i * TILE + j],
+                             i < ny && j < nx ? g0 + ((size_t)i * W + j) * OC + c0 : zeros, n);
+            for (int j = 0; j < TILE; j++) a4(col + j, TILE, dy + j, TILE); /* A dY */
+            for (int i = 0; i < ALPHA; i++) a4(yh + i * ALPHA, 1, col + i * TILE, 1); /* . A^T */
+            for (int q = 0; q < XI; q++) lanes_out(Yh + q * xi_stride(tc, OC) + (size_t)t * OC + c0, yh[q], n);
+        }
+    }
+}
+
+void pynn_winograd_dweight(float *dweight, const float *dout, const float *inp, int B, int H,
+                           int W, int C, int OC) {
+    /* dweight (OC,3,3,C) = the gradient of the forward above: G^T dU G with
+     * dU[xi] (OC, C) = sum over the tiles of Yhat[xi]^T . V[xi] */
+    const int tH = (H + TILE - 1) / TILE, tW = (W + TILE - 1) / TILE;
+    const int64_t T = (int64_t)B * tH * tW, tc = chunk_tiles(C, OC, 262144);
+    const int64_t n_chunks = (T + tc - 1) / tc, n_slots = n_chunks < DW_SLOTS ? n_chunks : DW_SLOTS;
+    const size_t per = XI * (xi_stride(tc, C) + xi_stride(tc, OC)) + (size_t)XI * C + OC;
+    const size_t slot = (size_t)XI * OC * C;
+    float *dU = pynn_work(PYNN_WORK_WINOGRAD_WEIGHTS, (n_slots ? n_slots : 1) * slot);
+    float *work = pynn_work(PYNN_WORK_WINOGRAD, (size_t)omp_get_max_threads() * per);
+    pynn_gemm_reserve();
+#pragma omp parallel if (2.0 * T * XI * C * OC >= PAR_MIN_FLOPS)
+    {
+        float *V = work + (size_t)omp_get_thread_num() * per;
+        float *Yh = V + XI * xi_stride(tc, C), *patch = Yh + XI * xi_stride(tc, OC);
+        float *zeros = patch + (size_t)XI * C; /* a pixel of zero gradient, OC channels */
+        for (int o = 0; o < OC; o++) zeros[o] = 0.0f;
+#pragma omp for schedule(dynamic)
+        for (int64_t sl = 0; sl < n_slots; sl++) { /* chunks [c0, c1), summed in order */
+            const int64_t c0 = sl * n_chunks / n_slots, c1 = (sl + 1) * n_chunks / n_slots;
+            for (int64_t ch = c0; ch < c1; ch++) {
+                const int64_t t0 = ch * tc;
+                const int n = (int)(t0 + tc < T ? tc : T - t0);
+                input_transform(V, inp, patch, t0, n, H, W, C, tH, tW);
+                gradient_transform(Yh, dout, zeros, t0, n, H, W, OC, tH, tW);
+                for (int xi = 0; xi < XI; xi++) /* dU[xi] (OC, C) += Yhat[xi]^T . V[xi] */
+                    pynn_gemm_solo(1, 0, OC, C, n, Yh + xi * xi_stride(n, OC),
+                                   V + xi * xi_stride(n, C), NULL, dU + sl * slot + (size_t)xi * OC * C,
+                                   ch > c0 ? PYNN_GEMM_ACCUMULATE : 0);
+            }
+        }
+#pragma omp for schedule(static)
+        for (int o = 0; o < OC; o++) { /* the slots added in order, then G^T dU G */
+            lanes x[XI], col[3 * ALPHA], w[9];
+            for (int c0 = 0; c0 < C; c0 += LANES) {
+                const int n = C - c0 < LANES ? C - c0 : LANES;
+                for (int q = 0; q < XI; q++) {
+                    lanes_in(x[q], dU + ((size_t)q * OC + o) * C + c0, n);
+                    for (int64_t sl = 1; sl < n_slots; sl++)
+                        for (int l = 0; l < n; l++)
+                            x[q][l] += dU[sl * slot + ((size_t)q * OC + o) * C + c0 + l];
+                }
+                for (int j = 0; j < ALPHA; j++) gt6(col + j, ALPHA, x + j, ALPHA); /* G^T x */
+                for (int i = 0; i < 3; i++) gt6(w + i * 3, 1, col + i * ALPHA, 1); /* . G */
+                for (int q = 0; q < 9; q++)
+                    lanes_out(dweight + ((size_t)o * 9 + q) * C + c0, w[q], n);
+            }
+        }
+    }
+}

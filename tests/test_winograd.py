@@ -1,0 +1,118 @@
+"""Winograd F(4x4, 3x3) convolutions (csrc/winograd.c) against the
+double-precision reference (tests/cnn_reference.py) and against the im2col
+road, forward, input gradient and weight gradient; the road a layer takes;
+thread-count invariance.
+
+The error of a result is measured against the sum of the magnitudes of its
+terms (ref.max_rel_err with the reference run on |values|). Winograd's
+transforms add terms of different sizes (up to 8 times a value, and G's 1/6,
+1/12, 1/24), so it loses about three bits against a direct float32 sum:
+measured here, at most 1.8e-6 on the shapes below where im2col's is 1.8e-7,
+and up to 5.6e-6 against im2col on the larger layers (an input gradient of
+16 channels). The bounds are about four times that."""
+import random
+
+import pytest
+from test_cnn_kernels import conv_data, conv_want, run_conv_backward, run_conv_forward, tol
+
+from pynn._kernels import lib
+
+import cnn_reference as cref
+import reference as ref
+from conftest import THREAD_COUNTS, needs_threads
+from reference import bits
+
+ERR = 1e-5  # against the double-precision reference
+ERR_LARGE = 2e-5  # against the im2col road, on the larger layers
+
+# (B, H, W, C, OC, k): image sides that are no multiple of the 4x4 tile, one
+# pixel, one row, more channels than a vector, fewer
+SHAPES = [(2, 5, 7, 3, 4, 3), (1, 1, 1, 3, 2, 3), (2, 9, 6, 8, 5, 3), (1, 4, 4, 17, 9, 3),
+          (1, 1, 6, 4, 4, 3), (3, 8, 8, 8, 16, 3), (1, 14, 14, 16, 8, 3)]
+
+
+@pytest.fixture
+def path():
+    """Set the convolution road for one test; back to 'by shape' afterwards."""
+    yield lib.pynn_set_conv_path
+    lib.pynn_set_conv_path(lib.PYNN_CONV_BY_SHAPE)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_winograd_forward_and_gradients_against_the_reference(shape, path):
+    path(lib.PYNN_CONV_WINOGRAD)
+    B, H, W = shape[:3]
+    inp, w, bias, dout = conv_data(shape)
+    want, mag, (want_dinp, want_dw, want_db), (mag_dinp, mag_dw, mag_db) = conv_want(shape, True)
+    got = run_conv_forward(shape, inp, w, bias)
+    assert ref.max_rel_err(got, want, mag) <= ERR
+    dinp, dw, db = run_conv_backward(shape, dout, inp, w)
+    assert ref.max_rel_err(dinp, want_dinp, mag_dinp) <= ERR
+    assert ref.max_rel_err(dw, want_dw, mag_dw) <= ERR
+    assert ref.max_rel_err(db, want_db, mag_db) <= tol(B * H * W)
+
+
+def big(shape, seed=1):
+    B, H, W, C, OC, k = shape
+    rng = random.Random(seed)
+    return [ref.rand_list(rng, n) for n in (B * H * W * C, OC * k * k * C, OC, B * H * W * OC)]
+
+
+def both_roads(shape, path):
+    """The forward and backward of the im2col road and of Winograd's."""
+    inp, w, bias, dout = big(shape)
+    results = []
+    for road in (lib.PYNN_CONV_IM2COL, lib.PYNN_CONV_WINOGRAD):
+        path(road)
+        results.append((run_conv_forward(shape, inp, w, bias),
+                        *run_conv_backward(shape, dout, inp, w)))
+    mags = (run_conv_forward(shape, cref.absl(inp), cref.absl(w), cref.absl(bias)),
+            *run_conv_backward(shape, cref.absl(dout), cref.absl(inp), cref.absl(w)))
+    return results, mags
+
+
+# the layers of the presets (batch 4 here), and shapes of several chunks of
+# tiles (the chunk is about 128 K floats of transformed tiles: 40 tiles at
+# C + OC = 80; the weight gradient's twice that), the last one partial
+@pytest.mark.parametrize("shape", [(4, 14, 14, 32, 64, 3), (4, 28, 28, 32, 32, 3),
+                                   (4, 14, 14, 64, 64, 3), (3, 16, 16, 64, 16, 3),
+                                   (9, 15, 13, 40, 24, 3)], ids=str)
+def test_winograd_against_the_im2col_road_on_larger_layers(shape, path):
+    (im2col, winograd), mags = both_roads(shape, path)
+    for what, a, b, m in zip(("out", "dinp", "dweight", "dbias"), im2col, winograd, mags):
+        assert ref.max_rel_err(b, a, m) <= ERR_LARGE, what
+
+
+def test_the_road_is_chosen_by_the_shape(path):
+    """By default a 3x3 layer with 8 or more channels each way takes Winograd's
+    road (the same bits as forcing it), others im2col; a one-channel layer
+    takes the direct loops whatever is forced."""
+    for shape, winograd in (((2, 6, 6, 8, 8, 3), True), ((2, 6, 6, 4, 8, 3), False),
+                            ((2, 6, 6, 8, 8, 5), False)):
+        inp, w, bias, dout = big(shape)
+        path(lib.PYNN_CONV_BY_SHAPE)
+        default = run_conv_forward(shape, inp, w, bias), run_conv_backward(shape, dout, inp, w)
+        path(lib.PYNN_CONV_WINOGRAD if winograd else lib.PYNN_CONV_IM2COL)
+        forced = run_conv_forward(shape, inp, w, bias), run_conv_backward(shape, dout, inp, w)
+        assert bits(default[0]) == bits(forced[0]) and \
+            [bits(v) for v in default[1]] == [bits(v) for v in forced[1]]
+    shape = (2, 6, 6, 1, 8, 3)
+    inp, w, bias, _ = big(shape)
+    outs = []
+    for road in (lib.PYNN_CONV_IM2COL, lib.PYNN_CONV_WINOGRAD):
+        path(road)
+        outs.append(bits(run_conv_forward(shape, inp, w, bias)))
+    assert outs[0] == outs[1]
+
+
+@needs_threads
+def test_winograd_is_the_same_on_any_thread_count(path):
+    path(lib.PYNN_CONV_WINOGRAD)
+    shape = (9, 15, 13, 40, 24, 3)  # several chunks, several weight-gradient slots
+    inp, w, bias, dout = big(shape)
+    results = []
+    for threads in THREAD_COUNTS:
+        lib.pynn_set_threads(threads)
+        results.append([bits(run_conv_forward(shape, inp, w, bias))] +
+                       [bits(v) for v in run_conv_backward(shape, dout, inp, w)])
+    assert all(r == results[0] for r in results[1:])
