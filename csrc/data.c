@@ -131,16 +131,38 @@ static void augment_draw(uint64_t seed, int i, int shift, int flip, int *dy, int
     *mirror = flip ? (int)(z >> 32 & 1) : 0;
 }
 
+/* sample i's erased rectangle (random erasing, Zhong et al. 2017, in the
+ * cutout form): with probability erase, rows [y0, y0+h) x columns [x0, x0+w)
+ * with h in [1, H/2], w in [1, W/2], placed uniformly inside the image; from a
+ * second stream of draws, so that erase = 0 leaves every other draw as it was.
+ * Returns 0 (and h = w = 0) for no rectangle. */
+#define ERASE_STREAM 0x5DEECE66DULL
+static int erase_draw(uint64_t seed, int i, int H, int W, uint32_t threshold, int *y0, int *x0,
+                      int *h, int *w) {
+    const uint64_t z = pynn_draw(seed ^ ERASE_STREAM, i);
+    *h = *w = 0;
+    if ((uint32_t)(z >> 48) >= threshold || H < 2 || W < 2) return 0;
+    *h = 1 + (int)((z & 0xFF) % (uint64_t)(H / 2));
+    *w = 1 + (int)((z >> 8 & 0xFF) % (uint64_t)(W / 2));
+    *y0 = (int)((z >> 16 & 0xFFFF) % (uint64_t)(H - *h + 1));
+    *x0 = (int)((z >> 32 & 0xFFFF) % (uint64_t)(W - *w + 1));
+    return 1;
+}
+
 void pynn_gather_augment(float *out, const float *inp, const int32_t *idx, int B, int H, int W,
-                         int shift, int flip, float fill, uint64_t seed) {
+                         int shift, int flip, float erase, float fill, uint64_t seed) {
     /* out is (B,H,W), inp is (N,H*W) one-channel images, idx is (B,) in [0,N).
      * Sample i is image idx[i] mirrored left-right when its flip bit is set,
      * m[y,x] = img[y, W-1-x] (else m = img), then moved down by dy and right
-     * by dx:  out[i,y,x] = m[y-dy, x-dx],  or fill where that lies outside. */
+     * by dx:  out[i,y,x] = m[y-dy, x-dx],  or fill where that lies outside;
+     * then, with probability erase, a rectangle of it set to fill. */
+    const double t = (double)erase * 65536.0;
+    const uint32_t threshold = t < 65536.0 ? (uint32_t)(t > 0.0 ? t : 0.0) : 65536u;
 #pragma omp parallel for schedule(static) if ((int64_t)B * H * W >= PAR_MIN / 4)
     for (int i = 0; i < B; i++) {
-        int dy, dx, mirror;
+        int dy, dx, mirror, y0 = 0, x0 = 0, eh, ew;
         augment_draw(seed, i, shift, flip, &dy, &dx, &mirror);
+        erase_draw(seed, i, H, W, threshold, &y0, &x0, &eh, &ew);
         const float *img = inp + (size_t)idx[i] * H * W;
         float *o = out + (size_t)i * H * W;
         for (int y = 0; y < H; y++) {
@@ -152,5 +174,7 @@ void pynn_gather_augment(float *out, const float *inp, const int32_t *idx, int B
                                            ? img[(size_t)sy * W + sx] : fill;
             }
         }
+        for (int y = y0; y < y0 + eh; y++)
+            for (int x = x0; x < x0 + ew; x++) o[(size_t)y * W + x] = fill;
     }
 }

@@ -24,6 +24,13 @@ void sgd_update(float *param, const float *grad, float *velocity, int64_t n, int
     }
 }
 
+void pynn_ema_update(float *ema, const float *x, int64_t n, float decay) {
+    /* ema = decay * ema + (1 - decay) * x, written ema + (1 - decay) (x - ema) */
+    const float rate = 1.0f - decay;
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (int64_t i = 0; i < n; i++) ema[i] += rate * (x[i] - ema[i]);
+}
+
 void adam_update(float *param, const float *grad, float *m, float *v, int64_t n,
                  int64_t n_decay, float lr, float beta1, float beta2, float eps,
                  float weight_decay, int t) {

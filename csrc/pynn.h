@@ -104,9 +104,11 @@ void pynn_gather_rows(float *out, const float *inp, const int32_t *idx, int B, i
  * inp is (N,H*W), idx is (B,) in [0,N), shift >= 0. Sample i is image idx[i],
  * mirrored left-right when flip is set and a coin says so, then moved by
  * dy, dx in [-shift, shift]; pixels moved in from outside get fill (the
- * normalized background). The coin and shifts are a hash of (seed, i). */
+ * normalized background); then, with probability erase (0: never), a random
+ * rectangle of at most H/2 x W/2 pixels is set to fill (random erasing). The
+ * coin, the shifts and the rectangle are hashes of (seed, i). */
 void pynn_gather_augment(float *out, const float *inp, const int32_t *idx, int B, int H, int W,
-                         int shift, int flip, float fill, uint64_t seed);
+                         int shift, int flip, float erase, float fill, uint64_t seed);
 /* Test-time flips: out[b,y,x,c] = inp[b,y,W-1-x,c], each image (B,H,W,C)
  * mirrored left-right; out and inp do not overlap */
 void pynn_flip_images(float *out, const float *inp, int B, int H, int W, int C);
@@ -261,6 +263,10 @@ void sgd_update(float *param, const float *grad, float *velocity, int64_t n, int
 void adam_update(float *param, const float *grad, float *m, float *v, int64_t n,
                  int64_t n_decay, float lr, float beta1, float beta2, float eps,
                  float weight_decay, int t);
+
+/* The exponential moving average of the weights (--ema): ema, x are (n,):
+ *   ema = decay * ema + (1 - decay) * x */
+void pynn_ema_update(float *ema, const float *x, int64_t n, float decay);
 
 /* ---- test hooks: for the tests, not for pynn/ --------------------------------- */
 /* flags of pynn_gemm */

@@ -11,7 +11,7 @@ from pathlib import Path
 from . import arch, options
 from .app import run
 from .budget import Budget, run_started
-from .config import ALLOWED_SEEDS, AUGMENT_SHIFT, DEFAULT_MODEL, configure
+from .config import ALLOWED_SEEDS, DEFAULT_MODEL, configure
 from .cpu import MAX_DEFAULT_THREADS
 from .errors import PynnError
 from .io import CSV_NAMES
@@ -40,8 +40,13 @@ HELP = {
     "weight_decay": "weight decay on weights (not biases, not batch-norm scales)",
     "label_smoothing": "label smoothing eps: targets (1 - eps) on the label + eps / classes "
                        "on every class (0: none)",
-    "augment": f"on: random shifts by up to {AUGMENT_SHIFT} pixels and horizontal flips of training "
+    "augment": "on: random shifts by up to --shift pixels and horizontal flips of training "
                "images (never of validation or test images); flip: flips only; off",
+    "shift": "the largest shift of --augment on, in pixels",
+    "erase": "random erasing: the chance that a training image loses a random rectangle "
+             "(at most half its height and width) to the background",
+    "ema": "weight averaging: validate, keep and predict with the exponential moving "
+           "average of the weights, this decay per step (e.g. 0.999; 0: off)",
     "tta": "test-time augmentation: flip = predict each image and its mirror image "
            "and add their logits (validation, training and test predictions); off",
     "val_fraction": "part of the training set held out for validation (0 allowed)",

@@ -29,8 +29,12 @@ class Config:
     momentum: float = 0.9          # SGD only
     weight_decay: float = 0.05     # AdamW: decoupled, weights only
     label_smoothing: float = 0.1   # target (1 - eps) on the label + eps / classes on all
-    augment: str = "flip"          # "on": random shifts by up to 2 pixels and flips
-                                   # (of training images); "flip": flips only; "off"
+    augment: str = "flip"          # "on": random shifts by up to `shift` pixels and flips
+    shift: int = 2                 # (of training images); "flip": flips only; "off"
+    erase: float = 0.0             # random erasing: the chance a training image loses a
+                                   # rectangle of up to half its height and width
+    ema: float = 0.0               # weight averaging: validate and predict with the EMA of
+                                   # the weights, this decay per step (0: the weights)
     tta: str = "flip"              # "flip": predict each image and its mirror image, and
                                    # take the class of the two logit vectors' sum; "off"
     val_fraction: float = 0.1
@@ -53,7 +57,6 @@ BATCHNORM = ("conv", "all", "off")  # batch norm after: convs, convs and dense l
 AUGMENT = ("on", "flip", "off")     # training images: shifts and flips, flips only, as they are
 TTA = ("flip", "off")               # predictions: image + mirror image, or the image alone
 SCHEDULES = ("cosine", "constant")  # the learning rate after the warm-up
-AUGMENT_SHIFT = 2  # pixels, at most, in each direction
 
 # --model NAME: what each preset sets differently from the Config defaults
 # (which are the cnn preset). Chosen by validation accuracy only

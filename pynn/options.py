@@ -21,6 +21,9 @@ CHOICES = {"model": tuple(PRESETS), "activation": tuple(ACTIVATIONS), "loss": tu
 RANGES = {
     "sigmoid_steepness": (lambda v: v > 0, "above 0"),
     "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "erase": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "ema": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "shift": (lambda v: 0 <= v <= 8, "0 to 8 pixels"),
     "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "lr": (lambda v: v >= 0, "0 or more"),

@@ -42,9 +42,12 @@ class Reporter:
                   f"{cfg.epochs} epochs, seed {cfg.seed}, threads {threads}")
         if kernels:
             self.line(f"kernels {kernels}")
+        images = model.input_shape is not None
         extras = [f"label smoothing {cfg.label_smoothing:g}" if cfg.label_smoothing else "",
-                  {"on": "augmented (shifts, flips)", "flip": "augmented (flips)"}.get(cfg.augment, "")
-                  if model.input_shape else ""]
+                  {"on": f"augmented (shifts of up to {cfg.shift}, flips)",
+                   "flip": "augmented (flips)"}.get(cfg.augment, "") if images else "",
+                  f"random erasing {cfg.erase:g}" if cfg.erase and images else "",
+                  f"weight averaging (EMA {cfg.ema:g})" if cfg.ema else ""]
         if any(extras):
             self.line("training " + ", ".join(e for e in extras if e))
         if cfg.tta == "flip":

@@ -10,11 +10,11 @@
 Python picks rows and calls kernels; the numbers never pass through Python
 one by one.
 """
+import contextlib
 import math
 from collections import namedtuple
 
 from ._kernels import lib
-from .config import AUGMENT_SHIFT
 from .errors import PynnError
 from .layers import BatchNorm1d
 from .loss import LOSSES
@@ -73,10 +73,13 @@ class Batches:
     chunk's gradient weighted by its share of the rows).
 
     ``image`` (H, W) with ``augment`` "on" or "flip": training images are
-    gathered shifted and flipped (or flipped only); ``fill`` is the
-    normalized background value for pixels moved in from outside."""
+    gathered shifted by up to ``shift`` pixels and flipped (or flipped only),
+    and with probability ``erase`` lose a rectangle (random erasing); ``fill``
+    is the normalized background value for pixels moved in from outside and
+    for the erased ones."""
 
-    def __init__(self, x, y, rows, batch_size, image=None, augment="off", fill=0.0):
+    def __init__(self, x, y, rows, batch_size, image=None, augment="off", fill=0.0, shift=2,
+                 erase=0.0):
         n = self.n_rows = len(rows)
         self.full = batch_size == 0
         self.rows_per_pass = min(FULL_BATCH_CHUNK if self.full else batch_size, n)
@@ -84,8 +87,9 @@ class Batches:
         self.rows_per_step = n if self.full else self.rows_per_pass
         self.chunks = -(-n // self.rows_per_pass) if self.full else 1
         self.x, self.y, self.fill = x, y, fill
-        self.image = image if augment != "off" else None
-        self.shift = AUGMENT_SHIFT if augment == "on" else 0  # "flip": flips only
+        self.image = image if augment != "off" or erase > 0 else None
+        self.shift = shift if augment == "on" else 0  # "flip": flips only
+        self.flip, self.erase = int(augment != "off"), erase
         self.idx = Tensor.from_list(rows, dtype="int32")
         self.xb = Tensor((self.rows_per_pass, x.shape[1]))
         self.yb = Tensor((self.rows_per_pass,), "int32")
@@ -111,8 +115,8 @@ class Batches:
         at = self.idx.ptr + first
         if self.image:
             H, W = self.image
-            lib.pynn_gather_augment(xb.ptr, self.x.ptr, at, count, H, W, self.shift, 1,
-                                    self.fill, rng.getrandbits(64))
+            lib.pynn_gather_augment(xb.ptr, self.x.ptr, at, count, H, W, self.shift, self.flip,
+                                    self.erase, self.fill, rng.getrandbits(64))
         else:
             lib.pynn_gather_rows(xb.ptr, self.x.ptr, at, count, self.x.shape[1])
         lib.pynn_gather_labels(yb.ptr, self.y.ptr, at, count)
@@ -175,10 +179,13 @@ class Weights:
         return all(lib.pynn_all_finite(p.value.ptr, p.value.size)
                    for p in self.model.parameters())
 
-    def keep(self, val_acc):
-        """After an epoch whose weights are finite: keep them, and as the best
-        when their validation accuracy is."""
+    def keep_finite(self):
+        """After an epoch whose weights are finite: keep them."""
         self.last_finite = self.model.state()
+
+    def keep_best(self, val_acc):
+        """The model's weights (the average, with --ema) as the best when their
+        validation accuracy is."""
         if val_acc is not None and (self.best_acc is None or val_acc > self.best_acc):
             self.best_acc, self.best = val_acc, self.model.state()
 
@@ -192,12 +199,49 @@ class Weights:
         self.optimizer.reset()
         self.reporter.note(f"{what} at epoch {epoch}: weights restored, learning rate halved")
 
-    def restore(self):
-        """The best weights (or, should they not be finite, the last finite ones)."""
+    def restore(self, average=None):
+        """The best weights (without validation: the average's, with --ema; and
+        should they not be finite, the last finite weights)."""
         if self.best is not None:
             self.model.load_state(self.best)
+        elif average is not None:
+            self.model.load_state(average.state())
         if not self.finite():
             self.model.load_state(self.last_finite)
+
+
+class Average:
+    """Weight averaging (--ema): the exponential moving average of the weights
+    and of batch norm's running statistics, after every step
+        average = decay * average + (1 - decay) * weights
+    with the decay warmed up, min(decay, (1 + t) / (10 + t)) at step t, so
+    that the first steps' random weights fade fast. Validation, the best
+    weights and the predictions use the average (``applied``)."""
+
+    def __init__(self, model, decay):
+        self.model, self.decay, self.t = model, decay, 0
+        self.saved = model.state()  # [the parameter block, then the buffers]
+
+    def update(self):
+        self.t += 1
+        decay = min(self.decay, (1 + self.t) / (10 + self.t))
+        live = [self.model.parameters().values] + self.model.buffers()
+        for avg, now in zip(self.saved, live):
+            lib.pynn_ema_update(avg.ptr, now.ptr, avg.size, decay)
+
+    def state(self):
+        return self.saved
+
+    @contextlib.contextmanager
+    def applied(self):
+        """The model with the averaged weights inside the block, the trained
+        ones back afterwards."""
+        live = self.model.state()
+        self.model.load_state(self.saved)
+        try:
+            yield
+        finally:
+            self.model.load_state(live)
 
 
 def _epochs(n):
@@ -261,6 +305,8 @@ def train_epoch(model, loss_fn, optimizer, batches, plan, weights, epoch, step, 
         if not math.isfinite(loss):
             weights.recover(epoch, "non-finite loss")
             continue
+        if ctx.average:
+            ctx.average.update()
         step += 1
         loss_sum, hits = loss_sum + loss * batches.rows_per_step, hits + correct
         seen += batches.rows_per_step
@@ -274,19 +320,21 @@ def train_epoch(model, loss_fn, optimizer, batches, plan, weights, epoch, step, 
     return loss_sum / max(1, seen), hits / max(1, seen), seen, step, stopped
 
 
-def validate(model, x_val, y_val, loss_fn, flip, weights, budget):
-    """(validation accuracy, validation loss) of the epoch's weights, or
-    (None, None) without validation rows or with non-finite weights (a ReLU
-    maps NaN to 0, so NaN weights can hide behind a finite loss: only an
-    epoch that ends with finite weights may be kept)."""
+def validate(model, x_val, y_val, loss_fn, flip, weights, budget, average=None):
+    """(validation accuracy, validation loss) of the epoch's weights (their
+    average, with --ema), or (None, None) without validation rows or with
+    non-finite weights (a ReLU maps NaN to 0, so NaN weights can hide behind
+    a finite loss: only an epoch that ends with finite weights may be kept)."""
     if not weights.finite():
         return None, None
+    weights.keep_finite()
     t0 = budget.now()
-    acc, loss = (accuracy_and_loss(model, x_val, y_val, loss_fn, flip) if x_val is not None
-                 else (None, None))
+    with average.applied() if average else contextlib.nullcontext():
+        acc, loss = (accuracy_and_loss(model, x_val, y_val, loss_fn, flip) if x_val is not None
+                     else (None, None))
+        weights.keep_best(acc)
     if acc is not None:
         budget.measure_prediction(x_val.shape[0] * (2 if flip else 1), budget.now() - t0)
-    weights.keep(acc)
     return acc, loss
 
 
@@ -294,9 +342,10 @@ class _Run:
     """What every epoch of one fit() uses: reporter, rng, budget, the base
     learning rate, and (batch gradient descent) the buffer of summed gradients."""
 
-    def __init__(self, reporter, rng, budget, lr, summed):
+    def __init__(self, reporter, rng, budget, lr, summed, average):
         self.reporter, self.rng, self.budget, self.lr, self.summed = (reporter, rng, budget,
                                                                        lr, summed)
+        self.average = average  # the weights' average (--ema), or None
         self.train_seconds = 0.0  # in training steps so far (validation passes not counted)
 
 
@@ -318,11 +367,12 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, budget, 
                         "per step (one row is its own mean); use --batchnorm conv or off")
     loss_fn, val_loss_fn = LOSSES[cfg.loss](cfg.label_smoothing), LOSSES[cfg.loss](cfg.label_smoothing)
     batches = Batches(x, y, rows, cfg.batch_size, model.input_shape and model.input_shape[:2],
-                      cfg.augment, fill)
+                      cfg.augment, fill, cfg.shift, cfg.erase)
     plan = Plan(cfg.epochs, batches.steps, cfg.warmup_epochs, cfg.schedule)
     weights, history, step, stopped, epoch = Weights(model, optimizer, reporter), [], 0, "done", 0
     ctx = _Run(reporter, rng, budget, optimizer.lr,
-               Tensor(optimizer.grads.shape) if batches.chunks > 1 else None)
+               Tensor(optimizer.grads.shape) if batches.chunks > 1 else None,
+               Average(model, cfg.ema) if cfg.ema else None)
     try:
         while epoch < plan.epochs():
             epoch, t0 = epoch + 1, budget.now()
@@ -331,7 +381,7 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, budget, 
             t1 = budget.now()
             ctx.train_seconds += t1 - t0
             val_acc, val_loss = validate(model, x_val, y_val, val_loss_fn, cfg.tta == "flip",
-                                         weights, budget)
+                                         weights, budget, ctx.average)
             history.append({"epoch": epoch, "train_loss": loss, "train_acc": acc,
                             "val_loss": val_loss, "val_acc": val_acc, "lr": optimizer.lr,
                             "seconds": budget.now() - t0})
@@ -350,5 +400,5 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, budget, 
     except KeyboardInterrupt:
         stopped = "interrupted"
         reporter.note("interrupted: predicting with the best weights so far")
-    weights.restore()
+    weights.restore(ctx.average)
     return Fitted(history, weights.best_acc, stopped, plan.record())

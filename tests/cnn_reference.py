@@ -241,19 +241,43 @@ def augment_draw(seed, i, shift, flip):
     return dy, dx, mirror
 
 
-def gather_augment(inp, idx, H, W, shift, flip, fill, seed):
+ERASE_STREAM = 0x5DEECE66D
+
+
+def erase_draw(seed, i, H, W, erase):
+    """(y0, x0, h, w) of sample i's erased rectangle, or None: csrc/data.c's
+    erase_draw, from the draws of seed ^ ERASE_STREAM."""
+    z = sample_draw(seed ^ ERASE_STREAM, i)
+    threshold = min(65536, max(0, int(erase * 65536.0)))
+    if (z >> 48) >= threshold or H < 2 or W < 2:
+        return None
+    h = 1 + (z & 0xFF) % (H // 2)
+    w = 1 + ((z >> 8) & 0xFF) % (W // 2)
+    return ((z >> 16) & 0xFFFF) % (H - h + 1), ((z >> 32) & 0xFFFF) % (W - w + 1), h, w
+
+
+def gather_augment(inp, idx, H, W, shift, flip, fill, seed, erase=0.0):
     """out (B,H,W): sample i is image idx[i] of inp (N,H*W), mirrored
     left-right when its draw says so, m[y,x] = img[y, W-1-x], then moved down
-    by dy and right by dx: out[i,y,x] = m[y-dy, x-dx], or fill outside."""
+    by dy and right by dx: out[i,y,x] = m[y-dy, x-dx], or fill outside; then,
+    with probability erase, a rectangle set to fill."""
     out = []
     for i, n in enumerate(idx):
         dy, dx, mirror = augment_draw(seed, i, shift, flip)
         img = inp[n * H * W:(n + 1) * H * W]
         m = [img[y * W + (W - 1 - x if mirror else x)] for y in range(H) for x in range(W)]
+        sample = []
         for y in range(H):
             for x in range(W):
                 sy, sx = y - dy, x - dx
-                out.append(m[sy * W + sx] if 0 <= sy < H and 0 <= sx < W else fill)
+                sample.append(m[sy * W + sx] if 0 <= sy < H and 0 <= sx < W else fill)
+        rect = erase_draw(seed, i, H, W, erase)
+        if rect:
+            y0, x0, h, w = rect
+            for y in range(y0, y0 + h):
+                for x in range(x0, x0 + w):
+                    sample[y * W + x] = fill
+        out += sample
     return out
 
 

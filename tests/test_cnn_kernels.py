@@ -712,10 +712,10 @@ def gather_images(rng, N, H, W):
     return [F(n * 1000 + p + rng.random() * 0.5) for n in range(N) for p in range(H * W)]
 
 
-def run_gather(inp, idx, H, W, shift, flip, fill, seed):
+def run_gather(inp, idx, H, W, shift, flip, fill, seed, erase=0.0):
     out = nans(len(idx) * H * W)
     lib.pynn_gather_augment(out.ptr, ref.tensor(inp).ptr, ref.ints(idx).ptr, len(idx), H, W,
-                            shift, flip, fill, seed)
+                            shift, flip, erase, fill, seed)
     return out.tolist()
 
 
@@ -734,6 +734,25 @@ def test_gather_augment_matches_reference(H, W, shift, flip, seed):
     fill = F(-0.4242)
     got = run_gather(inp, idx, H, W, shift, flip, fill, seed)
     assert bits(got) == bits(cref.gather_augment(inp, idx, H, W, shift, flip, fill, seed))
+
+
+@pytest.mark.parametrize("erase", [0.5, 1.0])
+@pytest.mark.parametrize("H,W", [(5, 7), (2, 3), (28, 28), (1, 9)])
+def test_gather_augment_with_erasing_matches_reference(H, W, erase):
+    rng = random.Random(H * 31 + W)
+    N, B = 5, 16 if H * W < 100 else 4
+    inp = gather_images(rng, N, H, W)
+    idx = [rng.randrange(N) for _ in range(B)]
+    fill = F(-0.4242)
+    got = run_gather(inp, idx, H, W, 1, 1, fill, 4242, erase)
+    assert bits(got) == bits(cref.gather_augment(inp, idx, H, W, 1, 1, fill, 4242, erase))
+    plain = run_gather(inp, idx, H, W, 1, 1, fill, 4242)  # the same shifts and flips
+    erased = [g != p for g, p in zip(got, plain)]
+    assert all(got[k] == fill for k, e in enumerate(erased) if e)
+    if erase == 1.0 and H > 1:  # every sample loses a rectangle of at most half each way
+        for i in range(B):
+            n = sum(got[i * H * W:(i + 1) * H * W][k] == fill for k in range(H * W))
+            assert 1 <= n
 
 
 def test_gather_augment_parallel_batch_matches_reference():

@@ -130,6 +130,6 @@ def test_fuzz_gather_augment(B, H, W, shift, flip, seed):
     idx = [(7 * i) % n for i in range(B)]
     out = Tensor((max(1, B * H * W),))
     lib.pynn_gather_augment(out.ptr, t(inp).ptr, Tensor.from_list(idx or [0], dtype="int32").ptr,
-                            B, H, W, shift, int(flip), -1.0, seed)
-    want = cref.gather_augment(inp, idx, H, W, shift, flip, -1.0, seed)
+                            B, H, W, shift, int(flip), 0.5, -1.0, seed)
+    want = cref.gather_augment(inp, idx, H, W, shift, flip, -1.0, seed, 0.5)
     assert out.tolist()[:len(want)] == want

@@ -755,3 +755,15 @@ def test_set_get_threads():
         assert lib.pynn_get_threads() == 2
         lib.pynn_set_threads(0)
         assert 1 <= lib.pynn_get_threads() <= 16
+
+
+@pytest.mark.parametrize("n,threads", [(1, 1), (37, 2), (PAR + 3, 2), (PAR + 3, 3)])
+def test_ema_update(n, threads):
+    lib.pynn_set_threads(threads)
+    rng = random.Random(n)
+    ema, x = ref.rand_list(rng, n), ref.rand_list(rng, n)
+    t = ref.tensor(ema)
+    lib.pynn_ema_update(t.ptr, ref.tensor(x).ptr, n, 0.9)
+    rate = ref.f32(1.0 - ref.f32(0.9))
+    ref.assert_close(t.tolist(), [e + rate * (v - e) for e, v in zip(ema, x)], rel=1e-6,
+                     abs_=1e-7, what="ema")

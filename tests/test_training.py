@@ -278,3 +278,39 @@ def test_online_algorithm_refuses_batch_norm_after_a_dense_layer():
     model = build("f8", 4, 2, "relu", rng, batchnorm="all")
     with pytest.raises(PynnError, match="--batch-size 1: batch norm after a dense layer"):
         one_epoch(model, SGD(model.parameters(), lr=0.1), x, y, 1, range(10))
+
+
+def test_weight_averaging_follows_the_formula_and_is_what_predicts():
+    """--ema: after each step the average moves (1 - decay_t) of the way to
+    the weights, decay_t = min(decay, (1 + t) / (10 + t)); fit() validates
+    and keeps the average, so the model it leaves holds averaged weights."""
+    from pynn.train import Average
+    rng = random.Random(4)
+    x, y = blobs(rng, 64, 5, 3)
+    model = mlp([5, 8, 3], "relu", random.Random(1))
+    opt = Adam(model.parameters(), lr=0.05)
+    average = Average(model, 0.9)
+    want = model.parameters().values.tolist()
+    for t in range(1, 6):
+        train_steps(model, opt, x, y, 1)
+        average.update()
+        d = min(0.9, (1 + t) / (10 + t))
+        now = model.parameters().values.tolist()
+        want = [a + (1 - d) * (w - a) for a, w in zip(want, now)]
+    got = average.state()[0].tolist()
+    assert max(abs(a - b) for a, b in zip(got, want)) < 1e-5
+    live = model.parameters().values.tolist()
+    with average.applied():
+        assert model.parameters().values.tolist() == got
+    assert model.parameters().values.tolist() == live
+
+    def run(ema):
+        m = mlp([5, 8, 3], "relu", random.Random(1))
+        cfg = configure("mlp", batch_size=8, epochs=3, ema=ema)
+        fitted = fit(m, Adam(m.parameters(), lr=0.05), x, y, range(64), x, y, cfg,
+                     _Reporter(), random.Random(2), Budget(60))
+        return m, fitted
+    plain, _ = run(0.0)
+    averaged, fitted = run(0.9)
+    assert averaged.parameters().values.tolist() != plain.parameters().values.tolist()
+    assert accuracy(averaged, x, y) == fitted.val_acc
