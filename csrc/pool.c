@@ -1,4 +1,5 @@
-/* pool.c - 2x2 max-pooling, stride 2, on images stored NHWC (see pynn.h).
+/* pool.c - 2x2 max-pooling, stride 2, and global average pooling, on images
+ * stored NHWC (see pynn.h).
  *
  *     out[b,y,x,c] = max of inp[b, 2y+dy, 2x+dx, c] over dy, dx in {0,1}
  *     dinp[window's first maximum] = dout[b,y,x,c], 0 elsewhere
@@ -63,4 +64,36 @@ void maxpool2x2_backward(float *restrict dinp, const float *restrict dout,
         if (H % 2 && y == OH - 1) /* the odd last row of this image */
             for (size_t t = 0; t < row; t++) d1[row + t] = 0.0f;
     }
+}
+
+/* ---- global average pooling -------------------------------------------------------- */
+
+void avgpool_global_forward(float *restrict out, const float *restrict inp, int B, int HW,
+                            int C) {
+    /* out is (B,C), inp is (B,HW,C): out[b,c] = 1/HW sum_p inp[b,p,c], the pixels
+     * summed in order */
+    const float scale = HW > 0 ? 1.0f / (float)HW : 0.0f;
+#pragma omp parallel for schedule(static) if ((int64_t)B * HW * C >= PAR_MIN)
+    for (int b = 0; b < B; b++) {
+        float *o = out + (size_t)b * C;
+        for (int c = 0; c < C; c++) o[c] = 0.0f;
+        for (int p = 0; p < HW; p++) {
+            const float *x = inp + ((size_t)b * HW + p) * C;
+            for (int c = 0; c < C; c++) o[c] += x[c];
+        }
+        for (int c = 0; c < C; c++) o[c] *= scale;
+    }
+}
+
+void avgpool_global_backward(float *restrict dinp, const float *restrict dout, int B, int HW,
+                             int C) {
+    /* dinp (B,HW,C) = dout[b,c] / HW at every pixel; dout is (B,C) */
+    const float scale = HW > 0 ? 1.0f / (float)HW : 0.0f;
+#pragma omp parallel for schedule(static) if ((int64_t)B * HW * C >= PAR_MIN)
+    for (int b = 0; b < B; b++)
+        for (int p = 0; p < HW; p++) {
+            float *d = dinp + ((size_t)b * HW + p) * C;
+            const float *g = dout + (size_t)b * C;
+            for (int c = 0; c < C; c++) d[c] = g[c] * scale;
+        }
 }

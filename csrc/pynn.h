@@ -212,6 +212,11 @@ void maxpool2x2_forward(float *out, const float *inp, int B, int H, int W, int C
 void maxpool2x2_backward(float *dinp, const float *dout, const float *inp, int B, int H, int W,
                          int C);
 
+/* Global average pooling (pool.c): out (B,C) = the mean of inp (B,HW,C) over
+ * its HW pixels; backward, each pixel gets dout / HW. */
+void avgpool_global_forward(float *out, const float *inp, int B, int HW, int C);
+void avgpool_global_backward(float *dinp, const float *dout, int B, int HW, int C);
+
 /* ---- batch norm (norm.c), over the rows of (N,C) ------------------------- */
 /* out, inp (N,C): a dense output (N = B) or conv output (N = B*H*W rows);
  * mean, invstd, running_mean, running_var, gamma, beta are (C,).

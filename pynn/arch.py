@@ -6,9 +6,10 @@ from .errors import PynnError
 
 HELP = ("comma list of layers: c32 = 3x3 conv of 32 channels (+ batch norm) + "
         "activation, c32k5 = the same with a 5x5 kernel, p = 2x2 max-pool, "
+        "g = global average pooling (an image to its channel means), "
         "f128 = dense layer of 128 + activation, d0.3 = dropout 0.3; "
         "the dense layer to the classes is added ('' for none before it)")
-IMAGE_TOKENS = ("c", "p")  # the tokens that read the vectors as images
+IMAGE_TOKENS = ("c", "p", "g")  # the tokens that read the vectors as images
 
 
 def parse(text):
@@ -38,8 +39,8 @@ def _token(tok):
         t = ("c", int(channels), int(k) if has_k else 3)
         if t[1] < 1 or t[2] < 1 or t[2] % 2 == 0:
             raise ValueError
-    elif tok == "p":
-        t = ("p",)
+    elif tok in ("p", "g"):
+        t = (tok,)
     elif kind == "f":
         t = ("f", int(rest))
         if t[1] < 1:

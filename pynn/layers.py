@@ -327,6 +327,33 @@ class MaxPool2d(Module):
         return dinp
 
 
+class GlobalAvgPool2d(Module):
+    """Global average pooling: (B, H, W, C) -> (B, C), each channel's mean over
+    the H*W pixels; backward, every pixel gets dout / (H*W)."""
+
+    kernel = "avgpool_global"
+
+    def __init__(self):
+        self._out, self._dinp, self._shape = {}, {}, None
+
+    def out_shape(self, shape):
+        return (shape[2],)
+
+    def forward(self, inp):
+        B, H, W, C = inp.shape
+        out = self._buffer(self._out, (B, C))
+        lib.avgpool_global_forward(out.ptr, inp.ptr, B, H * W, C)
+        self._shape = inp.shape
+        return out
+
+    def backward(self, dout):
+        B, H, W, C = self._shape
+        check(dout, (B, C), what="GlobalAvgPool2d dout")
+        dinp = self._buffer(self._dinp, self._shape)
+        lib.avgpool_global_backward(dinp.ptr, dout.ptr, B, H * W, C)
+        return dinp
+
+
 class Flatten(Module):
     """(B, H, W, C) -> (B, H*W*C): a view, no copy (and back, backward)."""
 

@@ -15,6 +15,7 @@ from .layers import (
     Conv2d,
     Dropout,
     Flatten,
+    GlobalAvgPool2d,
     Linear,
     MaxPool2d,
     Sigmoid,
@@ -203,7 +204,7 @@ class _Build:
 
     def image(self, shape, what):
         if len(shape) != 3:
-            raise PynnError(f"--arch {self.arch}: {what} after a dense layer")
+            raise PynnError(f"--arch {self.arch}: {what} of a flat vector (after f or g)")
 
 
 def _conv(b, tok, shape):
@@ -221,6 +222,12 @@ def _pool(b, tok, shape):
     if shape[0] < 2 or shape[1] < 2:
         raise PynnError(f"--arch {b.arch}: pools a {shape[0]}x{shape[1]} image below 1x1")
     return [MaxPool2d()], (shape[0] // 2, shape[1] // 2, shape[2])
+
+
+def _gap(b, tok, shape):
+    """g: GlobalAvgPool2d, an image to its channel means"""
+    b.image(shape, "a global average pooling")
+    return [GlobalAvgPool2d()], (shape[2],)
 
 
 def _dense(b, tok, shape):
@@ -244,7 +251,7 @@ def _flat(shape):
 
 
 # an --arch token's letter -> the function that makes its layers (arch.py parses them)
-TOKEN_LAYERS = {"c": _conv, "p": _pool, "f": _dense, "d": _dropout}
+TOKEN_LAYERS = {"c": _conv, "p": _pool, "g": _gap, "f": _dense, "d": _dropout}
 
 
 def build(arch, width, classes, activation, rng, dropout=0.0, batchnorm="conv", steepness=1.0):

@@ -15,7 +15,7 @@ pixels, batch norm's backward the textbook chain rule of Ioffe & Szegedy
 import math
 import operator
 
-from reference import argmax
+from reference import argmax, f32
 
 _MASK64 = (1 << 64) - 1
 _mul = operator.mul
@@ -152,6 +152,26 @@ def maxpool2x2_backward(dout, inp, B, H, W, C):
         v = [inp[t] for t in at]
         dinp[at[first_max(v)]] = dout[q]
     return dinp
+
+
+def avgpool_global_forward(inp, B, HW, C):
+    """out (B,C): each channel's mean over the HW pixels (summed in order,
+    rounded to float32 as the kernel does, then scaled by float32(1/HW))."""
+    out = []
+    scale = f32(1.0 / HW)
+    for b in range(B):
+        for c in range(C):
+            s = 0.0
+            for p in range(HW):
+                s = f32(s + inp[(b * HW + p) * C + c])
+            out.append(f32(s * scale))
+    return out
+
+
+def avgpool_global_backward(dout, B, HW, C):
+    """dinp (B,HW,C): every pixel gets its channel's dout / HW."""
+    scale = f32(1.0 / HW)
+    return [f32(dout[b * C + c] * scale) for b in range(B) for _ in range(HW) for c in range(C)]
 
 
 # ---- batch norm ----------------------------------------------------------------------

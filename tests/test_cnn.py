@@ -113,6 +113,7 @@ def gradcheck(model, x, y, smoothing=0.0):
     ("c2k5,c3,f4", 25, "all", 0.1),      # 5x5 kernel, two convs, dense batch norm, smoothing
     ("c3,p", 49, "off", 0.0),            # biases, an odd 7x7 image pooled
     ("c2,c2k1,p,p", 64, "conv", 0.2),    # 1x1 kernel, pooling twice
+    ("c3,p,c4,g", 36, "conv", 0.0),      # global average pooling to the classes
 ])
 def test_small_cnn_gradients(arch, width, batchnorm, smoothing):
     rng = random.Random(7)
@@ -247,12 +248,13 @@ def test_predict_with_flips_needs_square_images():
 def test_arch_tokens():
     assert parse_arch("c32,c32k5, p,f128,d0.3") == [
         ("c", 32, 3), ("c", 32, 5), ("p",), ("f", 128), ("d", 0.3)]
+    assert parse_arch("c8,g") == [("c", 8, 3), ("g",)]
     assert parse_arch("") == []
 
 
 @pytest.mark.parametrize("arch, token", [
     ("c32,x", "'x'"), ("c0", "'c0'"), ("c32k4", "'c32k4'"), ("f", "'f'"), ("d1.5", "'d1.5'"),
-    ("pp", "'pp'"), ("c32k", "'c32k'"),
+    ("pp", "'pp'"), ("c32k", "'c32k'"), ("g2", "'g2'"),
 ])
 def test_bad_arch_token_is_named(arch, token):
     with pytest.raises(PynnError) as e:
@@ -276,7 +278,8 @@ def test_build_shapes_and_summary():
 
 
 @pytest.mark.parametrize("arch, width, words", [
-    ("c4", 50, "not a square"), ("p,p,p,p,p", 784, "below 1x1"), ("f8,c4", 784, "after a dense"),
+    ("c4", 50, "not a square"), ("p,p,p,p,p", 784, "below 1x1"), ("f8,c4", 784, "of a flat vector"),
+    ("c4,g,g", 784, "of a flat vector"),
 ])
 def test_build_errors(arch, width, words):
     with pytest.raises(PynnError, match=words):

@@ -403,6 +403,22 @@ def test_maxpool_nan_and_inf_do_not_crash():
     assert all(math.isfinite(v) for v in dinp)  # the gradient itself stays clean
 
 
+def run_global_avgpool(inp, B, HW, C, dout):
+    out, dinp = nans(B * C), nans(B * HW * C)
+    lib.avgpool_global_forward(out.ptr, ref.tensor(inp).ptr, B, HW, C)
+    lib.avgpool_global_backward(dinp.ptr, ref.tensor(dout).ptr, B, HW, C)
+    return out.tolist(), dinp.tolist()
+
+
+@pytest.mark.parametrize("B,H,W,C", [(1, 1, 1, 1), (2, 3, 5, 7), (3, 7, 7, 17), (2, 4, 4, 33)])
+def test_global_avgpool_forward_backward(B, H, W, C):
+    rng = random.Random(B * 100 + H * 10 + C)
+    inp, dout = ref.rand_list(rng, B * H * W * C), ref.rand_list(rng, B * C)
+    out, dinp = run_global_avgpool(inp, B, H * W, C, dout)
+    assert bits(out) == bits(cref.avgpool_global_forward(inp, B, H * W, C))
+    assert bits(dinp) == bits(cref.avgpool_global_backward(dout, B, H * W, C))
+
+
 # ---- batch norm ----------------------------------------------------------------------
 
 MOMENTUM, EPS = 0.1, 1e-5
@@ -676,6 +692,18 @@ def test_maxpool_bit_identical_across_threads():
     assert all(other == one for other in others)
     assert one[0] == bits(cref.maxpool2x2_forward(inp, B, H, W, C))
     assert one[1] == bits(cref.maxpool2x2_backward(dout, inp, B, H, W, C))
+
+
+@needs_threads
+def test_global_avgpool_bit_identical_across_threads():
+    B, HW, C = 37, 49, 40  # B*HW*C >= 65536: parallel, one image per thread
+    assert B * HW * C >= 65536
+    rng = random.Random(5)
+    inp, dout = ref.rand_list(rng, B * HW * C), ref.rand_list(rng, B * C)
+    one, *others = _across_threads(lambda: [bits(v) for v in
+                                            run_global_avgpool(inp, B, HW, C, dout)])
+    assert all(other == one for other in others)
+    assert one[0] == bits(cref.avgpool_global_forward(inp, B, HW, C))
 
 
 @needs_threads
