@@ -119,17 +119,17 @@ static void pack_copy(float *dst, const float *src, size_t lds, int cols, int c0
 }
 
 /* op(A) rows [i0, i0+MR) x cols [p0, p0+kc) -> one MR-row panel: dst[p][i] */
-static void pack_a_panel(float *dst, const float *A, int ta, int M, int K, int i0,
+static void pack_a_panel(float *dst, const float *A, int ta, int M, size_t lda, int i0,
                          int p0, int kc) {
-    if (ta) pack_copy(dst, A, (size_t)M, M, i0, p0, kc, MR);        /* A is (K,M) */
-    else pack_transposed(dst, A, (size_t)K, M, i0, p0, kc, MR);     /* A is (M,K) */
+    if (ta) pack_copy(dst, A, lda, M, i0, p0, kc, MR);        /* A is (K,M) */
+    else pack_transposed(dst, A, lda, M, i0, p0, kc, MR);     /* A is (M,K) */
 }
 
 /* op(B) rows [p0, p0+kc) x cols [j0, j0+NR) -> one NR-column panel: dst[p][j] */
-static void pack_b_panel(float *dst, const float *Bm, int tb, int N, int K, int j0,
+static void pack_b_panel(float *dst, const float *Bm, int tb, int N, size_t ldb, int j0,
                          int p0, int kc) {
-    if (tb) pack_transposed(dst, Bm, (size_t)K, N, j0, p0, kc, NR); /* B is (N,K) */
-    else pack_copy(dst, Bm, (size_t)N, N, j0, p0, kc, NR);          /* B is (K,N) */
+    if (tb) pack_transposed(dst, Bm, ldb, N, j0, p0, kc, NR); /* B is (N,K) */
+    else pack_copy(dst, Bm, ldb, N, j0, p0, kc, NR);          /* B is (K,N) */
 }
 
 /* ---- what every path stores ---------------------------------------------- */
@@ -275,9 +275,11 @@ static void share(int n, int t, int nth, int *lo, int *hi) {
     *hi = (int)((int64_t)n * (t + 1) / nth);
 }
 
-/* share tid of the product cut in nth shares, packed in the slots of thread slot */
-static void gemm_share(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
-                       const float *bias, float *Cm, int flags, int tid, int nth, int slot) {
+/* share tid of the product cut in nth shares, packed in the slots of thread slot;
+ * the stored rows of A, B and C lie lda, ldb and ldc floats apart */
+static void gemm_share(int ta, int tb, int M, int N, int K, const float *A, size_t lda,
+                       const float *Bm, size_t ldb, const float *bias, float *Cm, size_t ldc,
+                       int flags, int tid, int nth, int slot) {
     const int accumulate = flags & PYNN_GEMM_ACCUMULATE, relu = flags & PYNN_GEMM_RELU;
     if (M <= 0 || N <= 0) return;
     if (K <= 0) { /* empty sum: C = bias (or C += bias), this thread's rows */
@@ -285,7 +287,7 @@ static void gemm_share(int ta, int tb, int M, int N, int K, const float *A, cons
         share(M, tid, nth, &lo, &hi);
         for (int i = lo; i < hi; i++)
             for (int j = 0; j < N; j++) {
-                float *c = Cm + (size_t)i * N + j;
+                float *c = Cm + (size_t)i * ldc + j;
                 *c = finish(0.0f, bias ? bias[j] : 0.0f, c, accumulate, relu);
             }
         return;
@@ -300,12 +302,14 @@ static void gemm_share(int ta, int tb, int M, int N, int K, const float *A, cons
         A = Bm, Bm = t;
         const int m = M;
         M = N, N = m;
+        const size_t ld = lda;
+        lda = ldb, ldb = ld;
     }
     const int n_panels = (N + NR - 1) / NR, m_panels = (M + MR - 1) / MR;
     float *const Bp = work + (size_t)slot * (B_SLOT + A_SLOT), *const Ap = Bp + B_SLOT;
     /* a full MR-row panel of op(A) is read where it lies: element (i, p) of
      * the panel starting at row i0 is A[(i0 + i) * K + p], or A[p * M + i0 + i] */
-    const size_t ars = ta ? 1 : (size_t)K, aks = ta ? (size_t)M : 1;
+    const size_t ars = ta ? 1 : lda, aks = ta ? lda : 1;
     /* an equal share of the MR x NR tiles, column panel by column panel,
      * so each B panel is packed once by each thread that needs it */
     int t_lo, t_hi;
@@ -318,7 +322,7 @@ static void gemm_share(int ta, int tb, int M, int N, int K, const float *A, cons
          * stride is a multiple of 4 KB (the rows then share a few cache sets
          * and evict each other). Measured over N = 128..2048, K = 64..1024,
          * M = 64 and 256: this rule never loses more than noise to packing. */
-        const int in_place = !tb && N % 1024 != 0 && (kc <= 256 || m_panels <= 8);
+        const int in_place = !tb && ldb % 1024 != 0 && (kc <= 256 || m_panels <= 8);
         int panel = -1;
         const float *b = Bp;
         size_t bks = NR;
@@ -330,41 +334,53 @@ static void gemm_share(int ta, int tb, int M, int N, int K, const float *A, cons
             if (jp != panel) {
                 panel = jp;
                 if (in_place && nr == NR) {
-                    b = Bm + (size_t)pc * N + j0, bks = (size_t)N;
+                    b = Bm + (size_t)pc * ldb + j0, bks = ldb;
                 } else { /* transpose, copy, or zero-pad the last partial panel */
-                    pack_b_panel(Bp, Bm, tb, N, K, j0, pc, kc);
+                    pack_b_panel(Bp, Bm, tb, N, ldb, j0, pc, kc);
                     b = Bp, bks = NR;
                 }
             }
-            const float *a = A + (ta ? (size_t)pc * M + i0 : (size_t)i0 * K + pc);
+            const float *a = A + (ta ? (size_t)pc * lda + i0 : (size_t)i0 * lda + pc);
             size_t rs = ars, ks = aks;
             if (mr < MR) { /* rows past M do not exist: pack, zero-padded */
-                pack_a_panel(Ap, A, ta, M, K, i0, pc, kc);
+                pack_a_panel(Ap, A, ta, M, lda, i0, pc, kc);
                 a = Ap, rs = 1, ks = MR;
             }
             const int load_c = accumulate || pc > 0, last = pc + kc == K;
             if (swap) { /* C^T tile (i, j) is C (j, i); the bias runs along i */
                 float tile[MR * NR];
                 micro_kernel(kc, a, rs, ks, b, bks, tile, NR, MR, NR, 0, NULL, 0);
-                store_transposed(tile, Cm + (size_t)j0 * M + i0, M, mr, nr, load_c,
+                store_transposed(tile, Cm + (size_t)j0 * ldc + i0, ldc, mr, nr, load_c,
                                  (pc == 0 && bias) ? bias + i0 : NULL, relu && last);
             } else {
-                micro_kernel(kc, a, rs, ks, b, bks, Cm + (size_t)i0 * N + j0, N, mr, nr,
+                micro_kernel(kc, a, rs, ks, b, bks, Cm + (size_t)i0 * ldc + j0, ldc, mr, nr,
                              load_c, (pc == 0 && bias) ? bias + j0 : NULL, relu && last);
             }
         }
     }
 }
 
+/* the row strides of densely stored operands */
+#define LDA ((size_t)(ta ? M : K))
+#define LDB ((size_t)(tb ? K : N))
+
 void pynn_gemm_team(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
                     const float *bias, float *Cm, int flags) {
     const int tid = omp_get_thread_num();
-    gemm_share(ta, tb, M, N, K, A, Bm, bias, Cm, flags, tid, omp_get_num_threads(), tid);
+    gemm_share(ta, tb, M, N, K, A, LDA, Bm, LDB, bias, Cm, (size_t)N, flags, tid,
+               omp_get_num_threads(), tid);
 }
 
 void pynn_gemm_solo(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
                     const float *bias, float *Cm, int flags) {
-    gemm_share(ta, tb, M, N, K, A, Bm, bias, Cm, flags, 0, 1, omp_get_thread_num());
+    gemm_share(ta, tb, M, N, K, A, LDA, Bm, LDB, bias, Cm, (size_t)N, flags, 0, 1,
+               omp_get_thread_num());
+}
+
+void pynn_gemm_solo_strided(int ta, int tb, int M, int N, int K, const float *A, size_t lda,
+                            const float *Bm, size_t ldb, float *Cm, size_t ldc, int flags) {
+    gemm_share(ta, tb, M, N, K, A, lda, Bm, ldb, NULL, Cm, ldc, flags, 0, 1,
+               omp_get_thread_num());
 }
 
 void pynn_gemm(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,

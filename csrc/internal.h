@@ -157,6 +157,12 @@ void pynn_gemm_team(int ta, int tb, int M, int N, int K, const float *A, const f
 /* The same product, all of it on the calling thread. */
 void pynn_gemm_solo(int ta, int tb, int M, int N, int K, const float *A, const float *Bm,
                     const float *bias, float *Cm, int flags);
+/* pynn_gemm_solo on operands whose stored rows lie lda, ldb, ldc floats
+ * apart (a matrix inside a larger one; the plain call's are ta ? M : K,
+ * tb ? K : N and N), without bias: the same sums in the same order, so the
+ * same bits as the product of dense copies. */
+void pynn_gemm_solo_strided(int ta, int tb, int M, int N, int K, const float *A, size_t lda,
+                            const float *Bm, size_t ldb, float *Cm, size_t ldc, int flags);
 /* The packing workspace of every thread, grown if needed: the opener of a
  * parallel region that calls pynn_gemm_team or _solo calls it first. */
 void pynn_gemm_reserve(void);

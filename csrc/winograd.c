@@ -147,19 +147,24 @@ static inline void lanes_out(float *restrict dst, const float *restrict src, int
 }
 
 /* ---- tiles ------------------------------------------------------------------------ */
-/* Transformed tiles are stored xi-major: matrix xi of a chunk of n tiles,
- * (n, C), starts at xi * xi_stride(n, C). One cache line of padding between
- * them: with n * C * 4 a multiple of 4 KB (32 tiles of 32 channels), the 36
- * rows a transform reads or writes at once fell into one set of the L1 cache
- * and evicted each other (1.3x instead of 2x over im2col, measured). */
-#define PAD 16
-static inline size_t xi_stride(int n, int C) { return (size_t)n * C + PAD; }
+/* Transformed tiles are stored tile by tile: V (tc, 36, C), value xi of
+ * channel c of tile t at (t * 36 + xi) * C + c, so that a transform reads or
+ * writes one contiguous block. Matrix xi of the chunk, V[xi] (tc, C), is then
+ * a matrix whose rows lie 36 * C floats apart, which the GEMM reads where it
+ * lies (pynn_gemm_solo_strided). (Stored matrix by matrix instead, the 36
+ * scattered rows of each tile kept the transforms waiting for the cache: a
+ * quarter of the forward's time, measured.) */
+static inline size_t at(int64_t t, int xi, int C) { return ((size_t)t * XI + xi) * C; }
 
 /* ---- the chunks -------------------------------------------------------------------- */
 
-/* tiles per image of H x W, and the chunk of tiles a thread takes: about
- * 128 K floats of V and M (or V and Yhat) together, so that both stay in L2;
- * fixed by the shape alone, a multiple of 8 (the GEMM's rows) */
+/* the chunk of tiles a thread takes: about `floats` floats of V and M (or V
+ * and Yhat) together, so that both stay in L2 beside U; fixed by the shape
+ * alone, a multiple of 8 (the GEMM's rows). The forward takes 64 K floats
+ * (256 KB), the weight gradient 256 K (its dU slot, summed over the chunks,
+ * wants fewer of them); measured over the presets' layers on the Zen 5,
+ * scripts/bench.py --only conv: 1.6-2.2x over im2col forward, against
+ * 1.6-2.0x with 128 K. */
 static int64_t chunk_tiles(int C, int OC, int64_t floats) {
     int64_t t = floats / ((int64_t)XI * (C + OC)) / 8 * 8;
     return t < 8 ? 8 : t;
@@ -201,7 +206,7 @@ static void tile_patch(float *restrict patch, const float *inp, int64_t t, int H
     }
 }
 
-/* V (36, tc, C): V[xi][t][c] = (B^T d B)[xi] of tiles t0 .. t0+tc-1; patch is
+/* V (tc, 36, C): V[t][xi][c] = (B^T d B)[xi] of tiles t0 .. t0+tc-1; patch is
  * room for one tile's 6x6xC input pixels */
 static void input_transform(float *restrict V, const float *inp, float *restrict patch, int64_t t0,
                             int tc, int H, int W, int C, int tH, int tW) {
@@ -213,12 +218,12 @@ static void input_transform(float *restrict V, const float *inp, float *restrict
             for (int q = 0; q < XI; q++) lanes_in(d[q], patch + (size_t)q * C + c0, n);
             for (int s = 0; s < ALPHA; s++) bt6(col + s, ALPHA, d + s, ALPHA); /* B^T d */
             for (int i = 0; i < ALPHA; i++) bt6(v + i * ALPHA, 1, col + i * ALPHA, 1); /* . B */
-            for (int q = 0; q < XI; q++) lanes_out(V + q * xi_stride(tc, C) + (size_t)t * C + c0, v[q], n);
+            for (int q = 0; q < XI; q++) lanes_out(V + at(t, q, C) + c0, v[q], n);
         }
     }
 }
 
-/* out (B,H,W,OC) of tiles t0 .. t0+tc-1 from M (36, tc, OC): A^T M A (+ bias);
+/* out (B,H,W,OC) of tiles t0 .. t0+tc-1 from M (tc, 36, OC): A^T M A (+ bias);
  * the outputs of a tile that fall past the image are not stored */
 static void output_transform(float *out, const float *restrict M, const float *bias, int64_t t0,
                              int tc, int H, int W, int OC, int tH, int tW) {
@@ -231,7 +236,7 @@ static void output_transform(float *out, const float *restrict M, const float *b
         float *o0 = out + (((size_t)img * H + TILE * ty) * W + TILE * tx) * OC;
         for (int c0 = 0; c0 < OC; c0 += LANES) {
             const int n = OC - c0 < LANES ? OC - c0 : LANES;
-            for (int q = 0; q < XI; q++) lanes_in(m[q], M + q * xi_stride(tc, OC) + (size_t)t * OC + c0, n);
+            for (int q = 0; q < XI; q++) lanes_in(m[q], M + at(t, q, OC) + c0, n);
             for (int j = 0; j < ALPHA; j++) at6(col + j, ALPHA, m + j, ALPHA); /* A^T m */
             for (int i = 0; i < TILE; i++) at6(y + i * TILE, 1, col + i * ALPHA, 1); /* . A */
             if (bias) lanes_in(b, bias + c0, n);
@@ -267,9 +272,9 @@ void pynn_winograd_forward(float *out, const float *inp, const float *weight, co
                            int B, int H, int W, int C, int OC) {
     /* out (B,H,W,OC), inp (B,H,W,C), weight (OC,3,3,C), bias (OC,) or NULL */
     const int tH = (H + TILE - 1) / TILE, tW = (W + TILE - 1) / TILE;
-    const int64_t T = (int64_t)B * tH * tW, tc = chunk_tiles(C, OC, 131072);
+    const int64_t T = (int64_t)B * tH * tW, tc = chunk_tiles(C, OC, 65536);
     const int64_t n_chunks = (T + tc - 1) / tc;
-    const size_t per = XI * (xi_stride(tc, C) + xi_stride(tc, OC)) + (size_t)XI * C; /* V, M, patch */
+    const size_t per = (size_t)XI * tc * (C + OC) + (size_t)XI * C; /* V, M, patch */
     float *U = pynn_work(PYNN_WORK_WINOGRAD_WEIGHTS, (size_t)XI * C * OC);
     float *work = pynn_work(PYNN_WORK_WINOGRAD, (size_t)omp_get_max_threads() * per);
     weight_transform(U, weight, C, OC);
@@ -277,21 +282,22 @@ void pynn_winograd_forward(float *out, const float *inp, const float *weight, co
 #pragma omp parallel if (2.0 * T * XI * C * OC >= PAR_MIN_FLOPS)
     {
         float *V = work + (size_t)omp_get_thread_num() * per;
-        float *M = V + XI * xi_stride(tc, C), *patch = M + XI * xi_stride(tc, OC);
+        float *M = V + (size_t)XI * tc * C, *patch = M + (size_t)XI * tc * OC;
 #pragma omp for schedule(dynamic)
         for (int64_t ch = 0; ch < n_chunks; ch++) {
             const int64_t t0 = ch * tc;
             const int n = (int)(t0 + tc < T ? tc : T - t0);
             input_transform(V, inp, patch, t0, n, H, W, C, tH, tW);
             for (int xi = 0; xi < XI; xi++) /* M[xi] (n, OC) = V[xi] (n, C) . U[xi] (C, OC) */
-                pynn_gemm_solo(0, 0, n, OC, C, V + xi * xi_stride(n, C), U + (size_t)xi * C * OC,
-                               NULL, M + xi * xi_stride(n, OC), 0);
+                pynn_gemm_solo_strided(0, 0, n, OC, C, V + at(0, xi, C), (size_t)XI * C,
+                                       U + (size_t)xi * C * OC, (size_t)OC, M + at(0, xi, OC),
+                                       (size_t)XI * OC, 0);
             output_transform(out, M, bias, t0, n, H, W, OC, tH, tW);
         }
     }
 }
 
-/* Yhat (36, tc, OC) = A dY A^T of tiles t0 .. t0+tc-1 of dout (B,H,W,OC);
+/* Yhat (tc, 36, OC) = A dY A^T of tiles t0 .. t0+tc-1 of dout (B,H,W,OC);
  * the outputs past the image have no gradient (0) */
 static void gradient_transform(float *restrict Yh, const float *dout, const float *zeros,
                                int64_t t0, int tc, int H, int W, int OC, int tH, int tW) {
@@ -310,7 +316,7 @@ static void gradient_transform(float *restrict Yh, const float *dout, const floa
                              i < ny && j < nx ? g0 + ((size_t)i * W + j) * OC + c0 : zeros, n);
             for (int j = 0; j < TILE; j++) a4(col + j, TILE, dy + j, TILE); /* A dY */
             for (int i = 0; i < ALPHA; i++) a4(yh + i * ALPHA, 1, col + i * TILE, 1); /* . A^T */
-            for (int q = 0; q < XI; q++) lanes_out(Yh + q * xi_stride(tc, OC) + (size_t)t * OC + c0, yh[q], n);
+            for (int q = 0; q < XI; q++) lanes_out(Yh + at(t, q, OC) + c0, yh[q], n);
         }
     }
 }
@@ -322,7 +328,7 @@ void pynn_winograd_dweight(float *dweight, const float *dout, const float *inp, 
     const int tH = (H + TILE - 1) / TILE, tW = (W + TILE - 1) / TILE;
     const int64_t T = (int64_t)B * tH * tW, tc = chunk_tiles(C, OC, 262144);
     const int64_t n_chunks = (T + tc - 1) / tc, n_slots = n_chunks < DW_SLOTS ? n_chunks : DW_SLOTS;
-    const size_t per = XI * (xi_stride(tc, C) + xi_stride(tc, OC)) + (size_t)XI * C + OC;
+    const size_t per = (size_t)XI * tc * (C + OC) + (size_t)XI * C + OC;
     const size_t slot = (size_t)XI * OC * C;
     float *dU = pynn_work(PYNN_WORK_WINOGRAD_WEIGHTS, (n_slots ? n_slots : 1) * slot);
     float *work = pynn_work(PYNN_WORK_WINOGRAD, (size_t)omp_get_max_threads() * per);
@@ -330,7 +336,7 @@ void pynn_winograd_dweight(float *dweight, const float *dout, const float *inp, 
 #pragma omp parallel if (2.0 * T * XI * C * OC >= PAR_MIN_FLOPS)
     {
         float *V = work + (size_t)omp_get_thread_num() * per;
-        float *Yh = V + XI * xi_stride(tc, C), *patch = Yh + XI * xi_stride(tc, OC);
+        float *Yh = V + (size_t)XI * tc * C, *patch = Yh + (size_t)XI * tc * OC;
         float *zeros = patch + (size_t)XI * C; /* a pixel of zero gradient, OC channels */
         for (int o = 0; o < OC; o++) zeros[o] = 0.0f;
 #pragma omp for schedule(dynamic)
@@ -342,9 +348,10 @@ void pynn_winograd_dweight(float *dweight, const float *dout, const float *inp, 
                 input_transform(V, inp, patch, t0, n, H, W, C, tH, tW);
                 gradient_transform(Yh, dout, zeros, t0, n, H, W, OC, tH, tW);
                 for (int xi = 0; xi < XI; xi++) /* dU[xi] (OC, C) += Yhat[xi]^T . V[xi] */
-                    pynn_gemm_solo(1, 0, OC, C, n, Yh + xi * xi_stride(n, OC),
-                                   V + xi * xi_stride(n, C), NULL, dU + sl * slot + (size_t)xi * OC * C,
-                                   ch > c0 ? PYNN_GEMM_ACCUMULATE : 0);
+                    pynn_gemm_solo_strided(1, 0, OC, C, n, Yh + at(0, xi, OC), (size_t)XI * OC,
+                                           V + at(0, xi, C), (size_t)XI * C,
+                                           dU + sl * slot + (size_t)xi * OC * C, (size_t)C,
+                                           ch > c0 ? PYNN_GEMM_ACCUMULATE : 0);
             }
         }
 #pragma omp for schedule(static)

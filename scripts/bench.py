@@ -16,9 +16,9 @@ importable; never a dependency):
     input): GFLOP/s of conv2d_forward and conv2d_backward, beside the GEMM's
     own at the equivalent products (what the convolution costs over its
     matrix products) and torch.nn.functional.conv2d on NCHW tensors;
-  - ms per CNN training step (--cnn-arch, batch 128, Adam: gather, forward,
-    loss, backward, step), pynn's Sequential against the same network in
-    PyTorch.
+  - ms per CNN training step (the networks of the cnn and cnn-large presets,
+    or each --cnn-arch given; batch 128, Adam: gather, forward, loss,
+    backward, step), pynn's Sequential against the same network in PyTorch.
 Timings of the GEMM, epoch and parse parts are the best of --repeat runs: the
 machine is noisy, the minimum is the figure least disturbed by it. The conv
 and CNN-step parts report the median and the best of --repeat blocks, the
@@ -66,7 +66,7 @@ LAYERS = [(784, 256), (256, 128), (128, 10)]  # (C, OC) of 784-256-128-10
 BATCHES = (64, 256)
 EPOCH_ROWS, EPOCH_BATCH = 60000, 64
 CONV_PRESETS, CONV_BATCH, IMAGE = ("cnn", "cnn-large"), 128, (28, 28, 1)
-CNN_ARCH, CNN_BATCH, CNN_ROWS = "c32,p,c64,p,f128,d0.3", 128, 4096
+CNN_BATCH, CNN_ROWS = 128, 4096
 
 results = []  # (name, value, unit)
 
@@ -494,8 +494,8 @@ def pynn_cnn_stepper(arch, x, y, threads):
 
 def torch_cnn(torch, arch, classes=10):
     """The network pynn.build makes for arch, in PyTorch on NCHW images:
-    Conv2d(bias=False) + BatchNorm2d + ReLU, MaxPool2d(2), Flatten, Linear +
-    ReLU, Dropout, and the Linear to the classes."""
+    Conv2d(bias=False) + BatchNorm2d + ReLU, MaxPool2d(2), AdaptiveAvgPool2d(1),
+    Flatten, Linear + ReLU, Dropout, and the Linear to the classes."""
     nn = torch.nn
     layers, (H, W, C), flat = [], IMAGE, False
     for tok in parse_arch(arch):
@@ -506,6 +506,9 @@ def torch_cnn(torch, arch, classes=10):
         elif tok[0] == "p":
             layers.append(nn.MaxPool2d(2))
             H, W = H // 2, W // 2
+        elif tok[0] == "g":
+            layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+            flat = True
         elif tok[0] == "f":
             if not flat:
                 layers.append(nn.Flatten())
@@ -567,12 +570,12 @@ def bench_cnn_step(arch, threads, repeat, steps, torch):
         med, best = median_min(times[name])
         ms[name] = med * 1e3
         prefix = "" if name == "pynn" else "torch_"
-        record(f"{prefix}cnn_step_ms", med * 1e3, "ms")
-        record(f"{prefix}cnn_step_best_ms", best * 1e3, "ms")
+        record(f"{prefix}cnn_step_ms[{arch}]", med * 1e3, "ms")
+        record(f"{prefix}cnn_step_best_ms[{arch}]", best * 1e3, "ms")
         print(f"  {name:5s}: {med * 1e3:8.2f} ms/step median, {best * 1e3:8.2f} best  "
               f"({CNN_BATCH / med:7.0f} samples/s)")
     if torch:
-        ratio = record("ratio_cnn_step_pynn_over_torch", ms["pynn"] / ms["torch"], "x")
+        ratio = record(f"ratio_cnn_step_pynn_over_torch[{arch}]", ms["pynn"] / ms["torch"], "x")
         print(f"  pynn/torch time (medians): {ratio:.3f}")
     pynn.set_threads(threads)
 
@@ -587,7 +590,9 @@ def main(argv=None):
     p.add_argument("--data-dir", type=Path, default=ROOT / "data")
     p.add_argument("--only", choices=("gemm", "epoch", "parse", "conv", "cnn-step"),
                    help="one part only")
-    p.add_argument("--cnn-arch", default=CNN_ARCH, help="the network of the cnn-step part")
+    p.add_argument("--cnn-arch", action="append",
+                   help="a network of the cnn-step part (again for more; default: the "
+                        f"networks of the {' and '.join(CONV_PRESETS)} presets)")
     p.add_argument("--cnn-steps", type=int, default=10,
                    help="training steps per timed block of the cnn-step part")
     args = p.parse_args(argv)
@@ -617,7 +622,9 @@ def main(argv=None):
     if args.only in (None, "conv"):
         bench_conv(threads, args.repeat, torch)
     if args.only in (None, "cnn-step"):
-        bench_cnn_step(args.cnn_arch, threads, args.repeat, args.cnn_steps, torch)
+        archs = args.cnn_arch or list(dict.fromkeys(configure(p).arch for p in CONV_PRESETS))
+        for arch in archs:
+            bench_cnn_step(arch, threads, args.repeat, args.cnn_steps, torch)
     print()
     for name, value, unit in results:
         print(f"bench {name} {value:.4g} {unit}")
