@@ -43,8 +43,10 @@ double crossentropy_softmax_forward(float *probs, float *losses, int32_t *correc
             return NAN;
         }
         double loss = log(sum) - (double)(x[t] - maxv);
-        if (smoothing != 0.0f) /* -log p_v = log(sum) - (x_v - max) for every v */
-            loss = (1.0 - smoothing) * loss + smoothing * (log(sum) - shifted / V);
+        if (smoothing != 0.0f) /* -log p_v = log(sum) - (x_v - max) for every v;
+                                * (1-eps) loss + eps mean_v(-log p_v), the fused product
+                                * named (fma) so that every compiler fuses the same one */
+            loss = fma(1.0 - smoothing, loss, smoothing * (log(sum) - shifted / V));
         if (losses) losses[b] = (float)loss;
         total += loss;
         hits += (arg == t);
