@@ -29,6 +29,7 @@ VENV=.venv
 PY=$VENV/bin/python
 STAMP=$VENV/.pynn-installed
 LOG=$VENV/.pynn-pip.log        # pip's output, shown only when the install fails
+NOTES=$VENV/.pynn-build-notes  # the build's fallback notes (no OpenMP, ...), shown
 LOCKDIR=.pynn-setup.lock       # the mkdir lock, where flock is missing
 SETTINGS="PYNN_MARCH PYNN_PORTABLE PYNN_OPENMP PYNN_PLAIN_C PYNN_SANITIZE CC CFLAGS"
 MODE=${1:-}
@@ -165,7 +166,9 @@ setup() {  # (re)install pynn into .venv when stale(), under the lock
         if [ "$MODE" = test ] && ! "$PY" -c "import pytest" 2>/dev/null; then EXTRA="[test]"; fi
         pick_pip || make_venv  # keep a .venv pip works for (e.g. one made by hand)
         echo "building pynn (C kernels): $reason" >&2
-        build
+        rm -f "$NOTES"
+        PYNN_BUILD_NOTES=$ROOT/$NOTES build
+        if [ -f "$NOTES" ]; then awk '!seen[$0]++' "$NOTES" >&2; rm -f "$NOTES"; fi  # once each
         settings >"$STAMP"
         rm -f "$LOG"
         SETTING_UP=0

@@ -23,6 +23,7 @@ Environment variables (an explicit setting is used as it is, never probed):
                     compiler without vector extensions builds), so that they
                     can be tested
   CC                the compiler (as setuptools reads it)
+  PYNN_BUILD_NOTES  a file the fallback notes are appended to (run.sh shows them)
 """
 import os
 import pathlib
@@ -49,7 +50,14 @@ def _flag(name, default):
 
 
 def _say(text):
-    print(f"pynn build: {text}", file=sys.stderr, flush=True)
+    """One line on stderr; also appended to the file PYNN_BUILD_NOTES names, if
+    set: pip keeps a build's output to itself unless it fails (run.sh shows it)."""
+    line = f"pynn build: {text}"
+    print(line, file=sys.stderr, flush=True)
+    notes = os.environ.get("PYNN_BUILD_NOTES")
+    if notes:
+        with open(notes, "a") as f:
+            f.write(line + "\n")
 
 
 def cdef_text(header=HEADER):
