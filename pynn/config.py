@@ -22,15 +22,15 @@ class Config:
     loss: str = "cross_entropy"    # softmax + cross-entropy, or "mse" (identity outputs)
     batchnorm: str = "all"         # batch norm after: "conv", "all" (and dense), "off"
     dropout: float = 0.3           # after each hidden dense activation, training only
-    epochs: int = 15
+    epochs: int = 20
     batch_size: int = 128          # rows a step; 0: all rows (batch GD); 1: online
     optimizer: str = "adam"
     lr: float = 2e-3
     momentum: float = 0.9          # SGD only
     weight_decay: float = 0.05     # AdamW: decoupled, weights only
     label_smoothing: float = 0.1   # target (1 - eps) on the label + eps / classes on all
-    augment: str = "flip"          # "on": random shifts by up to `shift` pixels and flips
-    shift: int = 2                 # (of training images); "flip": flips only; "off"
+    augment: str = "on"            # "on": random shifts by up to `shift` pixels and flips
+    shift: int = 1                 # (of training images); "flip": flips only; "off"
     erase: float = 0.0             # random erasing: the chance a training image loses a
                                    # rectangle of up to half its height and width
     ema: float = 0.0               # weight averaging: validate and predict with the EMA of
@@ -63,8 +63,8 @@ SCHEDULES = ("cosine", "constant")  # the learning rate after the warm-up
 # (docs/experiments.md).
 PRESETS = {
     "cnn": {},
-    "cnn-large": {"arch": "c32,c32,p,c64,c64,p,f256", "epochs": 12},
-    "mlp": {"arch": "f1024,f512", "batchnorm": "off", "dropout": 0.0, "lr": 1e-3,
+    "cnn-large": {"arch": "c32,c32,p,c64,c64,p,f256", "epochs": 18, "ema": 0.999},
+    "mlp": {"arch": "f1024,f512", "epochs": 15, "batchnorm": "off", "dropout": 0.0, "lr": 1e-3,
             "label_smoothing": 0.0, "augment": "off", "tta": "off", "warmup_epochs": 0.0},
 }
 DEFAULT_MODEL = Config.model  # the preset of Config() itself

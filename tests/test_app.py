@@ -457,7 +457,8 @@ def test_cli_cnn_run_with_arch(subset_dir, tmp_path):
                "c4,p,f16", "--augment", "on", "--runs-dir", "", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Conv2d(1, 4, 3, bias=False)" in proc.stdout and "14x14x4" in proc.stdout
-    assert "augmented (shifts of up to 2, flips)" in proc.stdout and "label smoothing 0.1" in proc.stdout
+    assert f"augmented (shifts of up to {Config.shift}, flips)" in proc.stdout
+    assert "label smoothing 0.1" in proc.stdout
     files = predictions(tmp_path)
     assert len(parse_predictions(files["test"])) == N_TEST
 
