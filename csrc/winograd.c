@@ -182,26 +182,34 @@ static inline void copy_floats(float *restrict dst, const float *restrict src, i
     for (; i < n; i++) dst[i] = src ? src[i] : 0.0f;
 }
 
+/* where tile t (of B*tH*tW, image by image, row by row) lies: its image and the
+ * top-left pixel of its 4x4 outputs; its 6x6 input patch starts one pixel up
+ * and left of that */
+typedef struct { int64_t img; int y, x; } tile_pos;
+static inline tile_pos tile_at(int64_t t, int tH, int tW) {
+    const tile_pos p = {t / ((int64_t)tH * tW), TILE * (int)(t / tW % tH), TILE * (int)(t % tW)};
+    return p;
+}
+
 /* patch (6, 6, C) = the input pixels under tile t (image b, tile row ty,
  * column tx), zeros outside the image: copied row by row, so that the reads
  * stream (read where they lie, the 36 pixels of a tile kept the memory
  * system waiting: 70 % of the transform's time) */
 static void tile_patch(float *restrict patch, const float *inp, int64_t t, int H, int W, int C,
                        int tH, int tW) {
-    const int64_t b = t / ((int64_t)tH * tW);
-    const int ty = (int)(t / tW % tH), tx = (int)(t % tW);
-    const int x0 = TILE * tx - 1, s0 = x0 < 0 ? -x0 : 0;
+    const tile_pos p = tile_at(t, tH, tW);
+    const int x0 = p.x - 1, s0 = x0 < 0 ? -x0 : 0;
     const int s1 = W - x0 < ALPHA ? W - x0 : ALPHA; /* columns [s0, s1) are inside */
     const int row = ALPHA * C;
     for (int r = 0; r < ALPHA; r++) {
-        const int y = TILE * ty - 1 + r;
+        const int y = p.y - 1 + r;
         float *dst = patch + (size_t)r * row;
         if (y < 0 || y >= H || s1 <= s0) {
             copy_floats(dst, NULL, row);
             continue;
         }
         copy_floats(dst, NULL, s0 * C);
-        copy_floats(dst + (size_t)s0 * C, inp + (((size_t)b * H + y) * W + x0 + s0) * C,
+        copy_floats(dst + (size_t)s0 * C, inp + (((size_t)p.img * H + y) * W + x0 + s0) * C,
                     (s1 - s0) * C);
         copy_floats(dst + (size_t)s1 * C, NULL, (ALPHA - s1) * C);
     }
@@ -214,16 +222,15 @@ static void tile_patch(float *restrict patch, const float *inp, int64_t t, int H
 static void prefetch_patch(const float *inp, int64_t t, int64_t T, int H, int W, int C, int tH,
                            int tW) {
     if (t >= T) return;
-    const int64_t b = t / ((int64_t)tH * tW);
-    const int ty = (int)(t / tW % tH), tx = (int)(t % tW);
-    const int x0 = TILE * tx - 1 < 0 ? 0 : TILE * tx - 1;
-    const int x1 = TILE * tx - 1 + ALPHA < W ? TILE * tx - 1 + ALPHA : W;
+    const tile_pos p = tile_at(t, tH, tW);
+    const int x0 = p.x - 1 < 0 ? 0 : p.x - 1;
+    const int x1 = p.x - 1 + ALPHA < W ? p.x - 1 + ALPHA : W;
     for (int r = 0; r < ALPHA; r++) {
-        const int y = TILE * ty - 1 + r;
+        const int y = p.y - 1 + r;
         if (y < 0 || y >= H) continue;
-        const char *p = (const char *)(inp + (((size_t)b * H + y) * W + x0) * C);
+        const char *row = (const char *)(inp + (((size_t)p.img * H + y) * W + x0) * C);
         const size_t bytes = (size_t)(x1 - x0) * C * sizeof(float);
-        for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o);
+        for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(row + o);
     }
 }
 
@@ -251,11 +258,10 @@ static void output_transform(float *out, const float *restrict M, const float *b
                              int tc, int H, int W, int OC, int tH, int tW) {
     lanes m[XI], col[TILE * ALPHA], y[TILE * TILE], b;
     for (int t = 0; t < tc; t++) {
-        const int64_t tt = t0 + t, img = tt / ((int64_t)tH * tW);
-        const int ty = (int)(tt / tW % tH), tx = (int)(tt % tW);
-        const int ny = H - TILE * ty < TILE ? H - TILE * ty : TILE;
-        const int nx = W - TILE * tx < TILE ? W - TILE * tx : TILE;
-        float *o0 = out + (((size_t)img * H + TILE * ty) * W + TILE * tx) * OC;
+        const tile_pos p = tile_at(t0 + t, tH, tW);
+        const int ny = H - p.y < TILE ? H - p.y : TILE;
+        const int nx = W - p.x < TILE ? W - p.x : TILE;
+        float *o0 = out + (((size_t)p.img * H + p.y) * W + p.x) * OC;
         for (int c0 = 0; c0 < OC; c0 += LANES) {
             const int n = OC - c0 < LANES ? OC - c0 : LANES;
             for (int q = 0; q < XI; q++) lanes_in(m[q], M + at(t, q, OC) + c0, n);
@@ -325,11 +331,10 @@ static void gradient_transform(float *restrict Yh, const float *dout, const floa
                                int64_t t0, int tc, int H, int W, int OC, int tH, int tW) {
     lanes dy[TILE * TILE], col[ALPHA * TILE], yh[XI];
     for (int t = 0; t < tc; t++) {
-        const int64_t tt = t0 + t, img = tt / ((int64_t)tH * tW);
-        const int ty = (int)(tt / tW % tH), tx = (int)(tt % tW);
-        const int ny = H - TILE * ty < TILE ? H - TILE * ty : TILE;
-        const int nx = W - TILE * tx < TILE ? W - TILE * tx : TILE;
-        const float *g0 = dout + (((size_t)img * H + TILE * ty) * W + TILE * tx) * OC;
+        const tile_pos p = tile_at(t0 + t, tH, tW);
+        const int ny = H - p.y < TILE ? H - p.y : TILE;
+        const int nx = W - p.x < TILE ? W - p.x : TILE;
+        const float *g0 = dout + (((size_t)p.img * H + p.y) * W + p.x) * OC;
         for (int c0 = 0; c0 < OC; c0 += LANES) {
             const int n = OC - c0 < LANES ? OC - c0 : LANES;
             for (int i = 0; i < TILE; i++)
