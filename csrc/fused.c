@@ -61,11 +61,13 @@ void batchnorm_relu_maxpool_forward(float *out, float *mean, float *invstd, floa
  * the y (the pool's rule, pynn_window_argmax, spelled here as comparisons:
  * "y1, y2, y3 took the lead in turn", so that loops over channels
  * vectorize), and the gradient dy that the window passes to it through the
- * pool and the ReLU: g where that maximum is > 0, else 0. win[i] says
- * whether input i is the winner; z is the winner's input. */
+ * pool and the ReLU: g where that maximum is > 0, else 0. s1, s2, s3 say
+ * whether y1, y2, y3 took the lead (the winner is the last that did, else
+ * input 0); z is the winner's input. (Plain ints and float selects: a
+ * winner array or an index leaves gcc's AVX2 target a scalar loop.) */
 typedef struct {
     float dy, z;
-    int win[4];
+    int s1, s2, s3;
 } route;
 
 static inline route window_route(float z0, float z1, float z2, float z3, float scale,
@@ -79,8 +81,7 @@ static inline route window_route(float z0, float z1, float z2, float z3, float s
     const int s3 = v3 > m2;
     const float top = s3 ? v3 : m2;
     const float z_so_far = v1 > v0 ? z1 : z0, z_before = v2 > m1 ? z2 : z_so_far;
-    const route r = {top > 0.0f ? g : 0.0f, v3 > m2 ? z3 : z_before,
-                     {!(s1 | s2 | s3), s1 & !s2 & !s3, s2 & !s3, s3}};
+    const route r = {top > 0.0f ? g : 0.0f, v3 > m2 ? z3 : z_before, s1, s2, s3};
     return r;
 }
 
@@ -117,10 +118,19 @@ static void pooled_grad(float *restrict d0, float *restrict d1, const float *res
 #pragma omp simd /* gcc's alias check sends this loop down its scalar path */
         for (int c = 0; c < C; c++) {
             const route r = window_route(p0[c], p1[c], p2[c], p3[c], scale[c], shift[c], gx[c]);
-            e0[c] = ca[c] * p0[c] + cb[c] + cd[c] * (r.win[0] ? r.dy : 0.0f);
-            e1[c] = ca[c] * p1[c] + cb[c] + cd[c] * (r.win[1] ? r.dy : 0.0f);
-            e2[c] = ca[c] * p2[c] + cb[c] + cd[c] * (r.win[2] ? r.dy : 0.0f);
-            e3[c] = ca[c] * p3[c] + cb[c] + cd[c] * (r.win[3] ? r.dy : 0.0f);
+            /* t[i]: the dy that reaches input i (the winner's, else 0) */
+            const float t0 = r.s1 | r.s2 | r.s3 ? 0.0f : r.dy;
+            const float t1 = r.s1 & !r.s2 & !r.s3 ? r.dy : 0.0f;
+            const float t2 = r.s2 & !r.s3 ? r.dy : 0.0f, t3 = r.s3 ? r.dy : 0.0f;
+            /* dinp = ca z + cb + cd t, with each rounding written out
+             * (muladd, product: internal.h): the last input's cd t is
+             * rounded apart. That is what gcc had made of the plain
+             * expressions, on AVX2 and AVX-512 alike, and what the golden
+             * predictions were computed with. */
+            e0[c] = muladd(cd[c], t0, muladd(ca[c], p0[c], cb[c]));
+            e1[c] = muladd(cd[c], t1, muladd(ca[c], p1[c], cb[c]));
+            e2[c] = muladd(cd[c], t2, muladd(ca[c], p2[c], cb[c]));
+            e3[c] = muladd(ca[c], p3[c], cb[c]) + product(cd[c], t3);
         }
     }
     for (int x = 2 * OW; x < W; x++) /* an odd last column */

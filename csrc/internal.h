@@ -39,6 +39,30 @@ static inline int omp_get_max_threads(void) { return 1; }
 #define PAR_MIN_AWAKE 8192      /* the same, inside a layer call: the threads are awake */
 #define PAR_MIN_FLOPS 50000.0   /* flops of a product */
 
+/* ---- one rounding or two: fused multiply-adds written out ------------------ */
+/* -ffp-contract=fast lets the compiler turn a * b + c into one FMA (one
+ * rounding) wherever the target has the instruction. In an expression with
+ * two products, or in a select, which product it fuses is the compiler's
+ * choice, and gcc, clang and gcc's AVX2 and AVX-512 loops have chosen
+ * differently. Where that matters these two say it: muladd(a, b, c) is
+ * a * b + c rounded once (as the plain expression on a target without FMA);
+ * product(a, b) is a * b rounded on its own, never fused with a later sum
+ * (adding -0.0f leaves every product as it is, +0 and -0 included). */
+static inline float muladd(float a, float b, float c) {
+#if defined(__FMA__) || defined(__aarch64__)
+    return __builtin_fmaf(a, b, c);
+#else
+    return a * b + c;
+#endif
+}
+static inline float product(float a, float b) {
+#if defined(__FMA__) || defined(__aarch64__)
+    return __builtin_fmaf(a, b, -0.0f);
+#else
+    return a * b;
+#endif
+}
+
 /* ---- SIMD vectors ----------------------------------------------------------- */
 /* VEC floats fill one SIMD register of the target (PYNN_MARCH): 16 with
  * AVX-512, 8 with AVX or AVX2, 4 otherwise (SSE2, NEON). The hand-vectorized

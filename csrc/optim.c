@@ -11,19 +11,6 @@
  * update at full speed, without touching the process-wide FPU flags. */
 static inline float flush(float x) { return fabsf(x) < FLT_MIN ? 0.0f : x; }
 
-/* a * b + c with one rounding where the CPU has an FMA instruction (what
- * -ffp-contract=fast makes of the plain expression). Written out where an
- * expression holds two products: in b1 m + (1 - b1) g either product may be
- * fused with the sum, and gcc and clang fuse different ones (clang's MLP
- * predictions parted from gcc's within an epoch); this is gcc's choice. */
-static inline float muladd(float a, float b, float c) {
-#if defined(__FMA__) || defined(__aarch64__)
-    return fmaf(a, b, c);
-#else
-    return a * b + c;
-#endif
-}
-
 void sgd_update(float *param, const float *grad, float *velocity, int64_t n, int64_t n_decay,
                 float lr, float momentum, float weight_decay) {
     /* g = grad + wd * param;  v = momentum * v + g;  param -= lr * v
@@ -54,6 +41,8 @@ void adam_update(float *param, const float *grad, float *m, float *v, int64_t n,
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
         const float g = grad[i];
+        /* muladd (internal.h): of the two products gcc fused the first, clang
+         * the second, and the MLP's predictions parted within an epoch */
         m[i] = flush(muladd(beta1, m[i], (1.0f - beta1) * g));      /* b1 m + (1-b1) g */
         v[i] = flush(muladd(beta2, v[i], (1.0f - beta2) * g * g));  /* b2 v + (1-b2) g^2 */
         const float mhat = m[i] * c1, vhat = v[i] * c2;
