@@ -11,7 +11,8 @@
 # normal build's:
 #   avx2        PYNN_MARCH=x86-64-v3: AVX2 + FMA, what the course server may
 #               have; byte-identical (where this CPU has AVX-512, the native
-#               build is first shown to use zmm registers and this one not)
+#               build is first shown to use zmm registers and this one not,
+#               and the fused tail's passes to compute on ymm registers)
 #   portable    PYNN_PORTABLE=1: the baseline (SSE2 on x86-64, no FMA): close
 #   plain-c     PYNN_PLAIN_C=1: the GEMM's plain-C micro-kernel: close
 #   no-openmp   PYNN_OPENMP=0: one thread; byte-identical (the results never
@@ -125,11 +126,29 @@ zmm_check() {  # the native build uses zmm registers (if the CPU has AVX-512), t
     echo "avx2 build: no zmm register, $(objdump -d "$avx2" | grep -cE 'vfmadd[0-9a-z]*ps.*ymm') FMAs on ymm"
 }
 
+vector_check() {  # each parallel pass of the fused tail compares 8 channels at a time on AVX2
+    # (gcc's outlined regions, batchnorm_relu_maxpool_*._omp_fn.N): the window's
+    # comparisons on ymm registers. Its backward's second pass once ran scalar
+    # on AVX2 only (a select gcc could not if-convert without AVX-512's masks).
+    local avx2 report
+    avx2=$(ls "$WORK"/avx2/pynn/_kernels*.so)
+    report=$(objdump -d --no-show-raw-insn "$avx2" | awk '
+        /^[0-9a-f]+ <batchnorm_relu_maxpool_(forward|backward)\._omp_fn\.[0-9]+>:/ {f = $2; n[f] = 0}
+        /^$/ {f = ""}
+        f && /vcmp[a-z]*ps.*%ymm/ {n[f]++}
+        END {for (g in n) print g, n[g]}' | sort)
+    [ -n "$report" ] || { echo "avx2 build: no outlined regions of the fused tail (not gcc?): not checked"; return; }
+    if echo "$report" | awk '$2 == 0 {bad = 1} END {exit !bad}'; then
+        echo "FAIL: a pass of the fused tail runs scalar in the AVX2 build:"; echo "$report"; exit 1
+    fi
+    echo "avx2 build: the fused tail's passes compare on ymm registers ($(echo "$report" | wc -l) regions)"
+}
+
 variant() {
     case $1 in
     avx2)
         build avx2 "'AVX2+FMA' in kernel" PYNN_MARCH=x86-64-v3
-        zmm_check; tests avx2; compare avx2 same 2 ;;
+        zmm_check; vector_check; tests avx2; compare avx2 same 2 ;;
     portable)
         build portable "'AVX' not in kernel and lib.pynn_have_openmp()" PYNN_PORTABLE=1
         tests portable; compare portable close 2 ;;
