@@ -40,7 +40,13 @@
  * a register), or in plain C where those are missing or PYNN_PLAIN_C is
  * defined (a build option, so that the fallback is tested too). */
 #define NR (2 * VEC) /* tile width: two registers */
-/* tile height: MR (internal.h), MR x 2 accumulator registers, 2 of op(B), 1 broadcast */
+#ifndef MR /* tile height: MR x 2 accumulator registers, 2 of op(B), 1 broadcast */
+#if defined(__AVX__) && !defined(__AVX512F__)
+#define MR 6 /* AVX has 16 vector registers: 6 x 2 + 3 fit, 8 x 2 + 3 spill */
+#else
+#define MR 8 /* AVX-512 has 32 */
+#endif
+#endif
 #ifndef KC
 #define KC 1024 /* a packed B panel, KC x NR floats (128 KB), stays in L2 */
 #endif

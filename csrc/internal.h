@@ -172,16 +172,6 @@ float *pynn_work(int role, size_t n);
 void pynn_work_release(void);
 
 /* ---- GEMM pieces (gemm.c) ----------------------------------------------------- */
-/* The micro-kernel's tile height, MR rows of C (its width is 2 * VEC): a
- * product whose rows are a multiple of MR packs no zero-padded edge panel
- * (the Winograd forward sizes its chunks by it). */
-#ifndef MR
-#if defined(__AVX__) && !defined(__AVX512F__)
-#define MR 6 /* AVX has 16 vector registers: 6 x 2 + 3 fit, 8 x 2 + 3 spill */
-#else
-#define MR 8 /* AVX-512 has 32 */
-#endif
-#endif
 /* pynn_gemm's product (pynn.h), computed by a team: every thread of an
  * enclosing parallel region calls it with the same arguments and computes
  * its own share of C, without waiting for the others (a caller that reads C
