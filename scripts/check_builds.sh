@@ -11,8 +11,8 @@
 # normal build's:
 #   avx2        PYNN_MARCH=x86-64-v3: AVX2 + FMA, what the course server may
 #               have; byte-identical (where this CPU has AVX-512, the native
-#               build is first shown to use zmm registers and this one not,
-#               and the fused tail's passes to compute on ymm registers)
+#               build is first shown to use zmm registers and this one not;
+#               on every CPU, this one's fused-tail passes to compute on ymm)
 #   portable    PYNN_PORTABLE=1: the baseline (SSE2 on x86-64, no FMA): close
 #   plain-c     PYNN_PLAIN_C=1: the GEMM's plain-C micro-kernel: close
 #   no-openmp   PYNN_OPENMP=0: one thread; byte-identical (the results never
