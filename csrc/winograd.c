@@ -161,14 +161,20 @@ static inline size_t at(int64_t t, int xi, int C) { return ((size_t)t * XI + xi)
 
 /* the chunk of tiles a thread takes: about `floats` floats of V and M (or V
  * and Yhat) together, so that both stay in L2 beside U; fixed by the shape
- * alone, a multiple of 8 (the GEMM's rows). The forward takes 64 K floats
- * (256 KB), the weight gradient 256 K (its dU slot, summed over the chunks,
- * wants fewer of them); measured over the presets' layers on the Zen 5,
- * scripts/bench.py --only conv: 1.6-2.2x over im2col forward, against
- * 1.6-2.0x with 128 K. */
-static int64_t chunk_tiles(int C, int OC, int64_t floats) {
-    int64_t t = floats / ((int64_t)XI * (C + OC)) / 8 * 8;
-    return t < 8 ? 8 : t;
+ * alone, a multiple of `unit` tiles. The forward takes 64 K floats (256 KB)
+ * in multiples of 24, the GEMM's rows on AVX2 (6) and AVX-512 (8) alike: the
+ * chunk is the product's M, and a partial row panel is padded work (8 tiles
+ * of a 64 -> 64 layer were 12 rows on AVX2; with 24, 14x14x64 -> 64 forward
+ * went 17.0 -> 11.3 ms, one thread, Zen 3). The forward's bits do not depend
+ * on the chunk (each tile is transformed and multiplied alone). The weight
+ * gradient takes 256 K in multiples of 8, and its chunks are fixed: they
+ * decide the order of its sums over the tiles. Measured on the Zen 5 over
+ * the presets' layers, scripts/bench.py --only conv: 1.6-2.2x over im2col
+ * forward, against 1.6-2.0x with 128 K; on the Zen 3, 128 K in multiples
+ * of 24 gained nothing over 64 K. */
+static int64_t chunk_tiles(int C, int OC, int64_t floats, int unit) {
+    int64_t t = floats / ((int64_t)XI * (C + OC)) / unit * unit;
+    return t < unit ? unit : t;
 }
 
 /* dst[0:n] = src[0:n], or zeros when src is NULL: in lanes-sized moves the
@@ -300,7 +306,7 @@ void pynn_winograd_forward(float *out, const float *inp, const float *weight, co
                            int B, int H, int W, int C, int OC) {
     /* out (B,H,W,OC), inp (B,H,W,C), weight (OC,3,3,C), bias (OC,) or NULL */
     const int tH = (H + TILE - 1) / TILE, tW = (W + TILE - 1) / TILE;
-    const int64_t T = (int64_t)B * tH * tW, tc = chunk_tiles(C, OC, 65536);
+    const int64_t T = (int64_t)B * tH * tW, tc = chunk_tiles(C, OC, 65536, 24);
     const int64_t n_chunks = (T + tc - 1) / tc;
     const size_t per = (size_t)XI * tc * (C + OC) + (size_t)XI * C; /* V, M, patch */
     float *U = pynn_work(PYNN_WORK_WINOGRAD_WEIGHTS, (size_t)XI * C * OC);
@@ -353,7 +359,7 @@ void pynn_winograd_dweight(float *dweight, const float *dout, const float *inp, 
     /* dweight (OC,3,3,C) = the gradient of the forward above: G^T dU G with
      * dU[xi] (OC, C) = sum over the tiles of Yhat[xi]^T . V[xi] */
     const int tH = (H + TILE - 1) / TILE, tW = (W + TILE - 1) / TILE;
-    const int64_t T = (int64_t)B * tH * tW, tc = chunk_tiles(C, OC, 262144);
+    const int64_t T = (int64_t)B * tH * tW, tc = chunk_tiles(C, OC, 262144, 8);
     const int64_t n_chunks = (T + tc - 1) / tc, n_slots = n_chunks < DW_SLOTS ? n_chunks : DW_SLOTS;
     const size_t per = (size_t)XI * tc * (C + OC) + (size_t)XI * C + OC;
     const size_t slot = (size_t)XI * OC * C;
