@@ -18,7 +18,9 @@ importable; never a dependency):
     matrix products) and torch.nn.functional.conv2d on NCHW tensors;
   - ms per CNN training step (the networks of the cnn and cnn-large presets,
     or each --cnn-arch given; batch 128, Adam: gather, forward, loss,
-    backward, step), pynn's Sequential against the same network in PyTorch.
+    backward, step), pynn's Sequential against the same network in PyTorch;
+  - where such a step's time goes (--only layers): each layer's forward and
+    backward, the loss and the optimizer step, in ms and as shares.
 Timings of the GEMM, epoch and parse parts are the best of --repeat runs: the
 machine is noisy, the minimum is the figure least disturbed by it. The conv
 and CNN-step parts report the median and the best of --repeat blocks, the
@@ -580,6 +582,75 @@ def bench_cnn_step(arch, threads, repeat, steps, torch):
     pynn.set_threads(threads)
 
 
+# ---- a step, layer by layer ----------------------------------------------------------
+
+def bench_layers(arch, threads, repeat, steps):
+    """Where a training step of arch goes: the median over repeat x steps
+    steps of each layer's forward and backward (the fused layers, as a run
+    trains them), of the loss and of the optimizer step; each C call returns
+    when its work is done, so a layer's time is its calls' time."""
+    parse_arch(arch)
+    x, y = synthetic_data(CNN_ROWS, 784, 10)
+    pynn.set_threads(threads)
+    rng = random.Random(0)
+    model = fuse(build(arch, 784, 10, "relu", rng, batchnorm="conv"))
+    opt = Adam(model.parameters(), 1e-3, weight_decay=0.0)
+    loss_fn = CrossEntropyLoss(0.0)
+    B, d = CNN_BATCH, x.shape[1]
+    rows = list(range(x.shape[0]))
+    rng.shuffle(rows)
+    idx = Tensor.from_list(rows, dtype="int32")
+    xb, yb = Tensor((B, d)), Tensor((B,), "int32")
+    names, shape = [], model.input_shape
+    for layer in model.layers:
+        names.append((repr(layer), "x".join(map(str, shape))))
+        shape = layer.out_shape(shape)
+    n_layers = len(model.layers)
+    # columns: forward of each layer, backward of each layer, loss (both ways), step
+    times = [[] for _ in range(2 * n_layers + 2)]
+    clock = time.perf_counter
+    for s in range(3 + repeat * steps):  # 3 warm-up steps, not counted
+        at = idx.ptr + (s % (x.shape[0] // B)) * B
+        lib.pynn_gather_rows(xb.ptr, x.ptr, at, B, d)
+        lib.pynn_gather_labels(yb.ptr, y.ptr, at, B)
+        row = []
+        h = xb.view((B,) + model.input_shape)
+        for layer in model.layers:
+            t0 = clock()
+            h = layer.forward(h)
+            row.append(clock() - t0)
+        t0 = clock()
+        loss_fn.forward(h, yb)
+        g = loss_fn.backward()
+        t_loss = clock() - t0
+        back = []
+        for layer in reversed(model.layers):
+            t0 = clock()
+            g = layer.backward(g)
+            back.append(clock() - t0)
+        row += back[::-1] + [t_loss]
+        t0 = clock()
+        opt.step()
+        row.append(clock() - t0)
+        if s >= 3:
+            for col, t in zip(times, row):
+                col.append(t)
+    med = [statistics.median(col) * 1e3 for col in times]
+    total = sum(med)
+    print(f"\nA training step of --arch {arch}, layer by layer: batch {B}, {threads} threads, "
+          f"the median of {repeat * steps} steps (ms; share of the step)")
+    print(f"  {'layer':58s} {'input':>9s} {'forward':>14s} {'backward':>14s}")
+    for i, (name, shp) in enumerate(names):
+        f, b = med[i], med[n_layers + i]
+        print(f"  {name:58s} {shp:>9s} {f:7.2f} ({100 * f / total:4.1f}%) "
+              f"{b:7.2f} ({100 * b / total:4.1f}%)")
+        record(f"layer_ms[{arch}][{i}:{name.split('(')[0]}]", f + b, "ms")
+    loss, step = med[-2], med[-1]
+    print(f"  {'loss (forward and backward)':58s} {'':9s} {loss:7.2f} ({100 * loss / total:4.1f}%)")
+    print(f"  {'optimizer step (Adam)':58s} {'':9s} {step:7.2f} ({100 * step / total:4.1f}%)")
+    print(f"  {'sum of the medians':58s} {'':9s} {total:7.2f}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--torch", action="store_true", help="also measure PyTorch (if importable)")
@@ -588,13 +659,13 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=3,
                    help="rounds (blocks); the best is reported (conv, cnn-step: median and best)")
     p.add_argument("--data-dir", type=Path, default=ROOT / "data")
-    p.add_argument("--only", choices=("gemm", "epoch", "parse", "conv", "cnn-step"),
+    p.add_argument("--only", choices=("gemm", "epoch", "parse", "conv", "cnn-step", "layers"),
                    help="one part only")
     p.add_argument("--cnn-arch", action="append",
-                   help="a network of the cnn-step part (again for more; default: the "
+                   help="a network of the cnn-step and layers parts (again for more; default: the "
                         f"networks of the {' and '.join(CONV_PRESETS)} presets)")
     p.add_argument("--cnn-steps", type=int, default=10,
-                   help="training steps per timed block of the cnn-step part")
+                   help="training steps per timed block of the cnn-step part (layers: per round)")
     args = p.parse_args(argv)
 
     print(f"CPU: {cpu_name()}")
@@ -625,6 +696,10 @@ def main(argv=None):
         archs = args.cnn_arch or list(dict.fromkeys(configure(p).arch for p in CONV_PRESETS))
         for arch in archs:
             bench_cnn_step(arch, threads, args.repeat, args.cnn_steps, torch)
+    if args.only in (None, "layers"):
+        archs = args.cnn_arch or list(dict.fromkeys(configure(p).arch for p in CONV_PRESETS))
+        for arch in archs:
+            bench_layers(arch, threads, args.repeat, args.cnn_steps)
     print()
     for name, value, unit in results:
         print(f"bench {name} {value:.4g} {unit}")
