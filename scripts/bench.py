@@ -465,9 +465,10 @@ def bench_conv(threads, repeat, torch):
 
 # ---- CNN training step ---------------------------------------------------------
 
-def pynn_cnn_stepper(arch, x, y, threads):
-    """A function that runs n training steps of pynn's Sequential for arch
-    (batch norm after convs, Adam lr 1e-3) and returns their seconds."""
+def pynn_cnn_parts(arch, x, y):
+    """pynn's side of the CNN parts: the model for arch as a run trains it
+    (batch norm after convs, fused), Adam lr 1e-3, the loss, and a function
+    that gathers the next batch of a shuffled order and returns (xb, yb)."""
     rng = random.Random(0)
     model = fuse(build(arch, 784, 10, "relu", rng, batchnorm="conv"))  # as a run trains it
     opt = Adam(model.parameters(), 1e-3, weight_decay=0.0)
@@ -479,14 +480,25 @@ def pynn_cnn_stepper(arch, x, y, threads):
     xb, yb = Tensor((B, d)), Tensor((B,), "int32")
     state = {"batch": 0}
 
+    def next_batch():
+        at = idx.ptr + state["batch"] * B
+        state["batch"] = (state["batch"] + 1) % (n // B)
+        lib.pynn_gather_rows(xb.ptr, x.ptr, at, B, d)
+        lib.pynn_gather_labels(yb.ptr, y.ptr, at, B)
+        return xb, yb
+    return model, opt, loss_fn, next_batch
+
+
+def pynn_cnn_stepper(arch, x, y, threads):
+    """A function that runs n training steps of pynn's Sequential for arch
+    and returns their seconds."""
+    model, opt, loss_fn, next_batch = pynn_cnn_parts(arch, x, y)
+
     def steps(count):
         pynn.set_threads(threads)
         t0 = time.perf_counter()
         for _ in range(count):
-            at = idx.ptr + state["batch"] * B
-            state["batch"] = (state["batch"] + 1) % (n // B)
-            lib.pynn_gather_rows(xb.ptr, x.ptr, at, B, d)
-            lib.pynn_gather_labels(yb.ptr, y.ptr, at, B)
+            xb, yb = next_batch()
             loss_fn.forward(model.forward(xb), yb)
             model.backward(loss_fn.backward())
             opt.step()
@@ -592,15 +604,8 @@ def bench_layers(arch, threads, repeat, steps):
     parse_arch(arch)
     x, y = synthetic_data(CNN_ROWS, 784, 10)
     pynn.set_threads(threads)
-    rng = random.Random(0)
-    model = fuse(build(arch, 784, 10, "relu", rng, batchnorm="conv"))
-    opt = Adam(model.parameters(), 1e-3, weight_decay=0.0)
-    loss_fn = CrossEntropyLoss(0.0)
-    B, d = CNN_BATCH, x.shape[1]
-    rows = list(range(x.shape[0]))
-    rng.shuffle(rows)
-    idx = Tensor.from_list(rows, dtype="int32")
-    xb, yb = Tensor((B, d)), Tensor((B,), "int32")
+    model, opt, loss_fn, next_batch = pynn_cnn_parts(arch, x, y)
+    B = CNN_BATCH
     names, shape = [], model.input_shape
     for layer in model.layers:
         names.append((repr(layer), "x".join(map(str, shape))))
@@ -610,9 +615,7 @@ def bench_layers(arch, threads, repeat, steps):
     times = [[] for _ in range(2 * n_layers + 2)]
     clock = time.perf_counter
     for s in range(3 + repeat * steps):  # 3 warm-up steps, not counted
-        at = idx.ptr + (s % (x.shape[0] // B)) * B
-        lib.pynn_gather_rows(xb.ptr, x.ptr, at, B, d)
-        lib.pynn_gather_labels(yb.ptr, y.ptr, at, B)
+        xb, yb = next_batch()
         row = []
         h = xb.view((B,) + model.input_shape)
         for layer in model.layers:
@@ -692,12 +695,11 @@ def main(argv=None):
         bench_parse(args.data_dir, args.repeat)
     if args.only in (None, "conv"):
         bench_conv(threads, args.repeat, torch)
+    archs = args.cnn_arch or list(dict.fromkeys(configure(p).arch for p in CONV_PRESETS))
     if args.only in (None, "cnn-step"):
-        archs = args.cnn_arch or list(dict.fromkeys(configure(p).arch for p in CONV_PRESETS))
         for arch in archs:
             bench_cnn_step(arch, threads, args.repeat, args.cnn_steps, torch)
     if args.only in (None, "layers"):
-        archs = args.cnn_arch or list(dict.fromkeys(configure(p).arch for p in CONV_PRESETS))
         for arch in archs:
             bench_layers(arch, threads, args.repeat, args.cnn_steps)
     print()
