@@ -57,6 +57,7 @@
 #define TILE 4       /* outputs of a tile, each way */
 #define XI (ALPHA * ALPHA)
 #define DW_SLOTS 16  /* partial sums of a weight gradient, at most (as conv.c) */
+#define TILE_PAD 16  /* floats after each transformed tile: see at() */
 #define PREFETCH_TILES 2 /* the input of the tile this far ahead is fetched early */
 
 /* ---- the transforms, LANES channels at a time ------------------------------------ */
@@ -158,13 +159,21 @@ static inline void lanes_out(float *restrict dst, const float *restrict src, int
 
 /* ---- tiles ------------------------------------------------------------------------ */
 /* Transformed tiles are stored tile by tile: V (tc, 36, C), value xi of
- * channel c of tile t at (t * 36 + xi) * C + c, so that a transform reads or
- * writes one contiguous block. Matrix xi of the chunk, V[xi] (tc, C), is then
- * a matrix whose rows lie 36 * C floats apart, which the GEMM reads where it
- * lies (pynn_gemm_solo_strided). (Stored matrix by matrix instead, the 36
- * scattered rows of each tile kept the transforms waiting for the cache: a
- * quarter of the forward's time, measured.) */
-static inline size_t at(int64_t t, int xi, int C) { return ((size_t)t * XI + xi) * C; }
+ * channel c of tile t at t * (36 * C + TILE_PAD) + xi * C + c, so that a
+ * transform reads or writes one contiguous block. Matrix xi of the chunk,
+ * V[xi] (tc, C), is then a matrix whose rows lie 36 * C + TILE_PAD floats
+ * apart, which the GEMM reads where it lies (pynn_gemm_solo_strided).
+ * (Stored matrix by matrix instead, the 36 scattered rows of each tile kept
+ * the transforms waiting for the cache: a quarter of the forward's time,
+ * measured.) The pad, one cache line, is there for the GEMM: rows 36 * C
+ * floats apart (9 KB for C = 64) all fall into 4 of the L1's 64 sets and
+ * evict each other; one line more spreads them over all 64 (the weight
+ * gradient 5-7 % faster on AVX2, scripts/ab_kernels.py; no bit moves: the
+ * GEMM's sums do not depend on where their operands lie). */
+static inline size_t tile_floats(int C) { return (size_t)XI * C + TILE_PAD; }
+static inline size_t at(int64_t t, int xi, int C) {
+    return (size_t)t * tile_floats(C) + (size_t)xi * C;
+}
 
 /* ---- the chunks -------------------------------------------------------------------- */
 
@@ -314,7 +323,7 @@ void pynn_winograd_forward(float *out, const float *inp, const float *weight, co
     const int tH = (H + TILE - 1) / TILE, tW = (W + TILE - 1) / TILE;
     const int64_t T = (int64_t)B * tH * tW, tc = chunk_tiles(C, OC, 65536, 24);
     const int64_t n_chunks = (T + tc - 1) / tc;
-    const size_t per = (size_t)XI * tc * (C + OC) + (size_t)XI * C; /* V, M, patch */
+    const size_t per = tc * (tile_floats(C) + tile_floats(OC)) + (size_t)XI * C; /* V, M, patch */
     float *U = pynn_work(PYNN_WORK_WINOGRAD_WEIGHTS, (size_t)XI * C * OC);
     float *work = pynn_work(PYNN_WORK_WINOGRAD, (size_t)omp_get_max_threads() * per);
     weight_transform(U, weight, C, OC);
@@ -322,16 +331,16 @@ void pynn_winograd_forward(float *out, const float *inp, const float *weight, co
 #pragma omp parallel if (2.0 * T * XI * C * OC >= PAR_MIN_FLOPS)
     {
         float *V = work + (size_t)omp_get_thread_num() * per;
-        float *M = V + (size_t)XI * tc * C, *patch = M + (size_t)XI * tc * OC;
+        float *M = V + tc * tile_floats(C), *patch = M + tc * tile_floats(OC);
 #pragma omp for schedule(dynamic)
         for (int64_t ch = 0; ch < n_chunks; ch++) {
             const int64_t t0 = ch * tc;
             const int n = (int)(t0 + tc < T ? tc : T - t0);
             input_transform(V, inp, patch, t0, n, T, H, W, C, tH, tW);
             for (int xi = 0; xi < XI; xi++) /* M[xi] (n, OC) = V[xi] (n, C) . U[xi] (C, OC) */
-                pynn_gemm_solo_strided(0, 0, n, OC, C, V + at(0, xi, C), (size_t)XI * C,
+                pynn_gemm_solo_strided(0, 0, n, OC, C, V + at(0, xi, C), tile_floats(C),
                                        U + (size_t)xi * C * OC, (size_t)OC, M + at(0, xi, OC),
-                                       (size_t)XI * OC, 0);
+                                       tile_floats(OC), 0);
             output_transform(out, M, bias, t0, n, H, W, OC, tH, tW);
         }
     }
@@ -367,7 +376,7 @@ void pynn_winograd_dweight(float *dweight, const float *dout, const float *inp, 
     const int tH = (H + TILE - 1) / TILE, tW = (W + TILE - 1) / TILE;
     const int64_t T = (int64_t)B * tH * tW, tc = chunk_tiles(C, OC, 262144, 8);
     const int64_t n_chunks = (T + tc - 1) / tc, n_slots = n_chunks < DW_SLOTS ? n_chunks : DW_SLOTS;
-    const size_t per = (size_t)XI * tc * (C + OC) + (size_t)XI * C + OC;
+    const size_t per = tc * (tile_floats(C) + tile_floats(OC)) + (size_t)XI * C + OC;
     const size_t slot = (size_t)XI * OC * C;
     float *dU = pynn_work(PYNN_WORK_WINOGRAD_WEIGHTS, (n_slots ? n_slots : 1) * slot);
     float *work = pynn_work(PYNN_WORK_WINOGRAD, (size_t)omp_get_max_threads() * per);
@@ -375,7 +384,7 @@ void pynn_winograd_dweight(float *dweight, const float *dout, const float *inp, 
 #pragma omp parallel if (2.0 * T * XI * C * OC >= PAR_MIN_FLOPS)
     {
         float *V = work + (size_t)omp_get_thread_num() * per;
-        float *Yh = V + (size_t)XI * tc * C, *patch = Yh + (size_t)XI * tc * OC;
+        float *Yh = V + tc * tile_floats(C), *patch = Yh + tc * tile_floats(OC);
         float *zeros = patch + (size_t)XI * C; /* a pixel of zero gradient, OC channels */
         for (int o = 0; o < OC; o++) zeros[o] = 0.0f;
 #pragma omp for schedule(dynamic)
@@ -387,8 +396,8 @@ void pynn_winograd_dweight(float *dweight, const float *dout, const float *inp, 
                 input_transform(V, inp, patch, t0, n, T, H, W, C, tH, tW);
                 gradient_transform(Yh, dout, zeros, t0, n, H, W, OC, tH, tW);
                 for (int xi = 0; xi < XI; xi++) /* dU[xi] (OC, C) += Yhat[xi]^T . V[xi] */
-                    pynn_gemm_solo_strided(1, 0, OC, C, n, Yh + at(0, xi, OC), (size_t)XI * OC,
-                                           V + at(0, xi, C), (size_t)XI * C,
+                    pynn_gemm_solo_strided(1, 0, OC, C, n, Yh + at(0, xi, OC), tile_floats(OC),
+                                           V + at(0, xi, C), tile_floats(C),
                                            dU + sl * slot + (size_t)xi * OC * C, (size_t)C,
                                            ch > c0 ? PYNN_GEMM_ACCUMULATE : 0);
             }
