@@ -288,6 +288,14 @@ static void output_transform(float *out, const float *restrict M, const float *b
             const int n = OC - c0 < LANES ? OC - c0 : LANES;
             for (int q = 0; q < XI; q++) lanes_in(m[q], M + at(t, q, OC) + c0, n);
             for (int j = 0; j < ALPHA; j++) at6(col + j, ALPHA, m + j, ALPHA); /* A^T m */
+            if (!bias && n == LANES && OC % LANES == 0 && ny == TILE && nx == TILE) {
+                /* . A, written where the tile lies in out (row i's four pixels
+                 * are OC floats, OC / LANES lanes, apart): one move less per
+                 * value than through y (fwd 1-3 % faster, ab_kernels) */
+                for (int i = 0; i < TILE; i++)
+                    at6((lanes *)(o0 + (size_t)i * W * OC + c0), OC / LANES, col + i * ALPHA, 1);
+                continue;
+            }
             for (int i = 0; i < TILE; i++) at6(y + i * TILE, 1, col + i * ALPHA, 1); /* . A */
             if (bias) lanes_in(b, bias + c0, n);
             for (int i = 0; i < ny; i++)

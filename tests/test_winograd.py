@@ -52,6 +52,19 @@ def test_winograd_forward_and_gradients_against_the_reference(shape, path):
     assert ref.max_rel_err(db, want_db, mag_db) <= tol(B * H * W)
 
 
+@pytest.mark.parametrize("shape", [(2, 9, 6, 8, 5, 3), (1, 14, 14, 16, 8, 3), (2, 10, 8, 4, 32, 3)],
+                         ids=str)
+def test_winograd_forward_without_a_bias(shape, path):
+    """Without a bias (the presets' convolutions, batch norm after them) the
+    output transform writes the tiles wholly inside the image where they lie
+    in the output when OC is a multiple of its lanes (32 here), through its
+    tile buffer otherwise: both against the reference."""
+    path(lib.PYNN_CONV_WINOGRAD)
+    inp, w, _, _ = conv_data(shape)
+    want, mag, _, _ = conv_want(shape, False)
+    assert ref.max_rel_err(run_conv_forward(shape, inp, w, None), want, mag) <= ERR
+
+
 def big(shape, seed=1):
     B, H, W, C, OC, k = shape
     rng = random.Random(seed)
