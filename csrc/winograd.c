@@ -288,7 +288,7 @@ static void output_transform(float *out, const float *restrict M, const float *b
             const int n = OC - c0 < LANES ? OC - c0 : LANES;
             for (int q = 0; q < XI; q++) lanes_in(m[q], M + at(t, q, OC) + c0, n);
             for (int j = 0; j < ALPHA; j++) at6(col + j, ALPHA, m + j, ALPHA); /* A^T m */
-            if (!bias && n == LANES && OC % LANES == 0 && ny == TILE && nx == TILE) {
+            if (!bias && OC % LANES == 0 && ny == TILE && nx == TILE) { /* so n == LANES */
                 /* . A, written where the tile lies in out (row i's four pixels
                  * are OC floats, OC / LANES lanes, apart): one move less per
                  * value than through y (fwd 1-3 % faster, ab_kernels) */

@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import CONV_BATCH, cpu_name, preset_convs
+from bench import CONV_BATCH, cpu_name, fill_uniform, preset_convs
 
 
 def extension(path):
@@ -56,20 +56,15 @@ def load(path, tag):
 
 
 def random_floats(ffi, n, seed):
-    """n uniform(-1, 1) floats: one block drawn, then copied over"""
-    buf, rng = ffi.new("float[]", n), random.Random(seed)
-    block = min(n, 4096)
-    buf[0:block] = [rng.uniform(-1, 1) for _ in range(block)]
-    done = block
-    while done < n:
-        k = min(done, n - done)
-        ffi.memmove(buf + done, buf, k * 4)
-        done += k
+    """n uniform(-1, 1) floats of this build's ffi"""
+    buf = ffi.new("float[]", n)
+    fill_uniform(ffi, buf, n, random.Random(seed))
     return buf
 
 
 def kernels(module, B, H, W, C, OC, first):
-    """{name: fn} of one conv layer in one build, and the output buffers"""
+    """{name: fn} of one conv layer in one build (each keeps its inputs
+    alive), and the output buffers"""
     ffi, lib, k, null = module.ffi, module.lib, 3, module.ffi.NULL
     inp, weight = random_floats(ffi, B * H * W * C, 1), random_floats(ffi, OC * 9 * C, 2)
     dout, wflip = random_floats(ffi, B * H * W * OC, 3), random_floats(ffi, C * 9 * OC, 4)
@@ -80,8 +75,7 @@ def kernels(module, B, H, W, C, OC, first):
                                              B, H, W, C, OC, k)}
     if not first:
         fns["dinp"] = lambda: lib.conv2d_forward(dinp, dout, wflip, null, B, H, W, OC, C, k)
-    keep = (inp, weight, dout, wflip)  # alive as long as the functions
-    return fns, {"fwd": out, "dw": dweight, "dinp": dinp}, keep
+    return fns, {"fwd": out, "dw": dweight, "dinp": dinp}
 
 
 def main(argv=None):
@@ -93,7 +87,8 @@ def main(argv=None):
     ap.add_argument("--shape", action="append", default=[],
                     help="H,W,C,OC of a 3x3 conv layer (again for more; default: the presets')")
     args = ap.parse_args(argv)
-    builds = [load(extension(p), tag) for p, tag in ((args.old, "old"), (args.new, "new"))]
+    paths = [extension(args.old), extension(args.new)]
+    builds = [load(p, tag) for p, tag in zip(paths, ("old", "new"))]
     for m in builds:
         m.lib.pynn_set_threads(args.threads)
     if args.shape:
@@ -102,7 +97,7 @@ def main(argv=None):
         layers = preset_convs()
     B = CONV_BATCH
     print(f"CPU: {cpu_name()}")
-    print(f"old {extension(args.old)}\nnew {extension(args.new)}")
+    print(f"old {paths[0]}\nnew {paths[1]}")
     print(f"batch {B}, {args.threads} threads, {args.rounds} rounds, the builds in turns "
           f"call by call (ms)")
     for names, (H, W, C, OC, k), first in layers:

@@ -346,16 +346,23 @@ def bench_parse(data_dir, repeat):
 
 # ---- convolution layers ------------------------------------------------------
 
-def fill_random(t, rng):
-    """t filled with uniform(-1, 1) values: one block drawn in Python, then
-    copied over (the values do not change the timing; 30 M draws would)."""
-    block = min(t.size, 4096)
-    t.ptr[0:block] = [rng.uniform(-1, 1) for _ in range(block)]
+def fill_uniform(ffi, ptr, size, rng):
+    """ptr[0:size] filled with uniform(-1, 1) floats: one block drawn in
+    Python, then copied over (the values do not change the timing; 30 M
+    draws would). ffi is the one ptr comes from (scripts/ab_kernels.py
+    fills buffers of other builds)."""
+    block = min(size, 4096)
+    ptr[0:block] = [rng.uniform(-1, 1) for _ in range(block)]
     done = block
-    while done < t.size:
-        n = min(done, t.size - done)
-        ffi.memmove(t.ptr + done, t.ptr, n * 4)
+    while done < size:
+        n = min(done, size - done)
+        ffi.memmove(ptr + done, ptr, n * 4)
         done += n
+
+
+def fill_random(t, rng):
+    """t filled with uniform(-1, 1) values (fill_uniform)"""
+    fill_uniform(ffi, t.ptr, t.size, rng)
     return t
 
 
