@@ -6,8 +6,8 @@
 OLD and NEW are builds of pynn's extension: a `_kernels*.so` file, or a
 folder with one in it or in its `pynn/` (a checkout, or what
 scripts/build_variant.sh made). Both are loaded into this process (each
-resolves its own symbols), and each conv layer of the cnn and cnn-large
-presets (scripts/bench.py: preset_convs; or --shape) is timed in both:
+resolves its own symbols), and each conv layer of the cnn presets
+(scripts/bench.py: CONV_PRESETS, preset_convs; or --shape) is timed in both:
 forward (conv2d_forward), input gradient (the forward of dout with the
 turned kernel, as conv2d_backward computes it) and weight gradient
 (conv2d_backward, dinp NULL). The two builds take turns call by call,

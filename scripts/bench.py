@@ -12,11 +12,11 @@ importable; never a dependency):
     and at --threads (thread scaling); the same for the mlp preset's
     network and batch size (pynn.config: the mlp preset);
   - CSV parse time and MB/s of the course CSVs (when data/ has them);
-  - per conv layer of the cnn and cnn-large presets (batch 128, 28x28x1
+  - per conv layer of the cnn presets (CONV_PRESETS; batch 128, 28x28x1
     input): GFLOP/s of conv2d_forward and conv2d_backward, beside the GEMM's
     own at the equivalent products (what the convolution costs over its
     matrix products) and torch.nn.functional.conv2d on NCHW tensors;
-  - ms per CNN training step (the networks of the cnn and cnn-large presets,
+  - ms per CNN training step (the networks of the cnn presets,
     or each --cnn-arch given; batch 128, Adam: gather, forward, loss,
     backward, step), pynn's Sequential against the same network in PyTorch;
   - where such a step's time goes (--only layers): each layer's forward and
@@ -67,7 +67,7 @@ from pynn.train import fit
 LAYERS = [(784, 256), (256, 128), (128, 10)]  # (C, OC) of 784-256-128-10
 BATCHES = (64, 256)
 EPOCH_ROWS, EPOCH_BATCH = 60000, 64
-CONV_PRESETS, CONV_BATCH, IMAGE = ("cnn", "cnn-large"), 128, (28, 28, 1)
+CONV_PRESETS, CONV_BATCH, IMAGE = ("cnn", "cnn-large", "cnn-deep"), 128, (28, 28, 1)
 CNN_BATCH, CNN_ROWS = 128, 4096
 
 results = []  # (name, value, unit)
@@ -431,7 +431,7 @@ def conv_contenders(B, H, W, C, OC, k, first, torch, rng):
 def bench_conv(threads, repeat, torch):
     rng = random.Random(0)
     B = CONV_BATCH
-    print(f"\nConv layers of the {' and '.join(CONV_PRESETS)} presets, batch {B}, "
+    print(f"\nConv layers of the {', '.join(CONV_PRESETS)} presets, batch {B}, "
           f"{threads} threads: effective GFLOP/s (2 B H W k k C OC, the direct "
           f"convolution's flops, over the time) at the median block (best of {repeat})")
     print("  fwd: conv2d_forward; dinp: the input gradient; dw: the weight gradient; "
@@ -673,7 +673,7 @@ def main(argv=None):
                    help="one part only")
     p.add_argument("--cnn-arch", action="append",
                    help="a network of the cnn-step and layers parts (again for more; default: the "
-                        f"networks of the {' and '.join(CONV_PRESETS)} presets)")
+                        f"networks of the {', '.join(CONV_PRESETS)} presets)")
     p.add_argument("--cnn-steps", type=int, default=10,
                    help="training steps per timed block of the cnn-step part (layers: per round)")
     args = p.parse_args(argv)
