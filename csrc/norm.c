@@ -82,22 +82,17 @@ static void column_moments(double *mean, double *var, const float *x, int64_t N,
     }
 }
 
-/* out[r,c] = a[c] * x[r,c] + b[c] (+ d[c] * dy[r,c] when dy), then max(., 0)
- * when relu: the element-wise pass of both directions (dy may be out itself:
- * each element is read before it is written, so neither out nor dy is restrict) */
-static void affine(float *out, const float *restrict x, const float *dy,
-                   const float *restrict a, const float *restrict b, const float *restrict d,
-                   int64_t N, int C, int relu) {
+/* out[r,c] = a[c] * x[r,c] + b[c], then max(., 0) when relu: the forward's
+ * element-wise pass */
+static void affine(float *restrict out, const float *restrict x, const float *restrict a,
+                   const float *restrict b, int64_t N, int C, int relu) {
 #pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
     for (int64_t r = 0; r < N; r++) {
         const float *xr = x + (size_t)r * C;
         float *o = out + (size_t)r * C;
-        if (dy) {
-            const float *g = dy + (size_t)r * C;
-            for (int c = 0; c < C; c++) o[c] = a[c] * xr[c] + b[c] + d[c] * g[c];
-        } else if (relu) {
-            for (int c = 0; c < C; c++) {
-                const float v = a[c] * xr[c] + b[c];
+        if (relu) {
+            for (int c = 0; c < C; c++) { /* the ReLU's input, as the backward's mask reads it */
+                const float v = muladd(a[c], xr[c], b[c]);
                 o[c] = v > 0.0f ? v : 0.0f;
             }
         } else {
@@ -152,7 +147,7 @@ void batchnorm_forward(float *out, float *mean, float *invstd, float *running_me
     float *coef = pynn_work(PYNN_WORK_COEFFICIENTS, (size_t)C * 3);
     float *scale = coef, *shift = coef + C;
     pynn_bn_coefficients(scale, shift, mean, invstd, gamma, beta, C);
-    affine(out, inp, NULL, scale, shift, NULL, N, C, relu);
+    affine(out, inp, scale, shift, N, C, relu);
 }
 
 void pynn_bn_backward_coefficients(float *a, float *b, float *d, float *dgamma, float *dbeta,
@@ -180,24 +175,31 @@ void pynn_bn_backward_coefficients(float *a, float *b, float *d, float *dgamma, 
     }
 }
 
+/* the gradient that reaches batch norm's output at x: g, or with the ReLU
+ * after it, g where the forward's ReLU input scale * x + shift (its own
+ * expression, affine above) was > 0, else 0 */
+static inline float masked(float g, float x, float scale, float shift, int relu) {
+    return !relu || muladd(scale, x, shift) > 0.0f ? g : 0.0f;
+}
+
 void batchnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
-                        const float *out, const float *inp, const float *mean,
-                        const float *invstd, const float *gamma, int64_t N, int C, int relu) {
-    /* dinp, dout, out, inp are (N,C); dgamma, dbeta, mean, invstd, gamma (C,).
-     * dy = dout (masked by out > 0 when relu), xhat = (inp - mean) * invstd:
+                        const float *inp, const float *mean, const float *invstd,
+                        const float *gamma, const float *beta, int64_t N, int C, int relu) {
+    /* dinp, dout, inp are (N,C); dgamma, dbeta, mean, invstd, gamma, beta (C,).
+     * dy = dout (masked by the ReLU's input > 0 when relu), xhat = (inp - mean) * invstd:
      *   dbeta[c]  = sum_r dy[r,c]
      *   dgamma[c] = sum_r dy[r,c] * xhat[r,c]
      *   dinp[r,c] = gamma[c] * invstd[c] * (dy[r,c] - (dbeta[c] + xhat[r,c] * dgamma[c]) / N)
      * (the last line is the gradient through the batch statistics mean and
-     * invstd too, which depend on every row of the batch). When relu is set,
-     * the masked dy is written to dinp first and read from there. */
+     * invstd too, which depend on every row of the batch). Two passes over
+     * the rows, the sums and then dinp; the ReLU's mask is recomputed from
+     * inp in both (cheaper than storing it or reading the output again).
+     * dinp may be dout itself: each element is read before it is written. */
     const int64_t nb = blocks(N);
-    const float *dy = dout;
-    if (relu) {
-#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
-        for (int64_t i = 0; i < N * C; i++) dinp[i] = out[i] > 0.0f ? dout[i] : 0.0f;
-        dy = dinp;
-    }
+    float *coef = pynn_work(PYNN_WORK_COEFFICIENTS, (size_t)C * 5);
+    float *a = coef, *b = coef + C, *d = coef + 2 * C, *scale = coef + 3 * C;
+    float *shift = coef + 4 * C;
+    pynn_bn_coefficients(scale, shift, mean, invstd, gamma, beta, C);
     float *part = pynn_work(PYNN_WORK_BLOCK_SUMS, (size_t)nb * C * 2);
 #pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
     for (int64_t q = 0; q < nb; q++) { /* per block: sum dy, sum dy * (inp - mean) */
@@ -205,24 +207,40 @@ void batchnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *d
         float *sb = part + (size_t)q * C * 2, *sx = sb + C;
         for (int c0 = 0; c0 < C; c0 += LANES) {
             const int n = C - c0 < LANES ? C - c0 : LANES;
-            float ab[LANES] = {0}, ax[LANES] = {0}, mu[LANES] = {0};
-            for (int j = 0; j < n; j++) mu[j] = mean[c0 + j];
+            float ab[LANES] = {0}, ax[LANES] = {0}, mu[LANES] = {0}, sc[LANES] = {0};
+            float sh[LANES] = {0};
+            for (int j = 0; j < n; j++) mu[j] = mean[c0 + j], sc[j] = scale[c0 + j];
+            for (int j = 0; j < n; j++) sh[j] = shift[c0 + j];
             if (n == LANES) {
                 for (int64_t r = r0; r < r1; r++) {
-                    const float *g = dy + (size_t)r * C + c0, *x = inp + (size_t)r * C + c0;
-                    for (int j = 0; j < LANES; j++) ab[j] += g[j], ax[j] += g[j] * (x[j] - mu[j]);
+                    const float *g = dout + (size_t)r * C + c0, *x = inp + (size_t)r * C + c0;
+                    for (int j = 0; j < LANES; j++) {
+                        const float dy = masked(g[j], x[j], sc[j], sh[j], relu);
+                        ab[j] += dy, ax[j] = muladd(dy, x[j] - mu[j], ax[j]);
+                    }
                 }
             } else {
                 for (int64_t r = r0; r < r1; r++) {
-                    const float *g = dy + (size_t)r * C + c0, *x = inp + (size_t)r * C + c0;
-                    for (int j = 0; j < n; j++) ab[j] += g[j], ax[j] += g[j] * (x[j] - mu[j]);
+                    const float *g = dout + (size_t)r * C + c0, *x = inp + (size_t)r * C + c0;
+                    for (int j = 0; j < n; j++) {
+                        const float dy = masked(g[j], x[j], sc[j], sh[j], relu);
+                        ab[j] += dy, ax[j] = muladd(dy, x[j] - mu[j], ax[j]);
+                    }
                 }
             }
             for (int j = 0; j < n; j++) sb[c0 + j] = ab[j], sx[c0 + j] = ax[j];
         }
     }
-    float *coef = pynn_work(PYNN_WORK_COEFFICIENTS, (size_t)C * 3);
-    float *a = coef, *b = coef + C, *d = coef + 2 * C;
     pynn_bn_backward_coefficients(a, b, d, dgamma, dbeta, part, nb, mean, invstd, gamma, N, C);
-    affine(dinp, inp, dy, a, b, d, N, C, 0);
+    /* dinp = d dy + a inp + b, rounded as d * dy + (a * inp + b) with each
+     * multiply-add once (what gcc had made of the plain expression, which
+     * the golden predictions were computed with) */
+#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
+    for (int64_t r = 0; r < N; r++) {
+        const float *x = inp + (size_t)r * C, *g = dout + (size_t)r * C;
+        float *o = dinp + (size_t)r * C;
+        for (int c = 0; c < C; c++)
+            o[c] = muladd(d[c], masked(g[c], x[c], scale[c], shift[c], relu),
+                          muladd(a[c], x[c], b[c]));
+    }
 }

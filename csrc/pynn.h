@@ -230,11 +230,12 @@ void batchnorm_forward(float *out, float *mean, float *invstd, float *running_me
                        const float *beta, int64_t N, int C, float momentum, float eps,
                        int training, int relu);
 /* The training-mode backward, through the batch statistics too: dinp (N,C),
- * dgamma, dbeta (C,) are written; out is the forward's output (for the ReLU's
- * mask when relu != 0), inp, mean, invstd as the forward saw and wrote them. */
+ * dgamma, dbeta (C,) are written; inp, mean, invstd as the forward saw and
+ * wrote them, gamma and beta as it used them (relu != 0: the ReLU's mask is
+ * recomputed from them, where the forward's output was > 0). */
 void batchnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
-                        const float *out, const float *inp, const float *mean,
-                        const float *invstd, const float *gamma, int64_t N, int C, int relu);
+                        const float *inp, const float *mean, const float *invstd,
+                        const float *gamma, const float *beta, int64_t N, int C, int relu);
 
 /* ---- batch norm + ReLU + max-pool, fused (fused.c) ----------------------------- */
 /* Batch norm, then ReLU, then 2x2 max-pool, fused: the tail of a conv block,

@@ -77,13 +77,14 @@ class LinearReLU(Fused):
 
 class BatchNormReLU(Fused):
     """BatchNorm (1d or 2d), then ReLU: the max taken as the normalized values
-    are stored, and the ReLU's mask applied in batch norm's backward (csrc/norm.c)."""
+    are stored, and the ReLU's mask recomputed and applied in batch norm's
+    backward (csrc/norm.c)."""
 
     kernel, label = "batchnorm", "batchnorm with relu=1 (fused)"
 
     def __init__(self, norm, relu):
         super().__init__(norm, relu)
-        self.norm, self._out, self._dinp, self._inp, self._y = norm, {}, {}, None, None
+        self.norm, self._out, self._dinp, self._inp = norm, {}, {}, None
 
     def forward(self, inp):
         bn, C = self.norm, self.norm.num_features
@@ -93,7 +94,7 @@ class BatchNormReLU(Fused):
         lib.batchnorm_forward(out.ptr, bn.mean.ptr, bn.invstd.ptr, bn.running_mean.ptr,
                               bn.running_var.ptr, inp.ptr, bn.gamma.value.ptr, bn.beta.value.ptr,
                               inp.size // C, C, bn.momentum, bn.eps, int(bn.training), 1)
-        self._inp, self._y = inp, out
+        self._inp = inp
         return out
 
     def backward(self, dout):
@@ -103,8 +104,8 @@ class BatchNormReLU(Fused):
         check(dout, inp.shape, what="BatchNormReLU dout")
         dinp = self._buffer(self._dinp, inp.shape)
         lib.batchnorm_backward(dinp.ptr, bn.gamma.grad.ptr, bn.beta.grad.ptr, dout.ptr,
-                               self._y.ptr, inp.ptr, bn.mean.ptr, bn.invstd.ptr,
-                               bn.gamma.value.ptr, inp.size // bn.num_features, bn.num_features, 1)
+                               inp.ptr, bn.mean.ptr, bn.invstd.ptr, bn.gamma.value.ptr,
+                               bn.beta.value.ptr, inp.size // bn.num_features, bn.num_features, 1)
         return dinp
 
 

@@ -418,8 +418,8 @@ class BatchNorm(Module):
         check(dout, inp.shape, what="BatchNorm dout")
         dinp = self._buffer(self._dinp, inp.shape)
         lib.batchnorm_backward(dinp.ptr, self.gamma.grad.ptr, self.beta.grad.ptr, dout.ptr,
-                               ffi.NULL, inp.ptr, self.mean.ptr, self.invstd.ptr,
-                               self.gamma.value.ptr, inp.size // C, C, 0)
+                               inp.ptr, self.mean.ptr, self.invstd.ptr, self.gamma.value.ptr,
+                               self.beta.value.ptr, inp.size // C, C, 0)
         return dinp
 
     def __repr__(self):

@@ -453,11 +453,11 @@ def run_bn_forward(x, gamma, beta, rm, rv, N, C, training, relu, momentum=MOMENT
     return out.tolist(), mean.tolist(), invstd.tolist(), trm.tolist(), trv.tolist()
 
 
-def run_bn_backward(dout, out, x, mean, invstd, gamma, N, C, relu):
+def run_bn_backward(dout, x, mean, invstd, gamma, beta, N, C, relu):
     dinp, dgamma, dbeta = nans(N * C), nans(C), nans(C)
     lib.batchnorm_backward(dinp.ptr, dgamma.ptr, dbeta.ptr, ref.tensor(dout).ptr,
-                           ref.tensor(out).ptr, ref.tensor(x).ptr, ref.tensor(mean).ptr,
-                           ref.tensor(invstd).ptr, ref.tensor(gamma).ptr, N, C, relu)
+                           ref.tensor(x).ptr, ref.tensor(mean).ptr, ref.tensor(invstd).ptr,
+                           ref.tensor(gamma).ptr, ref.tensor(beta).ptr, N, C, relu)
     return dinp.tolist(), dgamma.tolist(), dbeta.tolist()
 
 
@@ -550,8 +550,8 @@ def bn_backward_scale(dy, x, gamma, N, C):
 def test_batchnorm_backward(N, C, relu):
     x, gamma, beta, rm, rv, dout = bn_data(N, C)
     out, mean, invstd, _, _ = run_bn_forward(x, gamma, beta, rm, rv, N, C, 1, relu)
-    dinp, dgamma, dbeta = run_bn_backward(dout, out, x, mean, invstd, gamma, N, C, relu)
-    # the ReLU mask is the kernel's own output's (as documented)
+    dinp, dgamma, dbeta = run_bn_backward(dout, x, mean, invstd, gamma, beta, N, C, relu)
+    # the ReLU mask is where the forward's own output is > 0 (recomputed, as documented)
     mask_from = out if relu else None
     w_dinp, w_dgamma, w_dbeta = cref.batchnorm_backward(dout, x, gamma, N, C, F(EPS), mask_from)
     dy = dout if not relu else [d if y > 0 else 0.0 for d, y in zip(dout, out)]
@@ -570,16 +570,34 @@ def test_batchnorm_backward(N, C, relu):
         assert all(abs(v) <= 1e-6 * m for v, m in zip(dinp, scale))
 
 
+@pytest.mark.parametrize("relu", [0, 1])
+def test_batchnorm_backward_masks_where_the_forward_output_is_positive(relu):
+    """The backward recomputes the ReLU's mask from inp, gamma and beta (by
+    the forward's own expression, muladd(scale, inp, shift)): with dout all
+    ones, dbeta (the sum of the masked dout) counts exactly the forward
+    outputs > 0 of each channel (every row when relu is 0), here with a third
+    of the pre-activations near the kink."""
+    N, C = 3301, 20
+    rng = random.Random(4)
+    x = [F(rng.choice((-1.0, 0.0, 1.0)) + rng.uniform(-1e-6, 1e-6)) for _ in range(N * C)]
+    gamma = [F(rng.uniform(0.5, 1.5)) for _ in range(C)]
+    beta = [F(rng.uniform(-1e-6, 1e-6)) for _ in range(C)]
+    out, mean, invstd, _, _ = run_bn_forward(x, gamma, beta, [0.0] * C, [1.0] * C, N, C, 1, relu)
+    _, _, dbeta = run_bn_backward([1.0] * (N * C), x, mean, invstd, gamma, beta, N, C, relu)
+    positive = [sum(1 for v in out[c::C] if v > 0) if relu else N for c in range(C)]
+    assert dbeta == [float(p) for p in positive]
+
+
 def test_batchnorm_backward_writes_not_accumulates():
     N, C = 300, 2
     x, gamma, beta, rm, rv, dout = bn_data(N, C)
-    out, mean, invstd, _, _ = run_bn_forward(x, gamma, beta, rm, rv, N, C, 1, 0)
-    first = run_bn_backward(dout, out, x, mean, invstd, gamma, N, C, 0)
+    _, mean, invstd, _, _ = run_bn_forward(x, gamma, beta, rm, rv, N, C, 1, 0)
+    first = run_bn_backward(dout, x, mean, invstd, gamma, beta, N, C, 0)
     dinp, dgamma, dbeta = (ref.tensor([1e30] * n) for n in (N * C, C, C))
     for _ in range(2):
         lib.batchnorm_backward(dinp.ptr, dgamma.ptr, dbeta.ptr, ref.tensor(dout).ptr,
-                               ref.tensor(out).ptr, ref.tensor(x).ptr, ref.tensor(mean).ptr,
-                               ref.tensor(invstd).ptr, ref.tensor(gamma).ptr, N, C, 0)
+                               ref.tensor(x).ptr, ref.tensor(mean).ptr, ref.tensor(invstd).ptr,
+                               ref.tensor(gamma).ptr, ref.tensor(beta).ptr, N, C, 0)
     assert [bits(t.tolist()) for t in (dinp, dgamma, dbeta)] == [bits(v) for v in first]
 
 
@@ -630,8 +648,8 @@ def test_batchnorm_kernel_backward_by_finite_differences():
         out = run_bn_forward(xv, gv, bv, rm, rv, N, C, 1, 0)[0]
         return math.fsum(a * b for a, b in zip(out, g))
 
-    out, mean, invstd, _, _ = run_bn_forward(x, gamma, beta, rm, rv, N, C, 1, 0)
-    dinp, dgamma, dbeta = run_bn_backward(g, out, x, mean, invstd, gamma, N, C, 0)
+    _, mean, invstd, _, _ = run_bn_forward(x, gamma, beta, rm, rv, N, C, 1, 0)
+    dinp, dgamma, dbeta = run_bn_backward(g, x, mean, invstd, gamma, beta, N, C, 0)
     h = 1e-2
     biggest = max(abs(v) for v in dinp + dgamma + dbeta)
 
@@ -719,7 +737,7 @@ def test_batchnorm_bit_identical_across_threads(relu):
 
     def run():
         out, mean, invstd, nrm, nrv = run_bn_forward(x, gamma, beta, rm, rv, N, C, 1, relu)
-        grads = run_bn_backward(dout, out, x, mean, invstd, gamma, N, C, relu)
+        grads = run_bn_backward(dout, x, mean, invstd, gamma, beta, N, C, relu)
         return [bits(v) for v in (out, mean, invstd, nrm, nrv) + grads]
 
     one, *others = _across_threads(run)
