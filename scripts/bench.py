@@ -473,11 +473,13 @@ def bench_conv(threads, repeat, torch):
 # ---- CNN training step ---------------------------------------------------------
 
 def pynn_cnn_parts(arch, x, y):
-    """pynn's side of the CNN parts: the model for arch as a run trains it
-    (batch norm after convs, fused), Adam lr 1e-3, the loss, and a function
-    that gathers the next batch of a shuffled order and returns (xb, yb)."""
+    """pynn's side of the CNN parts: the model for arch with the layers of the
+    PyTorch side-by-side (batch norm after the convs only, no dropout; a run
+    of a preset also normalizes the dense layers and drops out), fused as a
+    run computes it, Adam lr 1e-3, the loss, and a function that gathers the
+    next batch of a shuffled order and returns (xb, yb)."""
     rng = random.Random(0)
-    model = fuse(build(arch, 784, 10, "relu", rng, batchnorm="conv"))  # as a run trains it
+    model = fuse(build(arch, 784, 10, "relu", rng, batchnorm="conv"))
     opt = Adam(model.parameters(), 1e-3, weight_decay=0.0)
     loss_fn = CrossEntropyLoss(0.0)
     n, d, B = x.shape[0], x.shape[1], CNN_BATCH

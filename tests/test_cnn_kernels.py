@@ -570,22 +570,31 @@ def test_batchnorm_backward(N, C, relu):
         assert all(abs(v) <= 1e-6 * m for v, m in zip(dinp, scale))
 
 
-@pytest.mark.parametrize("relu", [0, 1])
-def test_batchnorm_backward_masks_where_the_forward_output_is_positive(relu):
-    """The backward recomputes the ReLU's mask from inp, gamma and beta (by
-    the forward's own expression, muladd(scale, inp, shift)): with dout all
-    ones, dbeta (the sum of the masked dout) counts exactly the forward
-    outputs > 0 of each channel (every row when relu is 0), here with a third
-    of the pre-activations near the kink."""
-    N, C = 3301, 20
+def test_batchnorm_backward_masks_where_the_forward_output_is_positive():
+    """The backward recomputes the ReLU's mask from inp, gamma and beta by the
+    forward's own expression (muladd(scale, inp, shift)). With statistics
+    that make scale = gamma and shift = beta exactly (mean 0, invstd 1, as
+    the forward's evaluation mode writes them from these running ones) and
+    inputs within a few ulps of -beta / gamma, each pre-activation is a
+    rounding error away from the kink, where a product rounded apart would
+    put it on the other side; with dout all ones, dbeta (the sum of the
+    masked dout) still counts exactly the forward outputs > 0 of each channel."""
+    N, C = 2048, 16
     rng = random.Random(4)
-    x = [F(rng.choice((-1.0, 0.0, 1.0)) + rng.uniform(-1e-6, 1e-6)) for _ in range(N * C)]
     gamma = [F(rng.uniform(0.5, 1.5)) for _ in range(C)]
-    beta = [F(rng.uniform(-1e-6, 1e-6)) for _ in range(C)]
-    out, mean, invstd, _, _ = run_bn_forward(x, gamma, beta, [0.0] * C, [1.0] * C, N, C, 1, relu)
-    _, _, dbeta = run_bn_backward([1.0] * (N * C), x, mean, invstd, gamma, beta, N, C, relu)
-    positive = [sum(1 for v in out[c::C] if v > 0) if relu else N for c in range(C)]
-    assert dbeta == [float(p) for p in positive]
+    beta = [F(rng.choice((-1, 1)) * rng.uniform(0.1, 1.0)) for _ in range(C)]
+    x = [0.0] * (N * C)
+    for c in range(C):
+        kink = struct.unpack("<i", struct.pack("<f", -beta[c] / gamma[c]))[0]
+        for r in range(N):  # the float32 values k ulps from the kink, k in [-8, 8]
+            x[r * C + c] = struct.unpack("<f", struct.pack("<i", kink + r % 17 - 8))[0]
+    rv = [F(1.0 - EPS)] * C  # invstd = 1 / sqrt(rv + eps) = 1
+    out, mean, invstd, _, _ = run_bn_forward(x, gamma, beta, [0.0] * C, rv, N, C, 0, 1)
+    assert mean == [0.0] * C and invstd == [1.0] * C
+    _, _, dbeta = run_bn_backward([1.0] * (N * C), x, mean, invstd, gamma, beta, N, C, 1)
+    positive = [float(sum(1 for v in out[c::C] if v > 0)) for c in range(C)]
+    assert dbeta == positive
+    assert 0 < sum(positive) < N * C  # both sides of the kink are there
 
 
 def test_batchnorm_backward_writes_not_accumulates():
