@@ -209,8 +209,8 @@ void batchnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *d
             const int n = C - c0 < LANES ? C - c0 : LANES;
             float ab[LANES] = {0}, ax[LANES] = {0}, mu[LANES] = {0}, sc[LANES] = {0};
             float sh[LANES] = {0};
-            for (int j = 0; j < n; j++) mu[j] = mean[c0 + j], sc[j] = scale[c0 + j];
-            for (int j = 0; j < n; j++) sh[j] = shift[c0 + j];
+            for (int j = 0; j < n; j++)
+                mu[j] = mean[c0 + j], sc[j] = scale[c0 + j], sh[j] = shift[c0 + j];
             if (n == LANES) {
                 for (int64_t r = r0; r < r1; r++) {
                     const float *g = dout + (size_t)r * C + c0, *x = inp + (size_t)r * C + c0;

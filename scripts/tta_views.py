@@ -74,13 +74,12 @@ def view(images, side, fill, dy, dx, mirror):
     return out
 
 
-def logits(model, values, n, batch=250):
-    """The model's logits (a flat list, n rows) of n images, evaluation mode."""
-    x = Tensor.from_list(values, (n, len(values) // n))
-    model.train(False)
+def logits(model, values, n):
+    """The model's logits (a flat list, n rows) of n images: those that
+    model.predict computes (evaluation mode, its batches)."""
     out = []
-    for start in range(0, n, batch):
-        out.extend(model.forward(x.rows(start, min(n, start + batch))).tolist())
+    model.predict(Tensor.from_list(values, (n, len(values) // n)),
+                  on_logits=lambda start, stop, batch: out.extend(batch.tolist()))
     return out
 
 
