@@ -208,7 +208,7 @@ void pynn_bn_backward_coefficients(float *a, float *b, float *d, float *dgamma, 
                                    const float *part, int64_t nb, const float *mean,
                                    const float *invstd, const float *gamma, int64_t N, int C);
 
-/* ---- Winograd F(4x4, 3x3) convolutions (winograd.c), used by conv.c ------------- */
+/* ---- Winograd F(4x4, 3x3) convolutions, F(2, 3) edges (winograd.c), used by conv.c */
 /* whether a 3x3 layer of C -> OC channels takes this road by default */
 int pynn_winograd_fits(int C, int OC, int k);
 /* conv2d_forward of a 3x3 kernel: out (B,H,W,OC), inp (B,H,W,C), weight (OC,3,3,C) */

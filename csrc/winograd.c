@@ -1,6 +1,7 @@
 /* winograd.c - 3x3 convolutions ("same" padding, stride 1) by Winograd's
  * minimal filtering F(4x4, 3x3) (Lavin and Gray, "Fast Algorithms for
- * Convolutional Neural Networks", 2015).
+ * Convolutional Neural Networks", 2015), with F(2, 3) on the edges where
+ * 4-pixel tiles do not fit.
  *
  * The output is cut into tiles of 4x4 pixels. A tile needs the 6x6 input
  * pixels d around it (one pixel of border each side), and its 16 outputs of
@@ -27,50 +28,69 @@
  * costs 36 instead of 16 x 9 = 144 per channel pair), computed by gemm.c.
  * The transforms themselves are additions and small multiples.
  *
+ * The edges. A side of 4q + 1 or 4q + 2 pixels (the 14 of a pooled
+ * Fashion-MNIST image) would leave its last 4-pixel tile half empty: 16
+ * tiles of 36 products for a 14x14 image. Its last 2 pixels are taken by
+ * F(2, 3) instead, whose 1-D matrices are (4 inputs, 2 outputs)
+ *
+ *     B^T = | 1  0 -1  0 |     G = |  1    0    0  |    A^T = | 1  1  1  0 |
+ *           | 0  1  1  0 |         | 1/2  1/2  1/2 |          | 0  1 -1 -1 |
+ *           | 0 -1  1  0 |         | 1/2 -1/2  1/2 |
+ *           | 0  1  0 -1 |         |  0    0    1  |
+ *
+ * The 2-D transforms are the 1-D ones down the columns and along the rows,
+ * so a tile may have F(4, 3) one way and F(2, 3) the other: a 14x14 image is
+ * 3x3 tiles of 4x4 outputs (6x6 transforms), 3 + 3 of 4x2 and 2x4 (6x4, 4x6)
+ * and one of 2x2 (4x4): 9 x 36 + 6 x 24 + 16 = 484 products instead of 576.
+ * The tiles of one kind (their transforms' sides ay x ax) are multiplied
+ * together, ay * ax products of their own, with their own U.
+ *
  * The weight gradient is the gradient of this same computation: with
- * Yhat = A dY A^T (dY the tile's 4x4 output gradient, A = (A^T)^T),
+ * Yhat = A dY A^T (dY the tile's output gradient, A = (A^T)^T),
  *
  *     dU[xi] (OC, C) = sum over tiles of Yhat[xi]^T . V[xi],   dg = G^T dU G
  *
- * again 36 products, each a sum over all tiles. The input gradient is the
- * forward convolution of dout with the flipped kernel (conv.c), so it comes
- * here as a forward.
+ * again a product per position xi of each kind, each a sum over that kind's
+ * tiles; dg is the sum of the kinds' G^T dU G, in kind order. The input
+ * gradient is the forward convolution of dout with the flipped kernel
+ * (conv.c), so it comes here as a forward.
  *
  * The tiles are taken in chunks of a size fixed by the layer's shape; each
  * thread transforms and multiplies whole chunks in its own buffers (they stay
- * in L2). The weight gradient's chunks are summed in at most DW_SLOTS slots
- * of consecutive chunks, each in chunk order, and the slots in slot order:
- * nothing depends on the thread count. Each output element is the same
- * sequence of operations in every build (the transforms are per channel,
- * the GEMM sums each element along K in order).
+ * in L2). The weight gradient's chunks are summed in slots of consecutive
+ * chunks of a kind (at least two a slot, at most DW_SLOTS slots), each in
+ * chunk order, and the slots in slot order: nothing depends on the thread
+ * count. Each output element is
+ * the same sequence of operations in every build (the transforms are per
+ * channel, the GEMM sums each element along K in order).
  *
  * Rounding: the transforms add terms of different sizes (up to 5 and 8
  * times a value, and G's 1/6, 1/12, 1/24), so the result is about three bits
  * less exact than a direct float32 sum: errors of 1e-6 to 6e-6 of the sum of
  * |terms|, where the direct road's are about 2e-7 (tests/test_winograd.py,
  * against the double-precision reference tests/cnn_reference.py
- * conv2d_forward and against the im2col road). Training does not notice.
+ * conv2d_forward and against the im2col road). F(2, 3)'s halves are exact
+ * in float. Training does not notice.
  */
 #include "internal.h"
 
-#define ALPHA 6      /* the transform's side: m + r - 1 = 4 + 3 - 1 */
-#define TILE 4       /* outputs of a tile, each way */
-#define XI (ALPHA * ALPHA)
-#define DW_SLOTS 16  /* partial sums of a weight gradient, at most (as conv.c) */
+#define MAX_XI 36    /* positions of the largest transform, 6 x 6 */
+#define DW_SLOTS 16  /* partial sums of a weight gradient per kind, at most (as conv.c) */
 #define TILE_PAD 16  /* floats after each transformed tile: see at() */
 #define SUM_BLOCK 4096 /* floats of the weight gradient's slots summed at a time */
 #define PREFETCH_TILES 2 /* the input of the tile this far ahead is fetched early */
 
-/* ---- the transforms, LANES channels at a time ------------------------------------ */
-/* Each transform maps six (or three, or four) vectors of LANES channels to
- * six (or four, or three): out[i * os] = (matrix . in)[i], in[j] = in[j * is],
- * lane by lane. LANES is fixed, not the target's vector width, so every build
- * computes each channel with the same operations in the same order (a loop
- * of LANES iterations the compiler turns into one or two vectors). */
+/* ---- the 1-D transforms, LANES channels at a time ---------------------------------- */
+/* Each transform maps a column or row of vectors of LANES channels to
+ * another: out[i * os] = (matrix . in)[i], in[j] = in[j * is], lane by lane.
+ * The suffix is the transform's side alpha: 6 for F(4, 3), 4 for F(2, 3).
+ * LANES is fixed, not the target's vector width, so every build computes
+ * each channel with the same operations in the same order (a loop of LANES
+ * iterations the compiler turns into one or two vectors). */
 #define LANES 16
 typedef float lanes[LANES];
 
-/* B^T d */
+/* B^T d (6 -> 6) */
 static inline void bt6(lanes *restrict out, int os, const lanes *restrict in, int is) {
     for (int l = 0; l < LANES; l++) {
         const float d0 = in[0][l], d1 = in[is][l], d2 = in[2 * is][l], d3 = in[3 * is][l];
@@ -97,7 +117,7 @@ static inline void at6(lanes *restrict out, int os, const lanes *restrict in, in
 }
 
 /* G g (3 -> 6) */
-static inline void g3(lanes *restrict out, int os, const lanes *restrict in, int is) {
+static inline void g6(lanes *restrict out, int os, const lanes *restrict in, int is) {
     for (int l = 0; l < LANES; l++) {
         const float g0 = in[0][l], g1 = in[is][l], g2 = in[2 * is][l];
         out[0][l] = g0 * (1.0f / 4.0f);
@@ -110,7 +130,7 @@ static inline void g3(lanes *restrict out, int os, const lanes *restrict in, int
 }
 
 /* A y (4 -> 6): the output gradient's transform */
-static inline void a4(lanes *restrict out, int os, const lanes *restrict in, int is) {
+static inline void a6(lanes *restrict out, int os, const lanes *restrict in, int is) {
     for (int l = 0; l < LANES; l++) {
         const float y0 = in[0][l], y1 = in[is][l], y2 = in[2 * is][l], y3 = in[3 * is][l];
         out[0][l] = y0;
@@ -131,6 +151,80 @@ static inline void gt6(lanes *restrict out, int os, const lanes *restrict in, in
         out[os][l] = (x2 - x1) * (1.0f / 6.0f) + (x3 - x4) * (1.0f / 12.0f);
         out[2 * os][l] = (x3 + x4 - x1 - x2) * (1.0f / 6.0f) + x5;
     }
+}
+
+/* F(2, 3): B^T d (4 -> 4) */
+static inline void bt4(lanes *restrict out, int os, const lanes *restrict in, int is) {
+    for (int l = 0; l < LANES; l++) {
+        const float d0 = in[0][l], d1 = in[is][l], d2 = in[2 * is][l], d3 = in[3 * is][l];
+        out[0][l] = d0 - d2;
+        out[os][l] = d1 + d2;
+        out[2 * os][l] = d2 - d1;
+        out[3 * os][l] = d1 - d3;
+    }
+}
+
+/* A^T m (4 -> 2) */
+static inline void at4(lanes *restrict out, int os, const lanes *restrict in, int is) {
+    for (int l = 0; l < LANES; l++) {
+        const float m0 = in[0][l], m1 = in[is][l], m2 = in[2 * is][l], m3 = in[3 * is][l];
+        out[0][l] = m0 + m1 + m2;
+        out[os][l] = m1 - m2 - m3;
+    }
+}
+
+/* G g (3 -> 4) */
+static inline void g4(lanes *restrict out, int os, const lanes *restrict in, int is) {
+    for (int l = 0; l < LANES; l++) {
+        const float g0 = in[0][l], g1 = in[is][l], g2 = in[2 * is][l];
+        out[0][l] = g0;
+        out[os][l] = (g0 + g1 + g2) * 0.5f;
+        out[2 * os][l] = (g0 - g1 + g2) * 0.5f;
+        out[3 * os][l] = g2;
+    }
+}
+
+/* A y (2 -> 4) */
+static inline void a4(lanes *restrict out, int os, const lanes *restrict in, int is) {
+    for (int l = 0; l < LANES; l++) {
+        const float y0 = in[0][l], y1 = in[is][l];
+        out[0][l] = y0;
+        out[os][l] = y0 + y1;
+        out[2 * os][l] = y0 - y1;
+        out[3 * os][l] = -y1;
+    }
+}
+
+/* G^T x (4 -> 3) */
+static inline void gt4(lanes *restrict out, int os, const lanes *restrict in, int is) {
+    for (int l = 0; l < LANES; l++) {
+        const float x0 = in[0][l], x1 = in[is][l], x2 = in[2 * is][l], x3 = in[3 * is][l];
+        out[0][l] = x0 + (x1 + x2) * 0.5f;
+        out[os][l] = (x1 - x2) * 0.5f;
+        out[2 * os][l] = (x1 + x2) * 0.5f + x3;
+    }
+}
+
+/* the transform of side a: 6 (F(4, 3)) or 4 (F(2, 3)) */
+static inline void transform_bt(int a, lanes *restrict out, int os, const lanes *restrict in,
+                                int is) {
+    if (a == 6) bt6(out, os, in, is); else bt4(out, os, in, is);
+}
+static inline void transform_at(int a, lanes *restrict out, int os, const lanes *restrict in,
+                                int is) {
+    if (a == 6) at6(out, os, in, is); else at4(out, os, in, is);
+}
+static inline void transform_g(int a, lanes *restrict out, int os, const lanes *restrict in,
+                               int is) {
+    if (a == 6) g6(out, os, in, is); else g4(out, os, in, is);
+}
+static inline void transform_a(int a, lanes *restrict out, int os, const lanes *restrict in,
+                               int is) {
+    if (a == 6) a6(out, os, in, is); else a4(out, os, in, is);
+}
+static inline void transform_gt(int a, lanes *restrict out, int os, const lanes *restrict in,
+                                int is) {
+    if (a == 6) gt6(out, os, in, is); else gt4(out, os, in, is);
 }
 
 /* dst[0:LANES] = src[0:LANES], or zeros when src is NULL, a target vector
@@ -158,11 +252,63 @@ static inline void lanes_out(float *restrict dst, const float *restrict src, int
     for (int l = 0; l < n; l++) dst[l] = src[l];
 }
 
-/* ---- tiles ------------------------------------------------------------------------ */
-/* Transformed tiles are stored tile by tile: V (tc, 36, C), value xi of
- * channel c of tile t at t * (36 * C + TILE_PAD) + xi * C + c, so that a
+/* ---- tiles and their kinds ---------------------------------------------------------- */
+/* A kind is the tiles of one transform size: ay x ax (6 or 4 each way) for
+ * my x mx outputs (4 or 2), `rows` x `cols` of them in each image, the first
+ * one's outputs starting at pixel (y0, x0). */
+typedef struct {
+    int ay, ax, my, mx, npos; /* npos = ay * ax: the positions xi, and products */
+    int rows, cols, y0, x0;
+    int64_t T;              /* tiles of this kind: B * rows * cols */
+} kind;
+
+/* The tile transforms are written once for any ay x ax and compiled for
+ * each of the four sizes: SIZED inlines a function into its callers, and
+ * BY_SIZE calls it with the kind's sizes as constants, so that every loop
+ * over a transform has a fixed trip count the compiler unrolls into
+ * registers (with the sizes read from k, the kernels were 1.26-1.43x
+ * slower: scripts/ab_kernels.py) */
+#define SIZED static inline __attribute__((always_inline))
+#define BY_SIZE(k, f, ...)                                                                     \
+    do {                                                                                       \
+        if ((k)->ay == 6 && (k)->ax == 6) f(__VA_ARGS__, 6, 6);                                \
+        else if ((k)->ay == 6) f(__VA_ARGS__, 6, 4);                                           \
+        else if ((k)->ax == 6) f(__VA_ARGS__, 4, 6);                                           \
+        else f(__VA_ARGS__, 4, 4);                                                             \
+    } while (0)
+
+/* a side of n pixels: `quads` 4-pixel tiles, then `pairs` (0 or 1) 2-pixel
+ * ones. A 4q + 3 side ends in a 4-pixel tile with one output to spare
+ * (6 transform values against 4 + 4 for two 2-pixel tiles). */
+static void split_side(int n, int *quads, int *pairs) {
+    *pairs = n % 4 == 1 || n % 4 == 2;
+    *quads = *pairs ? n / 4 : (n + 3) / 4;
+}
+
+/* the kinds of a (B,H,W) layer, those that have tiles, in the order their
+ * weight gradients are added: 4x4 outputs, 4x2 (the right edge), 2x4 (the
+ * bottom edge), 2x2 (the corner); returns how many */
+static int tile_kinds(kind *ks, int B, int H, int W) {
+    int qy, py, qx, px, n = 0;
+    split_side(H, &qy, &py);
+    split_side(W, &qx, &px);
+    const int rows[2] = {qy, py}, cols[2] = {qx, px};
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) {
+            if (!rows[i] || !cols[j] || !B) continue;
+            kind k = {i ? 4 : 6, j ? 4 : 6, i ? 2 : 4, j ? 2 : 4, 0,
+                      rows[i], cols[j], i ? 4 * qy : 0, j ? 4 * qx : 0, 0};
+            k.npos = k.ay * k.ax;
+            k.T = (int64_t)B * k.rows * k.cols;
+            ks[n++] = k;
+        }
+    return n;
+}
+
+/* Transformed tiles are stored tile by tile: V (tc, npos, C), value xi of
+ * channel c of tile t at t * (npos * C + TILE_PAD) + xi * C + c, so that a
  * transform reads or writes one contiguous block. Matrix xi of the chunk,
- * V[xi] (tc, C), is then a matrix whose rows lie 36 * C + TILE_PAD floats
+ * V[xi] (tc, C), is then a matrix whose rows lie npos * C + TILE_PAD floats
  * apart, which the GEMM reads where it lies (pynn_gemm_solo_strided).
  * (Stored matrix by matrix instead, the 36 scattered rows of each tile kept
  * the transforms waiting for the cache: a quarter of the forward's time,
@@ -171,12 +317,10 @@ static inline void lanes_out(float *restrict dst, const float *restrict src, int
  * evict each other; one line more spreads them over all 64 (the weight
  * gradient 5-7 % faster on AVX2, scripts/ab_kernels.py; no bit moves: the
  * GEMM's sums do not depend on where their operands lie). */
-static inline size_t tile_floats(int C) { return (size_t)XI * C + TILE_PAD; }
-static inline size_t at(int64_t t, int xi, int C) {
-    return (size_t)t * tile_floats(C) + (size_t)xi * C;
+static inline size_t tile_floats(const kind *k, int C) { return (size_t)k->npos * C + TILE_PAD; }
+static inline size_t at(const kind *k, int64_t t, int xi, int C) {
+    return (size_t)t * tile_floats(k, C) + (size_t)xi * C;
 }
-
-/* ---- the chunks -------------------------------------------------------------------- */
 
 /* the chunk of tiles a thread takes: about `floats` floats of V and M (or V
  * and Yhat) together, so that both stay in L2 beside U; fixed by the shape
@@ -191,8 +335,8 @@ static inline size_t at(int64_t t, int xi, int C) {
  * the presets' layers, scripts/bench.py --only conv: 1.6-2.2x over im2col
  * forward, against 1.6-2.0x with 128 K; on the Zen 3, 128 K in multiples
  * of 24 gained nothing over 64 K. */
-static int64_t chunk_tiles(int C, int OC, int64_t floats, int unit) {
-    int64_t t = floats / ((int64_t)XI * (C + OC)) / unit * unit;
+static int64_t chunk_tiles(const kind *k, int C, int OC, int64_t floats, int unit) {
+    int64_t t = floats / ((int64_t)k->npos * (C + OC)) / unit * unit;
     return t < unit ? unit : t;
 }
 
@@ -204,26 +348,28 @@ static inline void copy_floats(float *restrict dst, const float *restrict src, i
     for (; i < n; i++) dst[i] = src ? src[i] : 0.0f;
 }
 
-/* where tile t (of B*tH*tW, image by image, row by row) lies: its image and the
- * top-left pixel of its 4x4 outputs; its 6x6 input patch starts one pixel up
- * and left of that */
+/* where tile t of kind k (of B*rows*cols, image by image, row by row) lies:
+ * its image and the top-left pixel of its outputs; its input patch starts
+ * one pixel up and left of that */
 typedef struct { int64_t img; int y, x; } tile_pos;
-static inline tile_pos tile_at(int64_t t, int tH, int tW) {
-    const tile_pos p = {t / ((int64_t)tH * tW), TILE * (int)(t / tW % tH), TILE * (int)(t % tW)};
+static inline tile_pos tile_at(const kind *k, int64_t t) {
+    const tile_pos p = {t / ((int64_t)k->rows * k->cols),
+                        k->y0 + k->my * (int)(t / k->cols % k->rows),
+                        k->x0 + k->mx * (int)(t % k->cols)};
     return p;
 }
 
-/* patch (6, 6, C) = the input pixels under tile t (image b, tile row ty,
- * column tx), zeros outside the image: copied row by row, so that the reads
- * stream (read where they lie, the 36 pixels of a tile kept the memory
- * system waiting: 70 % of the transform's time) */
-static void tile_patch(float *restrict patch, const float *inp, int64_t t, int H, int W, int C,
-                       int tH, int tW) {
-    const tile_pos p = tile_at(t, tH, tW);
+/* patch (ay, ax, C) = the input pixels under tile t, zeros outside the
+ * image: copied row by row, so that the reads stream (read where they lie,
+ * the 36 pixels of a tile kept the memory system waiting: 70 % of the
+ * transform's time) */
+SIZED void tile_patch(float *restrict patch, const float *inp, const kind *k, int64_t t, int H,
+                      int W, int C, int ay, int ax) {
+    const tile_pos p = tile_at(k, t);
     const int x0 = p.x - 1, s0 = x0 < 0 ? -x0 : 0;
-    const int s1 = W - x0 < ALPHA ? W - x0 : ALPHA; /* columns [s0, s1) are inside */
-    const int row = ALPHA * C;
-    for (int r = 0; r < ALPHA; r++) {
+    const int s1 = W - x0 < ax ? W - x0 : ax; /* columns [s0, s1) are inside */
+    const int row = ax * C;
+    for (int r = 0; r < ay; r++) {
         const int y = p.y - 1 + r;
         float *dst = patch + (size_t)r * row;
         if (y < 0 || y >= H || s1 <= s0) {
@@ -233,95 +379,130 @@ static void tile_patch(float *restrict patch, const float *inp, int64_t t, int H
         copy_floats(dst, NULL, s0 * C);
         copy_floats(dst + (size_t)s0 * C, inp + (((size_t)p.img * H + y) * W + x0 + s0) * C,
                     (s1 - s0) * C);
-        copy_floats(dst + (size_t)s1 * C, NULL, (ALPHA - s1) * C);
+        copy_floats(dst + (size_t)s1 * C, NULL, (ax - s1) * C);
     }
 }
 
-/* ask the memory for the input pixels under tile t (of B*tH*tW tiles) ahead
- * of their use: a cache line at a time, the rows of the 6x6 patch that lie
- * inside the image. The patch copy waited on them otherwise (perf annotate:
- * half of input_transform's time on the loads of tile_patch). */
-static void prefetch_patch(const float *inp, int64_t t, int64_t T, int H, int W, int C, int tH,
-                           int tW) {
-    if (t >= T) return;
-    const tile_pos p = tile_at(t, tH, tW);
-    const int x0 = p.x - 1 < 0 ? 0 : p.x - 1;
-    const int x1 = p.x - 1 + ALPHA < W ? p.x - 1 + ALPHA : W;
-    for (int r = 0; r < ALPHA; r++) {
-        const int y = p.y - 1 + r;
+/* ask the memory for the pixels of rows y0 .. y0+ny-1, columns x0 ..
+ * x0+nx-1 of image img of a (B,H,W,C) array ahead of their use, a cache
+ * line at a time, those inside the image: the input patch of a tile, or
+ * its output gradient. The copies waited on them otherwise (perf annotate:
+ * half of input_transform's time on the loads of tile_patch, and a sixth of
+ * the weight gradient's on those of dout). */
+SIZED void prefetch_pixels(const float *a, int64_t img, int y0, int x0, int ny, int nx, int H,
+                           int W, int C) {
+    const int x1 = x0 + nx < W ? x0 + nx : W;
+    x0 = x0 < 0 ? 0 : x0;
+    for (int r = 0; r < ny; r++) {
+        const int y = y0 + r;
         if (y < 0 || y >= H) continue;
-        const char *row = (const char *)(inp + (((size_t)p.img * H + y) * W + x0) * C);
+        const char *row = (const char *)(a + (((size_t)img * H + y) * W + x0) * C);
         const size_t bytes = (size_t)(x1 - x0) * C * sizeof(float);
         for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(row + o);
     }
 }
 
-/* V (tc, 36, C): V[t][xi][c] = (B^T d B)[xi] of tiles t0 .. t0+tc-1 (of T);
- * patch is room for one tile's 6x6xC input pixels */
-static void input_transform(float *restrict V, const float *inp, float *restrict patch, int64_t t0,
-                            int tc, int64_t T, int H, int W, int C, int tH, int tW) {
-    lanes d[XI], col[XI], v[XI];
+/* V (tc, xi, C): V[t][xi][c] = (B^T d B)[xi] of tiles t0 .. t0+tc-1 of kind
+ * k, whose transforms are ay x ax; patch is room for one tile's input pixels */
+SIZED void input_transform_sized(float *restrict V, const float *inp, float *restrict patch,
+                                 const kind *k, int64_t t0, int tc, int H, int W, int C, int ay,
+                                 int ax) {
+    lanes d[MAX_XI], col[MAX_XI], v[MAX_XI];
     for (int t = 0; t < tc; t++) {
-        prefetch_patch(inp, t0 + t + PREFETCH_TILES, T, H, W, C, tH, tW);
-        tile_patch(patch, inp, t0 + t, H, W, C, tH, tW);
+        if (t0 + t + PREFETCH_TILES < k->T) {
+            const tile_pos p = tile_at(k, t0 + t + PREFETCH_TILES);
+            prefetch_pixels(inp, p.img, p.y - 1, p.x - 1, ay, ax, H, W, C);
+        }
+        tile_patch(patch, inp, k, t0 + t, H, W, C, ay, ax);
         for (int c0 = 0; c0 < C; c0 += LANES) {
             const int n = C - c0 < LANES ? C - c0 : LANES;
-            for (int q = 0; q < XI; q++) lanes_in(d[q], patch + (size_t)q * C + c0, n);
-            for (int s = 0; s < ALPHA; s++) bt6(col + s, ALPHA, d + s, ALPHA); /* B^T d */
-            for (int i = 0; i < ALPHA; i++) bt6(v + i * ALPHA, 1, col + i * ALPHA, 1); /* . B */
-            for (int q = 0; q < XI; q++) lanes_out(V + at(t, q, C) + c0, v[q], n);
+            for (int q = 0; q < ay * ax; q++) lanes_in(d[q], patch + (size_t)q * C + c0, n);
+            for (int s = 0; s < ax; s++) transform_bt(ay, col + s, ax, d + s, ax); /* B^T d */
+            for (int i = 0; i < ay; i++) transform_bt(ax, v + i * ax, 1, col + i * ax, 1); /* . B */
+            for (int q = 0; q < ay * ax; q++) lanes_out(V + at(k, t, q, C) + c0, v[q], n);
         }
     }
 }
+static void input_transform(float *restrict V, const float *inp, float *restrict patch,
+                            const kind *k, int64_t t0, int tc, int H, int W, int C) {
+    BY_SIZE(k, input_transform_sized, V, inp, patch, k, t0, tc, H, W, C);
+}
 
-/* out (B,H,W,OC) of tiles t0 .. t0+tc-1 from M (tc, 36, OC): A^T M A (+ bias);
- * the outputs of a tile that fall past the image are not stored */
-static void output_transform(float *out, const float *restrict M, const float *bias, int64_t t0,
-                             int tc, int H, int W, int OC, int tH, int tW) {
-    lanes m[XI], col[TILE * ALPHA], y[TILE * TILE], b;
+/* out (B,H,W,OC) of tiles t0 .. t0+tc-1 of kind k from M (tc, xi, OC):
+ * A^T M A (+ bias); the outputs of a tile that fall past the image are not
+ * stored */
+SIZED void output_transform_sized(float *out, const float *restrict M, const float *bias,
+                                  const kind *k, int64_t t0, int tc, int H, int W, int OC, int ay,
+                                  int ax) {
+    const int my = ay - 2, mx = ax - 2;
+    lanes m[MAX_XI], col[MAX_XI], y[16], b;
     for (int t = 0; t < tc; t++) {
-        const tile_pos p = tile_at(t0 + t, tH, tW);
-        const int ny = H - p.y < TILE ? H - p.y : TILE;
-        const int nx = W - p.x < TILE ? W - p.x : TILE;
+        const tile_pos p = tile_at(k, t0 + t);
+        const int ny = H - p.y < my ? H - p.y : my;
+        const int nx = W - p.x < mx ? W - p.x : mx;
         float *o0 = out + (((size_t)p.img * H + p.y) * W + p.x) * OC;
         for (int c0 = 0; c0 < OC; c0 += LANES) {
             const int n = OC - c0 < LANES ? OC - c0 : LANES;
-            for (int q = 0; q < XI; q++) lanes_in(m[q], M + at(t, q, OC) + c0, n);
-            for (int j = 0; j < ALPHA; j++) at6(col + j, ALPHA, m + j, ALPHA); /* A^T m */
-            if (!bias && OC % LANES == 0 && ny == TILE && nx == TILE) { /* so n == LANES */
-                /* . A, written where the tile lies in out (row i's four pixels
+            for (int q = 0; q < ay * ax; q++) lanes_in(m[q], M + at(k, t, q, OC) + c0, n);
+            for (int j = 0; j < ax; j++) transform_at(ay, col + j, ax, m + j, ax); /* A^T m */
+            if (!bias && OC % LANES == 0 && ny == my && nx == mx) { /* so n == LANES */
+                /* . A, written where the tile lies in out (row i's pixels
                  * are OC floats, OC / LANES lanes, apart): one move less per
                  * value than through y (fwd 1-3 % faster, ab_kernels) */
-                for (int i = 0; i < TILE; i++)
-                    at6((lanes *)(o0 + (size_t)i * W * OC + c0), OC / LANES, col + i * ALPHA, 1);
+                for (int i = 0; i < my; i++)
+                    transform_at(ax, (lanes *)(o0 + (size_t)i * W * OC + c0), OC / LANES,
+                                 col + i * ax, 1);
                 continue;
             }
-            for (int i = 0; i < TILE; i++) at6(y + i * TILE, 1, col + i * ALPHA, 1); /* . A */
+            for (int i = 0; i < my; i++) transform_at(ax, y + i * mx, 1, col + i * ax, 1); /* . A */
             if (bias) lanes_in(b, bias + c0, n);
             for (int i = 0; i < ny; i++)
                 for (int j = 0; j < nx; j++) {
                     float *dst = o0 + ((size_t)i * W + j) * OC + c0;
                     if (bias)
-                        for (int l = 0; l < n; l++) dst[l] = y[i * TILE + j][l] + b[l];
+                        for (int l = 0; l < n; l++) dst[l] = y[i * mx + j][l] + b[l];
                     else
-                        lanes_out(dst, y[i * TILE + j], n);
+                        lanes_out(dst, y[i * mx + j], n);
                 }
         }
     }
 }
 
-/* U (36, C, OC) = G g G^T of every kernel g = weight[o, :, :, c], weight (OC,3,3,C) */
-static void weight_transform(float *restrict U, const float *restrict weight, int C, int OC) {
-    lanes g[9], col[ALPHA * 3], u[XI];
-    for (int o = 0; o < OC; o++)
+static void output_transform(float *out, const float *restrict M, const float *bias,
+                             const kind *k, int64_t t0, int tc, int H, int W, int OC) {
+    BY_SIZE(k, output_transform_sized, out, M, bias, k, t0, tc, H, W, OC);
+}
+
+/* U (xi, C, OC) = G g G^T of every kernel g = weight[o, :, :, c] for
+ * transforms of ay x ax, weight (OC,3,3,C). The kernels of LANES output
+ * channels are transformed into u first, so that U is written a row of
+ * LANES channels o at a time (written value by value, OC floats apart, U
+ * cost as much as the whole input transform of a 14x14 layer: perf) */
+SIZED void weight_transform_sized(float *restrict U, const float *restrict weight, int C, int OC,
+                                  int ay, int ax) {
+    lanes gg[9], col[MAX_XI], u[LANES][MAX_XI];
+    for (int o0 = 0; o0 < OC; o0 += LANES) {
+        const int no = OC - o0 < LANES ? OC - o0 : LANES;
         for (int c0 = 0; c0 < C; c0 += LANES) {
             const int n = C - c0 < LANES ? C - c0 : LANES;
-            for (int q = 0; q < 9; q++) lanes_in(g[q], weight + ((size_t)o * 9 + q) * C + c0, n);
-            for (int j = 0; j < 3; j++) g3(col + j, 3, g + j, 3); /* G g */
-            for (int i = 0; i < ALPHA; i++) g3(u + i * ALPHA, 1, col + i * 3, 1); /* . G^T */
-            for (int q = 0; q < XI; q++)
-                for (int l = 0; l < n; l++) U[((size_t)q * C + c0 + l) * OC + o] = u[q][l];
+            for (int oo = 0; oo < no; oo++) {
+                const float *wo = weight + (size_t)(o0 + oo) * 9 * C + c0;
+                for (int q = 0; q < 9; q++) lanes_in(gg[q], wo + (size_t)q * C, n);
+                for (int j = 0; j < 3; j++) transform_g(ay, col + j, 3, gg + j, 3); /* G g */
+                for (int i = 0; i < ay; i++)
+                    transform_g(ax, u[oo] + i * ax, 1, col + i * 3, 1); /* . G^T */
+            }
+            for (int q = 0; q < ay * ax; q++)
+                for (int l = 0; l < n; l++) {
+                    float *dst = U + ((size_t)q * C + c0 + l) * OC + o0;
+                    for (int oo = 0; oo < no; oo++) dst[oo] = u[oo][q][l];
+                }
         }
+    }
+}
+static void weight_transform(float *restrict U, const float *restrict weight, const kind *k, int C,
+                             int OC) {
+    BY_SIZE(k, weight_transform_sized, U, weight, C, OC);
 }
 
 int pynn_winograd_fits(int C, int OC, int k) { return k == 3 && C >= 8 && OC >= 8; }
@@ -329,110 +510,183 @@ int pynn_winograd_fits(int C, int OC, int k) { return k == 3 && C >= 8 && OC >= 
 void pynn_winograd_forward(float *out, const float *inp, const float *weight, const float *bias,
                            int B, int H, int W, int C, int OC) {
     /* out (B,H,W,OC), inp (B,H,W,C), weight (OC,3,3,C), bias (OC,) or NULL */
-    const int tH = (H + TILE - 1) / TILE, tW = (W + TILE - 1) / TILE;
-    const int64_t T = (int64_t)B * tH * tW, tc = chunk_tiles(C, OC, 65536, 24);
-    const int64_t n_chunks = (T + tc - 1) / tc;
-    const size_t per = tc * (tile_floats(C) + tile_floats(OC)) + (size_t)XI * C; /* V, M, patch */
-    float *U = pynn_work(PYNN_WORK_WINOGRAD_WEIGHTS, (size_t)XI * C * OC);
+    kind ks[4];
+    const int nk = tile_kinds(ks, B, H, W);
+    int64_t tc[4], first[5] = {0}; /* kind i's chunks are first[i] .. first[i+1]-1 */
+    size_t per = 0, u_at[4], u_floats = 0;
+    double flops = 0;
+    for (int i = 0; i < nk; i++) {
+        tc[i] = chunk_tiles(&ks[i], C, OC, 65536, 24);
+        first[i + 1] = first[i] + (ks[i].T + tc[i] - 1) / tc[i];
+        const size_t mine = tc[i] * (tile_floats(&ks[i], C) + tile_floats(&ks[i], OC));
+        per = mine > per ? mine : per;
+        u_at[i] = u_floats;
+        u_floats += (size_t)ks[i].npos * C * OC;
+        flops += 2.0 * ks[i].T * ks[i].npos * C * OC;
+    }
+    per += (size_t)MAX_XI * C; /* V, M, patch */
+    float *U = pynn_work(PYNN_WORK_WINOGRAD_WEIGHTS, u_floats ? u_floats : 1);
     float *work = pynn_work(PYNN_WORK_WINOGRAD, (size_t)omp_get_max_threads() * per);
-    weight_transform(U, weight, C, OC);
+    for (int i = 0; i < nk; i++) weight_transform(U + u_at[i], weight, &ks[i], C, OC);
     pynn_gemm_reserve();
-#pragma omp parallel if (2.0 * T * XI * C * OC >= PAR_MIN_FLOPS)
+#pragma omp parallel if (flops >= PAR_MIN_FLOPS)
     {
         float *V = work + (size_t)omp_get_thread_num() * per;
-        float *M = V + tc * tile_floats(C), *patch = M + tc * tile_floats(OC);
 #pragma omp for schedule(dynamic)
-        for (int64_t ch = 0; ch < n_chunks; ch++) {
-            const int64_t t0 = ch * tc;
-            const int n = (int)(t0 + tc < T ? tc : T - t0);
-            input_transform(V, inp, patch, t0, n, T, H, W, C, tH, tW);
-            for (int xi = 0; xi < XI; xi++) /* M[xi] (n, OC) = V[xi] (n, C) . U[xi] (C, OC) */
-                pynn_gemm_solo_strided(0, 0, n, OC, C, V + at(0, xi, C), tile_floats(C),
-                                       U + (size_t)xi * C * OC, (size_t)OC, M + at(0, xi, OC),
-                                       tile_floats(OC), 0);
-            output_transform(out, M, bias, t0, n, H, W, OC, tH, tW);
+        for (int64_t ch = 0; ch < first[nk]; ch++) {
+            int i = 0;
+            while (ch >= first[i + 1]) i++;
+            const kind *k = &ks[i];
+            float *M = V + tc[i] * tile_floats(k, C), *patch = M + tc[i] * tile_floats(k, OC);
+            const int64_t t0 = (ch - first[i]) * tc[i];
+            const int n = (int)(t0 + tc[i] < k->T ? tc[i] : k->T - t0);
+            input_transform(V, inp, patch, k, t0, n, H, W, C);
+            for (int xi = 0; xi < k->npos; xi++) /* M[xi] (n, OC) = V[xi] (n, C) . U[xi] (C, OC) */
+                pynn_gemm_solo_strided(0, 0, n, OC, C, V + at(k, 0, xi, C), tile_floats(k, C),
+                                       U + u_at[i] + (size_t)xi * C * OC, (size_t)OC,
+                                       M + at(k, 0, xi, OC), tile_floats(k, OC), 0);
+            output_transform(out, M, bias, k, t0, n, H, W, OC);
         }
     }
 }
 
-/* Yhat (tc, 36, OC) = A dY A^T of tiles t0 .. t0+tc-1 of dout (B,H,W,OC);
- * the outputs past the image have no gradient (0) */
-static void gradient_transform(float *restrict Yh, const float *dout, const float *zeros,
-                               int64_t t0, int tc, int H, int W, int OC, int tH, int tW) {
-    lanes dy[TILE * TILE], col[ALPHA * TILE], yh[XI];
+/* Yhat (tc, xi, OC) = A dY A^T of tiles t0 .. t0+tc-1 of kind k of dout
+ * (B,H,W,OC); the outputs past the image have no gradient (0) */
+SIZED void gradient_transform_sized(float *restrict Yh, const float *dout, const float *zeros,
+                                    const kind *k, int64_t t0, int tc, int H, int W, int OC,
+                                    int ay, int ax) {
+    const int my = ay - 2, mx = ax - 2;
+    lanes dy[16], col[MAX_XI], yh[MAX_XI];
     for (int t = 0; t < tc; t++) {
-        const tile_pos p = tile_at(t0 + t, tH, tW);
-        const int ny = H - p.y < TILE ? H - p.y : TILE;
-        const int nx = W - p.x < TILE ? W - p.x : TILE;
+        if (t0 + t + PREFETCH_TILES < k->T) {
+            const tile_pos f = tile_at(k, t0 + t + PREFETCH_TILES);
+            prefetch_pixels(dout, f.img, f.y, f.x, my, mx, H, W, OC);
+        }
+        const tile_pos p = tile_at(k, t0 + t);
+        const int ny = H - p.y < my ? H - p.y : my;
+        const int nx = W - p.x < mx ? W - p.x : mx;
         const float *g0 = dout + (((size_t)p.img * H + p.y) * W + p.x) * OC;
         for (int c0 = 0; c0 < OC; c0 += LANES) {
             const int n = OC - c0 < LANES ? OC - c0 : LANES;
-            for (int i = 0; i < TILE; i++)
-                for (int j = 0; j < TILE; j++)
-                    lanes_in(dy[i * TILE + j],
+            for (int i = 0; i < my; i++)
+                for (int j = 0; j < mx; j++)
+                    lanes_in(dy[i * mx + j],
                              i < ny && j < nx ? g0 + ((size_t)i * W + j) * OC + c0 : zeros, n);
-            for (int j = 0; j < TILE; j++) a4(col + j, TILE, dy + j, TILE); /* A dY */
-            for (int i = 0; i < ALPHA; i++) a4(yh + i * ALPHA, 1, col + i * TILE, 1); /* . A^T */
-            for (int q = 0; q < XI; q++) lanes_out(Yh + at(t, q, OC) + c0, yh[q], n);
+            for (int j = 0; j < mx; j++) transform_a(ay, col + j, mx, dy + j, mx); /* A dY */
+            for (int i = 0; i < ay; i++) /* . A^T */
+                transform_a(ax, yh + i * ax, 1, col + i * mx, 1);
+            for (int q = 0; q < ay * ax; q++) lanes_out(Yh + at(k, t, q, OC) + c0, yh[q], n);
         }
     }
+}
+static void gradient_transform(float *restrict Yh, const float *dout, const float *zeros,
+                               const kind *k, int64_t t0, int tc, int H, int W, int OC) {
+    BY_SIZE(k, gradient_transform_sized, Yh, dout, zeros, k, t0, tc, H, W, OC);
+}
+
+/* w (3, 3) = G^T x G for the LANES channels c0.. of output channel o, x
+ * the gradient dU (xi, OC, C) of transforms of ay x ax */
+SIZED void kernel_gradient_sized(lanes *restrict w, const float *restrict dU, int o, int c0, int n,
+                                 int C, int OC, int ay, int ax) {
+    lanes x[MAX_XI], col[MAX_XI];
+    for (int q = 0; q < ay * ax; q++) lanes_in(x[q], dU + ((size_t)q * OC + o) * C + c0, n);
+    for (int j = 0; j < ax; j++) transform_gt(ay, col + j, ax, x + j, ax); /* G^T x */
+    for (int r = 0; r < 3; r++) transform_gt(ax, w + r * 3, 1, col + r * ax, 1); /* . G */
 }
 
 void pynn_winograd_dweight(float *dweight, const float *dout, const float *inp, int B, int H,
                            int W, int C, int OC) {
-    /* dweight (OC,3,3,C) = the gradient of the forward above: G^T dU G with
-     * dU[xi] (OC, C) = sum over the tiles of Yhat[xi]^T . V[xi] */
-    const int tH = (H + TILE - 1) / TILE, tW = (W + TILE - 1) / TILE;
-    const int64_t T = (int64_t)B * tH * tW, tc = chunk_tiles(C, OC, 262144, 8);
-    const int64_t n_chunks = (T + tc - 1) / tc, n_slots = n_chunks < DW_SLOTS ? n_chunks : DW_SLOTS;
-    const size_t per = tc * (tile_floats(C) + tile_floats(OC)) + (size_t)XI * C + OC;
-    const size_t slot = (size_t)XI * OC * C;
-    float *dU = pynn_work(PYNN_WORK_WINOGRAD_WEIGHTS, (n_slots ? n_slots : 1) * slot);
+    /* dweight (OC,3,3,C) = the gradient of the forward above: the sum over
+     * the kinds of G^T dU G, with dU[xi] (OC, C) = the sum over the kind's
+     * tiles of Yhat[xi]^T . V[xi] */
+    kind ks[4];
+    const int nk = tile_kinds(ks, B, H, W);
+    /* kind i: chunks of tc[i] tiles, n_chunks[i] of them, summed in
+     * n_slots[i] slots of slot[i] floats from dU + base[i]; the slots of all
+     * kinds are numbered together, kind i's from first[i] */
+    int64_t tc[4], n_chunks[4], n_slots[4], first[5] = {0};
+    size_t slot[4], base[4], du_floats = 0, per = 0;
+    double flops = 0;
+    for (int i = 0; i < nk; i++) {
+        tc[i] = chunk_tiles(&ks[i], C, OC, 262144, 8);
+        n_chunks[i] = (ks[i].T + tc[i] - 1) / tc[i];
+        /* two chunks a slot at least: a slot's second chunk is added while
+         * the slot is in cache, where summing the slots afterwards reads
+         * them from memory (14x14 layers' weight gradients 6-11 % faster
+         * than with a slot per chunk, ab_kernels) */
+        n_slots[i] = (n_chunks[i] + 1) / 2 < DW_SLOTS ? (n_chunks[i] + 1) / 2 : DW_SLOTS;
+        first[i + 1] = first[i] + n_slots[i];
+        slot[i] = (size_t)ks[i].npos * OC * C;
+        base[i] = du_floats;
+        du_floats += n_slots[i] * slot[i];
+        const size_t mine = tc[i] * (tile_floats(&ks[i], C) + tile_floats(&ks[i], OC));
+        per = mine > per ? mine : per;
+        flops += 2.0 * ks[i].T * ks[i].npos * C * OC;
+    }
+    per += (size_t)MAX_XI * C + OC; /* V, Yhat, patch, zeros */
+    float *dU = pynn_work(PYNN_WORK_WINOGRAD_WEIGHTS, du_floats ? du_floats : 1);
     float *work = pynn_work(PYNN_WORK_WINOGRAD, (size_t)omp_get_max_threads() * per);
     pynn_gemm_reserve();
-#pragma omp parallel if (2.0 * T * XI * C * OC >= PAR_MIN_FLOPS)
+#pragma omp parallel if (flops >= PAR_MIN_FLOPS)
     {
         float *V = work + (size_t)omp_get_thread_num() * per;
-        float *Yh = V + tc * tile_floats(C), *patch = Yh + tc * tile_floats(OC);
-        float *zeros = patch + (size_t)XI * C; /* a pixel of zero gradient, OC channels */
+        float *zeros = V + per - OC; /* a pixel of zero gradient, OC channels */
         for (int o = 0; o < OC; o++) zeros[o] = 0.0f;
 #pragma omp for schedule(dynamic)
-        for (int64_t sl = 0; sl < n_slots; sl++) { /* chunks [c0, c1), summed in order */
-            const int64_t c0 = sl * n_chunks / n_slots, c1 = (sl + 1) * n_chunks / n_slots;
+        for (int64_t s = 0; s < first[nk]; s++) {
+            int i = 0;
+            while (s >= first[i + 1]) i++;
+            const kind *k = &ks[i];
+            float *Yh = V + tc[i] * tile_floats(k, C), *patch = Yh + tc[i] * tile_floats(k, OC);
+            float *dUs = dU + base[i] + (s - first[i]) * slot[i];
+            const int64_t sl = s - first[i]; /* the slot sums chunks [c0, c1), in order */
+            const int64_t c0 = sl * n_chunks[i] / n_slots[i];
+            const int64_t c1 = (sl + 1) * n_chunks[i] / n_slots[i];
             for (int64_t ch = c0; ch < c1; ch++) {
-                const int64_t t0 = ch * tc;
-                const int n = (int)(t0 + tc < T ? tc : T - t0);
-                input_transform(V, inp, patch, t0, n, T, H, W, C, tH, tW);
-                gradient_transform(Yh, dout, zeros, t0, n, H, W, OC, tH, tW);
-                for (int xi = 0; xi < XI; xi++) /* dU[xi] (OC, C) += Yhat[xi]^T . V[xi] */
-                    pynn_gemm_solo_strided(1, 0, OC, C, n, Yh + at(0, xi, OC), tile_floats(OC),
-                                           V + at(0, xi, C), tile_floats(C),
-                                           dU + sl * slot + (size_t)xi * OC * C, (size_t)C,
-                                           ch > c0 ? PYNN_GEMM_ACCUMULATE : 0);
+                const int64_t t0 = ch * tc[i];
+                const int n = (int)(t0 + tc[i] < k->T ? tc[i] : k->T - t0);
+                input_transform(V, inp, patch, k, t0, n, H, W, C);
+                gradient_transform(Yh, dout, zeros, k, t0, n, H, W, OC);
+                for (int xi = 0; xi < k->npos; xi++) /* dU[xi] (OC, C) += Yhat[xi]^T . V[xi] */
+                    pynn_gemm_solo_strided(1, 0, OC, C, n, Yh + at(k, 0, xi, OC),
+                                           tile_floats(k, OC), V + at(k, 0, xi, C),
+                                           tile_floats(k, C), dUs + (size_t)xi * OC * C,
+                                           (size_t)C, ch > c0 ? PYNN_GEMM_ACCUMULATE : 0);
             }
         }
-        /* the slots added into slot 0 in slot order, SUM_BLOCK floats at a
-         * time, so that they are read as streams (added where G^T dU G takes
-         * each value, the slots' scattered lines kept the loads waiting:
-         * perf put a tenth of the weight gradient's time there) */
-        const int64_t n_blocks = ((int64_t)slot + SUM_BLOCK - 1) / SUM_BLOCK;
+        /* each kind's slots added into its first in slot order, SUM_BLOCK
+         * floats at a time, so that they are read as streams (added where
+         * G^T dU G takes each value, the slots' scattered lines kept the
+         * loads waiting: perf put a tenth of the weight gradient's time
+         * there). The blocks of all kinds are numbered together. */
+        int64_t blocks[5] = {0};
+        for (int i = 0; i < nk; i++)
+            blocks[i + 1] = blocks[i] + ((int64_t)slot[i] + SUM_BLOCK - 1) / SUM_BLOCK;
 #pragma omp for schedule(static)
-        for (int64_t b = 0; b < n_blocks; b++) {
-            const size_t i0 = (size_t)b * SUM_BLOCK;
-            const size_t i1 = i0 + SUM_BLOCK < slot ? i0 + SUM_BLOCK : slot;
-            for (int64_t sl = 1; sl < n_slots; sl++)
-                for (size_t i = i0; i < i1; i++) dU[i] += dU[sl * slot + i];
+        for (int64_t b = 0; b < blocks[nk]; b++) {
+            int i = 0;
+            while (b >= blocks[i + 1]) i++;
+            float *d0 = dU + base[i];
+            const size_t i0 = (size_t)(b - blocks[i]) * SUM_BLOCK;
+            const size_t i1 = i0 + SUM_BLOCK < slot[i] ? i0 + SUM_BLOCK : slot[i];
+            for (int64_t sl = 1; sl < n_slots[i]; sl++)
+                for (size_t e = i0; e < i1; e++) d0[e] += d0[sl * slot[i] + e];
         }
 #pragma omp for schedule(static)
-        for (int o = 0; o < OC; o++) { /* G^T dU G */
-            lanes x[XI], col[3 * ALPHA], w[9];
+        for (int o = 0; o < OC; o++) { /* the sum over the kinds of G^T dU G */
+            lanes w[9], sum[9];
             for (int c0 = 0; c0 < C; c0 += LANES) {
                 const int n = C - c0 < LANES ? C - c0 : LANES;
-                for (int q = 0; q < XI; q++) lanes_in(x[q], dU + ((size_t)q * OC + o) * C + c0, n);
-                for (int j = 0; j < ALPHA; j++) gt6(col + j, ALPHA, x + j, ALPHA); /* G^T x */
-                for (int i = 0; i < 3; i++) gt6(w + i * 3, 1, col + i * ALPHA, 1); /* . G */
-                for (int q = 0; q < 9; q++)
-                    lanes_out(dweight + ((size_t)o * 9 + q) * C + c0, w[q], n);
+                for (int i = 0; i < nk; i++) {
+                    BY_SIZE(&ks[i], kernel_gradient_sized, w, dU + base[i], o, c0, n, C, OC);
+                    for (int q = 0; q < 9; q++)
+                        for (int l = 0; l < LANES; l++)
+                            sum[q][l] = i ? sum[q][l] + w[q][l] : w[q][l];
+                }
+                for (int q = 0; q < 9; q++) {
+                    if (nk == 0) move_lanes(sum[q], NULL); /* no tiles (B = 0): no gradient */
+                    lanes_out(dweight + ((size_t)o * 9 + q) * C + c0, sum[q], n);
+                }
             }
         }
     }

@@ -1,5 +1,5 @@
-"""Winograd F(4x4, 3x3) convolutions (csrc/winograd.c) against the
-double-precision reference (tests/cnn_reference.py) and against the im2col
+"""Winograd F(4x4, 3x3) convolutions, with F(2, 3) on edges of 4q + 1 and
+4q + 2 pixels (csrc/winograd.c), against the double-precision reference (tests/cnn_reference.py) and against the im2col
 road, forward, input gradient and weight gradient; the road a layer takes;
 thread-count invariance.
 
@@ -25,10 +25,12 @@ from reference import bits
 ERR = 1e-5  # against the double-precision reference
 ERR_LARGE = 2e-5  # against the im2col road, on the larger layers
 
-# (B, H, W, C, OC, k): image sides that are no multiple of the 4x4 tile, one
-# pixel, one row, more channels than a vector, fewer
+# (B, H, W, C, OC, k): image sides that are no multiple of the 4x4 tile (4q + 1
+# and 4q + 2 end in 2-pixel tiles, 4q + 3 in a 4-pixel one), sides of only a
+# 2-pixel tile, one pixel, one row, more channels than a vector, fewer
 SHAPES = [(2, 5, 7, 3, 4, 3), (1, 1, 1, 3, 2, 3), (2, 9, 6, 8, 5, 3), (1, 4, 4, 17, 9, 3),
-          (1, 1, 6, 4, 4, 3), (3, 8, 8, 8, 16, 3), (1, 14, 14, 16, 8, 3)]
+          (1, 1, 6, 4, 4, 3), (3, 8, 8, 8, 16, 3), (1, 14, 14, 16, 8, 3), (2, 2, 3, 9, 8, 3),
+          (1, 13, 10, 8, 16, 3), (2, 3, 2, 5, 17, 3)]
 
 
 @pytest.fixture
@@ -118,10 +120,12 @@ def test_the_road_is_chosen_by_the_shape(path):
     assert outs[0] == outs[1]
 
 
+# several chunks and weight-gradient slots; the second with tiles of all four
+# kinds (4x4, 4x2, 2x4 and 2x2 outputs), the 4x4 ones in several slots
 @needs_threads
-def test_winograd_is_the_same_on_any_thread_count(path):
+@pytest.mark.parametrize("shape", [(9, 15, 13, 40, 24, 3), (40, 14, 13, 40, 24, 3)], ids=str)
+def test_winograd_is_the_same_on_any_thread_count(path, shape):
     path(lib.PYNN_CONV_WINOGRAD)
-    shape = (9, 15, 13, 40, 24, 3)  # several chunks, several weight-gradient slots
     inp, w, bias, dout = big(shape)
     results = []
     for threads in THREAD_COUNTS:
