@@ -87,9 +87,9 @@ static void im2col(float *restrict col, const float *restrict inp, int64_t r0, i
  * with wt[i,j,o] = weight[o,i,j,0] (o last: a vector of channels per tap).
  * The forward keeps a block of DX pixels x DO channels in registers while
  * the k*k taps go by; the weight gradient keeps DX pixels' partial sums of
- * one tap and DO channels while the pixels of an image go by. Each image's
- * dw is its own (scratch), and the images' are added in image order: as
- * everywhere, the bits do not depend on the thread count. */
+ * a few taps (TAPS, below) and DO channels while the pixels of an image go
+ * by. Each image's dw is its own (scratch), and the images' are added in
+ * image order: as everywhere, the bits do not depend on the thread count. */
 #define DX 4       /* pixels of a block */
 #define DO (2 * VEC) /* channels of a block: two vecs (internal.h) */
 
@@ -143,57 +143,102 @@ static void direct_forward_image(float *restrict out, const float *restrict pad,
             }
 }
 
+/* Taps of one kernel row summed in one pass over the image: TAPS x DX x 2
+ * accumulators. With AVX-512's 32 registers three taps fit (24), and each
+ * vector of dout read serves three FMAs instead of one (the pass was bound
+ * by its loads); AVX2's 16 hold one tap's 8. Each tap's accumulators see
+ * the same sums in the same order either way, so the bits do not depend on
+ * TAPS. */
+#if VEC >= 16
+#define TAPS 3
+#else
+#define TAPS 1
+#endif
+
+/* dw[t0 .. t0+nt-1] (channels o0 .. o0+DO-1 of each tap (k,k,OCP)) = this
+ * image's sum over its pixels of pad[y+i, x+j] * dout[y,x,o], taps t0 ..
+ * t0+nt-1 in one kernel row (nt <= TAPS, a constant where it is called);
+ * dout (H,W,OC) */
+static inline __attribute__((always_inline)) void
+dweight_taps(float *restrict dw, const float *restrict pad, const float *restrict dout, int H,
+             int W, int OC, int OCP, int k, int t0, int nt, int o0) {
+    const int PW = pad_width(W, k);
+    vec acc[TAPS][DX][2];
+    for (int u = 0; u < nt; u++)
+        for (int q = 0; q < DX; q++) acc[u][q][0] = acc[u][q][1] = vzero();
+    for (int y = 0; y < H; y++) {
+        const float *src = pad + (size_t)(y + t0 / k) * PW + t0 % k; /* tap t0 + u: src + u */
+        const float *g = dout + (size_t)y * W * OC + o0;
+        int x = 0;
+        for (; x + DX <= W; x += DX)
+            for (int q = 0; q < DX; q++) {
+                const float *gq = g + (size_t)(x + q) * OC;
+                const vec g0 = vload(gq), g1 = vload(gq + VEC);
+                for (int u = 0; u < nt; u++) {
+                    acc[u][q][0] = vfma(acc[u][q][0], src[x + q + u], g0);
+                    acc[u][q][1] = vfma(acc[u][q][1], src[x + q + u], g1);
+                }
+            }
+        for (; x < W; x++) {
+            const float *gq = g + (size_t)x * OC;
+            const vec g0 = vload(gq), g1 = vload(gq + VEC);
+            for (int u = 0; u < nt; u++) {
+                acc[u][0][0] = vfma(acc[u][0][0], src[x + u], g0);
+                acc[u][0][1] = vfma(acc[u][0][1], src[x + u], g1);
+            }
+        }
+    }
+    for (int u = 0; u < nt; u++)
+        for (int h = 0; h < 2; h++) {
+            const vec sum =
+                vadd(vadd(acc[u][0][h], acc[u][1][h]), vadd(acc[u][2][h], acc[u][3][h]));
+            float *d = dw + (size_t)(t0 + u) * OCP + o0 + h * VEC;
+            for (int l = 0; l < VEC; l++) d[l] = vget(sum, l);
+        }
+}
+
 /* dw (k,k,OCP) = this image's sum over its pixels of pad[y+i, x+j] * dout[y,x,o];
  * dout (H,W,OC) */
 static void direct_dweight_image(float *restrict dw, const float *restrict pad,
                                  const float *restrict dout, int H, int W, int OC, int OCP,
                                  int k) {
     const int PW = pad_width(W, k);
-    for (int t = 0; t < k * k; t++)
-        for (int o0 = 0; o0 < OC; o0 += DO) {
-            const int nl = OC - o0 < DO ? OC - o0 : DO;
-            vec acc[DX][2];
-            for (int q = 0; q < DX; q++) acc[q][0] = acc[q][1] = vzero();
-            /* a partial block of channels (past OC) goes one channel at a time, in
-             * the same order as the vecs (four pixel accumulators, then
-             * (0 + 1) + (2 + 3)): which channels fall in a partial block depends
-             * on the vector width, their bits must not */
+    for (int o0 = 0; o0 < OC; o0 += DO) {
+        const int nl = OC - o0 < DO ? OC - o0 : DO;
+        if (nl == DO) { /* whole vecs: the taps of a kernel row TAPS at a time */
+            for (int t = 0; t < k * k;) {
+                if (t % k + TAPS <= k) {
+                    dweight_taps(dw, pad, dout, H, W, OC, OCP, k, t, TAPS, o0);
+                    t += TAPS;
+                } else {
+                    dweight_taps(dw, pad, dout, H, W, OC, OCP, k, t, 1, o0);
+                    t += 1;
+                }
+            }
+            continue;
+        }
+        /* a partial block of channels (past OC) goes one channel at a time, in
+         * the same order as the vecs (four pixel accumulators, then
+         * (0 + 1) + (2 + 3)): which channels fall in a partial block depends
+         * on the vector width, their bits must not */
+        for (int t = 0; t < k * k; t++) {
             float rest[DX][DO] = {{0}};
             for (int y = 0; y < H; y++) {
                 const float *src = pad + (size_t)(y + t / k) * PW + t % k;
                 const float *g = dout + (size_t)y * W * OC + o0;
                 int x = 0;
-                if (nl < DO) {
-                    for (; x + DX <= W; x += DX)
-                        for (int q = 0; q < DX; q++)
-                            for (int l = 0; l < nl; l++)
-                                rest[q][l] += src[x + q] * g[(size_t)(x + q) * OC + l];
-                    for (; x < W; x++)
-                        for (int l = 0; l < nl; l++) rest[0][l] += src[x] * g[(size_t)x * OC + l];
-                    continue;
-                }
                 for (; x + DX <= W; x += DX)
-                    for (int q = 0; q < DX; q++) {
-                        const float *gq = g + (size_t)(x + q) * OC;
-                        acc[q][0] = vfma(acc[q][0], src[x + q], vload(gq));
-                        acc[q][1] = vfma(acc[q][1], src[x + q], vload(gq + VEC));
-                    }
-                for (; x < W; x++) {
-                    const float *gq = g + (size_t)x * OC;
-                    acc[0][0] = vfma(acc[0][0], src[x], vload(gq));
-                    acc[0][1] = vfma(acc[0][1], src[x], vload(gq + VEC));
-                }
+                    for (int q = 0; q < DX; q++)
+                        for (int l = 0; l < nl; l++)
+                            rest[q][l] += src[x + q] * g[(size_t)(x + q) * OC + l];
+                for (; x < W; x++)
+                    for (int l = 0; l < nl; l++) rest[0][l] += src[x] * g[(size_t)x * OC + l];
             }
-            for (int h = 0; h < 2; h++) {
-                const vec sum = vadd(vadd(acc[0][h], acc[1][h]), vadd(acc[2][h], acc[3][h]));
-                for (int l = 0; l < VEC; l++) {
-                    const int c = h * VEC + l;
-                    dw[(size_t)t * OCP + o0 + c] =
-                        nl < DO ? (rest[0][c] + rest[1][c]) + (rest[2][c] + rest[3][c])
-                                : vget(sum, l);
-                }
-            }
+            for (int c = 0; c < DO; c++)
+                dw[(size_t)t * OCP + o0 + c] =
+                    (rest[0][c] + rest[1][c]) + (rest[2][c] + rest[3][c]);
         }
+    }
 }
 
 static int round_up(int n, int m) { return (n + m - 1) / m * m; }
