@@ -205,27 +205,18 @@ static inline void gt4(lanes *restrict out, int os, const lanes *restrict in, in
     }
 }
 
-/* the transform of side a: 6 (F(4, 3)) or 4 (F(2, 3)) */
-static inline void transform_bt(int a, lanes *restrict out, int os, const lanes *restrict in,
-                                int is) {
-    if (a == 6) bt6(out, os, in, is); else bt4(out, os, in, is);
-}
-static inline void transform_at(int a, lanes *restrict out, int os, const lanes *restrict in,
-                                int is) {
-    if (a == 6) at6(out, os, in, is); else at4(out, os, in, is);
-}
-static inline void transform_g(int a, lanes *restrict out, int os, const lanes *restrict in,
-                               int is) {
-    if (a == 6) g6(out, os, in, is); else g4(out, os, in, is);
-}
-static inline void transform_a(int a, lanes *restrict out, int os, const lanes *restrict in,
-                               int is) {
-    if (a == 6) a6(out, os, in, is); else a4(out, os, in, is);
-}
-static inline void transform_gt(int a, lanes *restrict out, int os, const lanes *restrict in,
-                                int is) {
-    if (a == 6) gt6(out, os, in, is); else gt4(out, os, in, is);
-}
+/* transform_bt, _at, _g, _a, _gt (a, out, os, in, is): the transform of
+ * side a, 6 (F(4, 3)) or 4 (F(2, 3)) */
+#define OF_SIDE(name)                                                                           \
+    static inline void transform_##name(int a, lanes *restrict out, int os,                    \
+                                        const lanes *restrict in, int is) {                    \
+        if (a == 6) name##6(out, os, in, is); else name##4(out, os, in, is);                   \
+    }
+OF_SIDE(bt)
+OF_SIDE(at)
+OF_SIDE(g)
+OF_SIDE(a)
+OF_SIDE(gt)
 
 /* dst[0:LANES] = src[0:LANES], or zeros when src is NULL, a target vector
  * (VEC floats) at a time. gcc 12 moves a 64-byte memcpy in 16-byte pieces
