@@ -3,9 +3,10 @@
  * Convolutional Neural Networks", 2015), with F(2, 3) on the edges where
  * 4-pixel tiles do not fit.
  *
- * The output is cut into tiles of 4x4 pixels. A tile needs the 6x6 input
- * pixels d around it (one pixel of border each side), and its 16 outputs of
- * one channel pair are, with the paper's matrices,
+ * The output is cut into tiles of 4x4 pixels (but for the edges, below). A
+ * tile needs the 6x6 input pixels d around it (one pixel of border each
+ * side), and its 16 outputs of one channel pair are, with the paper's
+ * matrices,
  *
  *     Y = A^T [ (G g G^T) . (B^T d B) ] A          (. : element by element)
  *
@@ -58,10 +59,9 @@
  * The tiles are taken in chunks of a size fixed by the layer's shape; each
  * thread transforms and multiplies whole chunks in its own buffers (they stay
  * in L2). The weight gradient's chunks are summed in slots of consecutive
- * chunks of a kind (at least two a slot, at most DW_SLOTS slots), each in
- * chunk order, and the slots in slot order: nothing depends on the thread
- * count. Each output element is
- * the same sequence of operations in every build (the transforms are per
+ * chunks of a kind (about two a slot, at most DW_SLOTS slots), each in chunk
+ * order, and the slots in slot order: nothing depends on the thread count.
+ * Each output element is the same sequence of operations in every build (the transforms are per
  * channel, the GEMM sums each element along K in order).
  *
  * Rounding: the transforms add terms of different sizes (up to 5 and 8
@@ -287,8 +287,10 @@ static int tile_kinds(kind *ks, int B, int H, int W) {
     for (int i = 0; i < 2; i++)
         for (int j = 0; j < 2; j++) {
             if (!rows[i] || !cols[j] || !B) continue;
-            kind k = {i ? 4 : 6, j ? 4 : 6, i ? 2 : 4, j ? 2 : 4, 0,
-                      rows[i], cols[j], i ? 4 * qy : 0, j ? 4 * qx : 0, 0};
+            kind k = {.ay = i ? 4 : 6, .ax = j ? 4 : 6, .rows = rows[i], .cols = cols[j],
+                      .y0 = i ? 4 * qy : 0, .x0 = j ? 4 * qx : 0};
+            k.my = k.ay - 2;
+            k.mx = k.ax - 2;
             k.npos = k.ay * k.ax;
             k.T = (int64_t)B * k.rows * k.cols;
             ks[n++] = k;
@@ -301,10 +303,10 @@ static int tile_kinds(kind *ks, int B, int H, int W) {
  * transform reads or writes one contiguous block. Matrix xi of the chunk,
  * V[xi] (tc, C), is then a matrix whose rows lie npos * C + TILE_PAD floats
  * apart, which the GEMM reads where it lies (pynn_gemm_solo_strided).
- * (Stored matrix by matrix instead, the 36 scattered rows of each tile kept
+ * (Stored matrix by matrix instead, the npos scattered rows of each tile kept
  * the transforms waiting for the cache: a quarter of the forward's time,
- * measured.) The pad, one cache line, is there for the GEMM: rows 36 * C
- * floats apart (9 KB for C = 64) all fall into 4 of the L1's 64 sets and
+ * measured.) The pad, one cache line, is there for the GEMM: rows npos * C
+ * floats apart (36 * C: 9 KB for C = 64) all fall into 4 of the L1's 64 sets and
  * evict each other; one line more spreads them over all 64 (the weight
  * gradient 5-7 % faster on AVX2, scripts/ab_kernels.py; no bit moves: the
  * GEMM's sums do not depend on where their operands lie). */
@@ -352,7 +354,7 @@ static inline tile_pos tile_at(const kind *k, int64_t t) {
 
 /* patch (ay, ax, C) = the input pixels under tile t, zeros outside the
  * image: copied row by row, so that the reads stream (read where they lie,
- * the 36 pixels of a tile kept the memory system waiting: 70 % of the
+ * the ay * ax pixels of a tile kept the memory system waiting: 70 % of the
  * transform's time) */
 SIZED void tile_patch(float *restrict patch, const float *inp, const kind *k, int64_t t, int H,
                       int W, int C, int ay, int ax) {
@@ -594,14 +596,16 @@ void pynn_winograd_dweight(float *dweight, const float *dout, const float *inp, 
     const int nk = tile_kinds(ks, B, H, W);
     /* kind i: chunks of tc[i] tiles, n_chunks[i] of them, summed in
      * n_slots[i] slots of slot[i] floats from dU + base[i]; the slots of all
-     * kinds are numbered together, kind i's from first[i] */
+     * kinds are numbered together, kind i's from first[i]. dU is at most
+     * DW_SLOTS x (36 + 24 + 24 + 16) x OC x C floats, when all four kinds
+     * have many tiles (26 MB for 64 -> 64 channels) */
     int64_t tc[4], n_chunks[4], n_slots[4], first[5] = {0};
     size_t slot[4], base[4], du_floats = 0, per = 0;
     double flops = 0;
     for (int i = 0; i < nk; i++) {
         tc[i] = chunk_tiles(&ks[i], C, OC, 262144, 8);
         n_chunks[i] = (ks[i].T + tc[i] - 1) / tc[i];
-        /* two chunks a slot at least: a slot's second chunk is added while
+        /* about two chunks a slot: a slot's second chunk is added while
          * the slot is in cache, where summing the slots afterwards reads
          * them from memory (14x14 layers' weight gradients 6-11 % faster
          * than with a slot per chunk, ab_kernels) */

@@ -1,7 +1,8 @@
 """Winograd F(4x4, 3x3) convolutions, with F(2, 3) on edges of 4q + 1 and
-4q + 2 pixels (csrc/winograd.c), against the double-precision reference (tests/cnn_reference.py) and against the im2col
-road, forward, input gradient and weight gradient; the road a layer takes;
-thread-count invariance.
+4q + 2 pixels (csrc/winograd.c), against the double-precision reference
+(tests/cnn_reference.py) and against the im2col road, forward, input
+gradient and weight gradient; the road a layer takes; thread-count
+invariance.
 
 The error of a result is measured against the sum of the magnitudes of its
 terms (ref.max_rel_err with the reference run on |values|). Winograd's
@@ -120,10 +121,11 @@ def test_the_road_is_chosen_by_the_shape(path):
     assert outs[0] == outs[1]
 
 
-# several chunks and weight-gradient slots; the second with tiles of all four
-# kinds (4x4, 4x2, 2x4 and 2x2 outputs), the 4x4 ones in several slots
+# several forward chunks of two kinds of tiles; then tiles of all four kinds
+# (4x4, 4x2, 2x4 and 2x2 outputs), the 4x4 ones in 5 weight-gradient chunks
+# (112 tiles each at C + OC = 64), so 3 slots of 1, 2 and 2 chunks
 @needs_threads
-@pytest.mark.parametrize("shape", [(9, 15, 13, 40, 24, 3), (40, 14, 13, 40, 24, 3)], ids=str)
+@pytest.mark.parametrize("shape", [(9, 15, 13, 40, 24, 3), (50, 14, 13, 40, 24, 3)], ids=str)
 def test_winograd_is_the_same_on_any_thread_count(path, shape):
     path(lib.PYNN_CONV_WINOGRAD)
     inp, w, bias, dout = big(shape)
