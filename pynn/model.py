@@ -120,14 +120,18 @@ class Sequential:
     def predict(self, x, batch_size=None, flip=False, on_logits=None):
         """Class indices (int32 Tensor (N,)) for the rows of x (N, D), in
         evaluation mode (training mode is restored afterwards). Batches of
-        1000 rows, or of 250 images for a CNN (its activations are larger).
+        1000 rows, or of 128 images for a CNN: its activations are larger, and
+        128 (the training batch the kernels are tuned for) predicted 12000
+        images with flips in 0.73 s where 250 took 0.77 s (Intel Xeon, 2
+        threads, medians of 8; faster in each of the 8 pairs). The logits
+        do not depend on the batch size.
 
         ``flip=True``: test-time augmentation; each image is also seen mirrored
         left-right, and the class is the argmax of the two logit vectors'
         sum. The rows must be square images (or the model's input_shape).
         ``on_logits(start, stop, logits)`` is called with each batch's logits
         (of the images as they are), e.g. to sum a loss."""
-        batch_size = batch_size or (250 if self.is_conv() else 1000)
+        batch_size = batch_size or (128 if self.is_conv() else 1000)
         n = x.shape[0]
         out = Tensor((n,), "int32")
         if flip:

@@ -237,6 +237,22 @@ def test_predict_with_flips_sums_the_logits_of_both_images(arch, width):
     assert all(layer.training for layer in model.layers if hasattr(layer, "training"))
 
 
+def test_predict_gives_the_same_logits_in_batches_of_any_size():
+    """model.predict's batch size is a matter of speed only: a fused CNN whose
+    convolutions take Winograd's road (8 channels, 10x10 images: edge tiles
+    too), batch norm in evaluation mode, with flips, gives the same logits
+    bit for bit in batches of 1, 7, 128 (the default) and all 150 rows."""
+    rng = random.Random(12)
+    model = fuse(build("c8,c8,p,f16", 100, 5, "relu", rng, batchnorm="all"))
+    x, _ = batch(rng, 150, 100, 5)
+    seen = []
+    for batch_size in (1, 7, None, 150):
+        seen.append([])
+        model.predict(x, batch_size=batch_size, flip=True,
+                      on_logits=lambda start, stop, out: seen[-1].extend(out.tolist()))
+    assert all(got == seen[0] for got in seen[1:])
+
+
 def test_predict_with_flips_needs_square_images():
     model = build("f8", 10, 3, "relu", random.Random(0))
     with pytest.raises(PynnError, match="square images"):
