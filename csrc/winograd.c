@@ -298,6 +298,15 @@ static int tile_kinds(kind *ks, int B, int H, int W) {
     return n;
 }
 
+/* the kind that item j belongs to, when the items (chunks, slots, blocks)
+ * of all kinds are numbered together and kind i's run from first[i] to
+ * first[i + 1] - 1 */
+static inline int kind_of(int64_t j, const int64_t *first) {
+    int i = 0;
+    while (j >= first[i + 1]) i++;
+    return i;
+}
+
 /* Transformed tiles are stored tile by tile: V (tc, npos, C), value xi of
  * channel c of tile t at t * (npos * C + TILE_PAD) + xi * C + c, so that a
  * transform reads or writes one contiguous block. Matrix xi of the chunk,
@@ -527,8 +536,7 @@ void pynn_winograd_forward(float *out, const float *inp, const float *weight, co
         float *V = work + (size_t)omp_get_thread_num() * per;
 #pragma omp for schedule(dynamic)
         for (int64_t ch = 0; ch < first[nk]; ch++) {
-            int i = 0;
-            while (ch >= first[i + 1]) i++;
+            const int i = kind_of(ch, first);
             const kind *k = &ks[i];
             float *M = V + tc[i] * tile_floats(k, C), *patch = M + tc[i] * tile_floats(k, OC);
             const int64_t t0 = (ch - first[i]) * tc[i];
@@ -629,8 +637,7 @@ void pynn_winograd_dweight(float *dweight, const float *dout, const float *inp, 
         for (int o = 0; o < OC; o++) zeros[o] = 0.0f;
 #pragma omp for schedule(dynamic)
         for (int64_t s = 0; s < first[nk]; s++) {
-            int i = 0;
-            while (s >= first[i + 1]) i++;
+            const int i = kind_of(s, first);
             const kind *k = &ks[i];
             float *Yh = V + tc[i] * tile_floats(k, C), *patch = Yh + tc[i] * tile_floats(k, OC);
             float *dUs = dU + base[i] + (s - first[i]) * slot[i];
@@ -659,8 +666,7 @@ void pynn_winograd_dweight(float *dweight, const float *dout, const float *inp, 
             blocks[i + 1] = blocks[i] + ((int64_t)slot[i] + SUM_BLOCK - 1) / SUM_BLOCK;
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < blocks[nk]; b++) {
-            int i = 0;
-            while (b >= blocks[i + 1]) i++;
+            const int i = kind_of(b, blocks);
             float *d0 = dU + base[i];
             const size_t i0 = (size_t)(b - blocks[i]) * SUM_BLOCK;
             const size_t i1 = i0 + SUM_BLOCK < slot[i] ? i0 + SUM_BLOCK : slot[i];
