@@ -72,6 +72,17 @@
  * conv2d_forward and against the im2col road). F(2, 3)'s halves are exact
  * in float. Training does not notice.
  */
+/* The transforms are loops of LANES (16) channels that gcc vectorizes. Its
+ * tuning for Intel's AVX-512 cores (-march=native on them) prefers 256-bit
+ * vectors for such loops, so a 16-channel step took two of each operation;
+ * this file's loops use the 512-bit ones the GEMM already uses. The values
+ * are the same: each lane is computed alone either way. 28x28x32 -> 32 went
+ * 0.92x forward and input gradient, 0.94x weight gradient; the 14x14 layers
+ * 0.94-0.97x (scripts/ab_kernels.py, Intel Xeon, 2026-12-04). Not for the
+ * whole build: batch norm's loops were slower with 512-bit vectors. */
+#if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC target("prefer-vector-width=512")
+#endif
 #include "internal.h"
 
 #define MAX_XI 36    /* positions of the largest transform, 6 x 6 */
