@@ -319,11 +319,15 @@ static void gemm_share(int ta, int tb, int M, int N, int K, const float *A, size
         const int kc = K - pc < KC ? K - pc : KC;
         /* A full panel of a B stored (K,N) is already rows of NR floats and
          * can be read where it lies, saving the copy: worth it when the panel
-         * fits in L1 or serves few tiles (small M), and not when the row
-         * stride is a multiple of 4 KB (the rows then share a few cache sets
-         * and evict each other). Measured over N = 128..2048, K = 64..1024,
-         * M = 64 and 256: this rule never loses more than noise to packing. */
-        const int in_place = !tb && ldb % 1024 != 0 && (kc <= 256 || m_panels <= 8);
+         * serves few tiles (small M), and not when the row stride is a
+         * multiple of 4 KB (the rows then share a few cache sets and evict
+         * each other). Measured over N = 128..2048, K = 64..1024, M = 64 and
+         * 256 (Zen 3), this rule never lost more than noise to packing. An
+         * earlier rule also read panels of kc <= 256 in place for any M: the
+         * dense layer's backward products (128x3136x256 NN, 256x3136x128 TN)
+         * were then 1.09-1.16x slower than packed on an Intel Xeon, and
+         * 1.05-1.17x on its AVX2 build (docs/performance.md). */
+        const int in_place = !tb && ldb % 1024 != 0 && m_panels <= 8;
         int panel = -1;
         const float *b = Bp;
         size_t bks = NR;
