@@ -321,12 +321,13 @@ static void gemm_share(int ta, int tb, int M, int N, int K, const float *A, size
          * can be read where it lies, saving the copy: worth it when the panel
          * serves few tiles (small M), and not when the row stride is a
          * multiple of 4 KB (the rows then share a few cache sets and evict
-         * each other). Measured over N = 128..2048, K = 64..1024, M = 64 and
-         * 256 (Zen 3), this rule never lost more than noise to packing. An
-         * earlier rule also read panels of kc <= 256 in place for any M: the
-         * dense layer's backward products (128x3136x256 NN, 256x3136x128 TN)
-         * were then 1.09-1.16x slower than packed on an Intel Xeon, and
-         * 1.05-1.17x on its AVX2 build (docs/performance.md). */
+         * each other). A grid over N = 128..2048, K = 64..1024, M = 64 and
+         * 256 (2026-11-26) had set the rule; it then also read panels of
+         * kc <= 256 in place for any M. On the Intel Xeon of
+         * docs/performance.md, packing those was faster: M = 256, K = 64..256
+         * 0.69-1.03x the time, the dense layer's backward products
+         * (128x3136x256 NN, 256x3136x128 TN) 0.86-0.92x (AVX2 build
+         * 0.86-0.96x). */
         const int in_place = !tb && ldb % 1024 != 0 && m_panels <= 8;
         int panel = -1;
         const float *b = Bp;

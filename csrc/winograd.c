@@ -61,8 +61,9 @@
  * in L2). The weight gradient's chunks are summed in slots of consecutive
  * chunks of a kind (about two a slot, at most DW_SLOTS slots), each in chunk
  * order, and the slots in slot order: nothing depends on the thread count.
- * Each output element is the same sequence of operations in every build (the transforms are per
- * channel, the GEMM sums each element along K in order).
+ * Each output element is the same sequence of operations in every build
+ * (the transforms are per channel, the GEMM sums each element along K in
+ * order).
  *
  * Rounding: the transforms add terms of different sizes (up to 5 and 8
  * times a value, and G's 1/6, 1/12, 1/24), so the result is about three bits
