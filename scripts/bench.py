@@ -12,8 +12,8 @@ importable; never a dependency):
     and at --threads (thread scaling); the same for the mlp preset's
     network and batch size (pynn.config: the mlp preset);
   - CSV parse time and MB/s of the course CSVs (when data/ has them);
-  - per conv layer of the cnn presets (CONV_PRESETS; batch 128, 28x28x1
-    input): GFLOP/s of conv2d_forward and conv2d_backward, beside the GEMM's
+  - per conv layer of the cnn presets' networks (CONV_PRESETS), or of each
+    --cnn-arch given (batch 128, 28x28x1 input): GFLOP/s of conv2d_forward and conv2d_backward, beside the GEMM's
     own at the equivalent products (what the convolution costs over its
     matrix products) and torch.nn.functional.conv2d on NCHW tensors;
   - ms per CNN training step (the networks of the cnn presets,
@@ -67,7 +67,7 @@ from pynn.train import fit
 LAYERS = [(784, 256), (256, 128), (128, 10)]  # (C, OC) of 784-256-128-10
 BATCHES = (64, 256)
 EPOCH_ROWS, EPOCH_BATCH = 60000, 64
-CONV_PRESETS, CONV_BATCH, IMAGE = ("cnn", "cnn-large", "cnn-deep"), 128, (28, 28, 1)
+CONV_PRESETS, CONV_BATCH, IMAGE = ("cnn", "cnn-large"), 128, (28, 28, 1)
 CNN_BATCH, CNN_ROWS = 128, 4096
 
 results = []  # (name, value, unit)
@@ -366,13 +366,14 @@ def fill_random(t, rng):
     return t
 
 
-def preset_convs():
-    """[(names, (H, W, C, OC, k), first)]: the conv layers of the CONV_PRESETS
-    as pynn.build makes them, with the image size each sees; a layer of the
-    same shape in several presets is listed once, with all its names."""
+def network_convs(networks):
+    """[(names, (H, W, C, OC, k), first)]: the conv layers of the networks,
+    (name, --arch) pairs, as pynn.build makes them, with the image size each
+    sees; a layer of the same shape in several networks is listed once, with
+    all its names."""
     layers = {}
-    for preset in CONV_PRESETS:
-        model = build(configure(preset).arch, 784, 10, "relu", random.Random(0))
+    for preset, arch in networks:
+        model = build(arch, 784, 10, "relu", random.Random(0))
         shape, n = model.input_shape, 0
         for layer in model.layers:
             if isinstance(layer, Conv2d):
@@ -428,10 +429,10 @@ def conv_contenders(B, H, W, C, OC, k, first, torch, rng):
     return fns
 
 
-def bench_conv(threads, repeat, torch):
+def bench_conv(networks, threads, repeat, torch):
     rng = random.Random(0)
     B = CONV_BATCH
-    print(f"\nConv layers of the {', '.join(CONV_PRESETS)} presets, batch {B}, "
+    print(f"\nConv layers of {', '.join(f'{name} ({arch})' for name, arch in networks)}, batch {B}, "
           f"{threads} threads: effective GFLOP/s (2 B H W k k C OC, the direct "
           f"convolution's flops, over the time) at the median block (best of {repeat})")
     print("  fwd: conv2d_forward; dinp: the input gradient; dw: the weight gradient; "
@@ -442,7 +443,7 @@ def bench_conv(threads, repeat, torch):
     if torch:
         header += f" {'torch':>14s} {'win/torch':>9s}"
     print(header)
-    for names, (H, W, C, OC, k), first in preset_convs():
+    for names, (H, W, C, OC, k), first in network_convs(networks):
         pynn.set_threads(threads)
         fns = conv_contenders(B, H, W, C, OC, k, first, torch, rng)
         times = block_times(fns, repeat)
@@ -674,7 +675,8 @@ def main(argv=None):
     p.add_argument("--only", choices=("gemm", "epoch", "parse", "conv", "cnn-step", "layers"),
                    help="one part only")
     p.add_argument("--cnn-arch", action="append",
-                   help="a network of the cnn-step and layers parts (again for more; default: the "
+                   help="a network of the conv, cnn-step and layers parts (again for more; "
+                        "default: the "
                         f"networks of the {', '.join(CONV_PRESETS)} presets)")
     p.add_argument("--cnn-steps", type=int, default=10,
                    help="training steps per timed block of the cnn-step part (layers: per round)")
@@ -702,9 +704,11 @@ def main(argv=None):
         bench_epoch(threads, args.repeat, torch)
     if args.only in (None, "parse"):
         bench_parse(args.data_dir, args.repeat)
+    networks = ([(f"arch{i}", arch) for i, arch in enumerate(args.cnn_arch, 1)] if args.cnn_arch
+                else [(p, configure(p).arch) for p in CONV_PRESETS])
+    archs = list(dict.fromkeys(arch for _, arch in networks))
     if args.only in (None, "conv"):
-        bench_conv(threads, args.repeat, torch)
-    archs = args.cnn_arch or list(dict.fromkeys(configure(p).arch for p in CONV_PRESETS))
+        bench_conv(networks, threads, args.repeat, torch)
     if args.only in (None, "cnn-step"):
         for arch in archs:
             bench_cnn_step(arch, threads, args.repeat, args.cnn_steps, torch)

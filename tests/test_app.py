@@ -445,8 +445,9 @@ def test_presets_and_explicit_options():
     assert PRESETS["cnn"] == {}
     mlp = configure("mlp")
     assert (mlp.arch, mlp.epochs, mlp.dropout, mlp.label_smoothing) == ("f1024,f512", 15, 0.0, 0.0)
-    mine = configure("cnn-deep", epochs=3, lr=0.5)
-    assert (mine.epochs, mine.lr, mine.arch) == (3, 0.5, PRESETS["cnn-deep"]["arch"])
+    mine = configure("cnn-large", epochs=3, lr=0.5)
+    assert (mine.epochs, mine.lr, mine.arch) == (3, 0.5, PRESETS["cnn-large"]["arch"])
+    assert mine.ema == PRESETS["cnn-large"]["ema"]  # the preset's own, not overridden
     assert mine.explicit == ("epochs", "lr", "model")
     with pytest.raises(pynn.PynnError, match="--model resnet: not one of"):
         configure("resnet")
