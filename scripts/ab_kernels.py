@@ -7,7 +7,7 @@ OLD and NEW are builds of pynn's extension: a `_kernels*.so` file, or a
 folder with one in it or in its `pynn/` (a checkout, or what
 scripts/build_variant.sh made). Both are loaded into this process (each
 resolves its own symbols), and each conv layer of the cnn presets
-(scripts/bench.py: CONV_PRESETS, preset_convs; or --shape) is timed in both:
+(scripts/bench.py: CONV_PRESETS, preset_networks; or --shape) is timed in both:
 forward (conv2d_forward), input gradient (the forward of dout with the
 turned kernel, as conv2d_backward computes it) and weight gradient
 (conv2d_backward, dinp NULL). The two builds take turns call by call,
@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import CONV_BATCH, cpu_name, fill_uniform, preset_convs
+from bench import CONV_BATCH, cpu_name, fill_uniform, network_convs, preset_networks
 
 
 def extension(path):
@@ -94,7 +94,7 @@ def main(argv=None):
     if args.shape:
         layers = [(s, (*map(int, s.split(",")), 3), False) for s in args.shape]
     else:
-        layers = preset_convs()
+        layers = network_convs(preset_networks())
     B = CONV_BATCH
     print(f"CPU: {cpu_name()}")
     print(f"old {paths[0]}\nnew {paths[1]}")

@@ -366,6 +366,11 @@ def fill_random(t, rng):
     return t
 
 
+def preset_networks():
+    """[(name, --arch)] of the CONV_PRESETS, the networks measured by default."""
+    return [(p, configure(p).arch) for p in CONV_PRESETS]
+
+
 def network_convs(networks):
     """[(names, (H, W, C, OC, k), first)]: the conv layers of the networks,
     (name, --arch) pairs, as pynn.build makes them, with the image size each
@@ -705,7 +710,7 @@ def main(argv=None):
     if args.only in (None, "parse"):
         bench_parse(args.data_dir, args.repeat)
     networks = ([(f"arch{i}", arch) for i, arch in enumerate(args.cnn_arch, 1)] if args.cnn_arch
-                else [(p, configure(p).arch) for p in CONV_PRESETS])
+                else preset_networks())
     archs = list(dict.fromkeys(arch for _, arch in networks))
     if args.only in (None, "conv"):
         bench_conv(networks, threads, args.repeat, torch)
