@@ -64,8 +64,8 @@ SCHEDULES = ("cosine", "constant")  # the learning rate after the warm-up
 PRESETS = {
     "cnn": {},
     # cnn-large: the most accurate that fits the budget with 1.4x to spare on 2 AVX-512 cores
-    # (an Intel Xeon: 369 s): a second conv at 14x14 and weight averaging. It tied the
-    # deeper c32,c32,p,c64,c64,p,f256 (18 epochs) on validation at 0.76x its time
+    # (an Intel Xeon: 358-369 s): a second conv at 14x14 and weight averaging. It tied the
+    # deeper c32,c32,p,c64,c64,p,f256 (18 epochs) on validation at 0.73x its time
     # (docs/experiments.md, 2026-12-07); on 2 AVX2 cores the budget shortens its schedule
     "cnn-large": {"arch": "c32,p,c64,c64,p,f256", "epochs": 22, "ema": 0.999},
     "mlp": {"arch": "f1024,f512", "epochs": 15, "batchnorm": "off", "dropout": 0.0, "lr": 1e-3,

@@ -13,8 +13,8 @@ importable; never a dependency):
     network and batch size (pynn.config: the mlp preset);
   - CSV parse time and MB/s of the course CSVs (when data/ has them);
   - per conv layer of the cnn presets' networks (CONV_PRESETS), or of each
-    --cnn-arch given (batch 128, 28x28x1 input): GFLOP/s of conv2d_forward and conv2d_backward, beside the GEMM's
-    own at the equivalent products (what the convolution costs over its
+    --cnn-arch given (batch 128, 28x28x1 input): GFLOP/s of conv2d_forward
+    and conv2d_backward, beside the GEMM's own at the equivalent products (what the convolution costs over its
     matrix products) and torch.nn.functional.conv2d on NCHW tensors;
   - ms per CNN training step (the networks of the cnn presets,
     or each --cnn-arch given; batch 128, Adam: gather, forward, loss,
@@ -377,7 +377,7 @@ def network_convs(networks):
     sees; a layer of the same shape in several networks is listed once, with
     all its names."""
     layers = {}
-    for preset, arch in networks:
+    for name, arch in networks:
         model = build(arch, 784, 10, "relu", random.Random(0))
         shape, n = model.input_shape, 0
         for layer in model.layers:
@@ -385,7 +385,7 @@ def network_convs(networks):
                 n += 1
                 key = (*shape[:2], layer.in_channels, layer.out_channels, layer.k)
                 first = not layer.input_grad
-                layers.setdefault((key, first), []).append(f"{preset}:{n}")
+                layers.setdefault((key, first), []).append(f"{name}:{n}")
             shape = layer.out_shape(shape)
     return [(" ".join(names), key, first) for (key, first), names in layers.items()]
 
