@@ -14,8 +14,9 @@ importable; never a dependency):
   - CSV parse time and MB/s of the course CSVs (when data/ has them);
   - per conv layer of the cnn presets' networks (CONV_PRESETS), or of each
     --cnn-arch given (batch 128, 28x28x1 input): GFLOP/s of conv2d_forward
-    and conv2d_backward, beside the GEMM's own at the equivalent products (what the convolution costs over its
-    matrix products) and torch.nn.functional.conv2d on NCHW tensors;
+    and conv2d_backward, beside the GEMM's own at the equivalent products
+    (what the convolution costs over its matrix products) and
+    torch.nn.functional.conv2d on NCHW tensors;
   - ms per CNN training step (the networks of the cnn presets,
     or each --cnn-arch given; batch 128, Adam: gather, forward, loss,
     backward, step), pynn's Sequential against the same network in PyTorch;
@@ -437,9 +438,10 @@ def conv_contenders(B, H, W, C, OC, k, first, torch, rng):
 def bench_conv(networks, threads, repeat, torch):
     rng = random.Random(0)
     B = CONV_BATCH
-    print(f"\nConv layers of {', '.join(f'{name} ({arch})' for name, arch in networks)}, batch {B}, "
-          f"{threads} threads: effective GFLOP/s (2 B H W k k C OC, the direct "
-          f"convolution's flops, over the time) at the median block (best of {repeat})")
+    nets = ", ".join(f"{name} ({arch})" for name, arch in networks)
+    print(f"\nConv layers of {nets}, batch {B}, {threads} threads: effective GFLOP/s "
+          f"(2 B H W k k C OC, the direct convolution's flops, over the time) at the median "
+          f"block (best of {repeat})")
     print("  fwd: conv2d_forward; dinp: the input gradient; dw: the weight gradient; "
           "im2col and winograd: pynn's two roads, forced (pynn takes winograd for 3x3 "
           "layers of 8 or more channels each way)")
@@ -681,8 +683,7 @@ def main(argv=None):
                    help="one part only")
     p.add_argument("--cnn-arch", action="append",
                    help="a network of the conv, cnn-step and layers parts (again for more; "
-                        "default: the "
-                        f"networks of the {', '.join(CONV_PRESETS)} presets)")
+                        f"default: the networks of the {', '.join(CONV_PRESETS)} presets)")
     p.add_argument("--cnn-steps", type=int, default=10,
                    help="training steps per timed block of the cnn-step part (layers: per round)")
     args = p.parse_args(argv)
