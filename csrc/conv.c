@@ -96,24 +96,29 @@ static void im2col(float *restrict col, const float *restrict inp, int64_t r0, i
 /* the padded row length: room for the left and right borders and for a last
  * block of DX pixels that reaches past the image */
 static int pad_width(int W, int k) { return W + k - 1 + DX; }
+size_t pynn_direct_pad_floats(int H, int W, int k) { return (size_t)(H + k - 1) * pad_width(W, k); }
 
 /* pad (H+k-1, pad_width) = img (H,W) with a zero border of k/2 (and zeros
  * right of it) */
-static void pad_image(float *restrict pad, const float *restrict img, int H, int W, int k) {
+void pynn_direct_pad(float *restrict pad, const float *restrict img, int H, int W, int k) {
     const int p = k / 2, PW = pad_width(W, k);
     for (int t = 0; t < (H + k - 1) * PW; t++) pad[t] = 0.0f;
     for (int y = 0; y < H; y++)
         for (int x = 0; x < W; x++) pad[(size_t)(y + p) * PW + x + p] = img[(size_t)y * W + x];
 }
 
-/* out (H,W,OC) of one image from its pad; wt (k,k,OCP), OCP = OC rounded up
- * to DO (zeros past OC) */
-static void direct_forward_image(float *restrict out, const float *restrict pad,
-                                 const float *restrict wt, const float *restrict bias, int H,
-                                 int W, int OC, int OCP, int k) {
+/* pixels p0 .. p1-1 (row by row) of one image's output, (p1-p0, OC) at out,
+ * from its pad; wt (k,k,OCP), OCP = OC rounded up to DO (zeros past OC).
+ * Each output value is its own sum over the k*k taps in order, whichever
+ * pixels are asked: fused.c recomputes parts of the first layer's output
+ * with it. */
+void pynn_direct_pixels(float *restrict out, const float *restrict pad,
+                        const float *restrict wt, const float *restrict bias, int p0, int p1,
+                        int W, int OC, int OCP, int k) {
     const int PW = pad_width(W, k);
-    for (int y = 0; y < H; y++)
-        for (int x = 0; x < W; x += DX)
+    for (int y = p0 / W; y * W < p1; y++) {
+        const int x0 = y * W < p0 ? p0 - y * W : 0, x1 = (y + 1) * W > p1 ? p1 - y * W : W;
+        for (int x = x0; x < x1; x += DX)
             for (int o0 = 0; o0 < OC; o0 += DO) {
                 vec acc[DX][2];
                 for (int q = 0; q < DX; q++) acc[q][0] = acc[q][1] = vzero();
@@ -127,9 +132,9 @@ static void direct_forward_image(float *restrict out, const float *restrict pad,
                             acc[q][1] = vfma(acc[q][1], src[q], w1);
                         }
                     }
-                const int nq = W - x < DX ? W - x : DX, nl = OC - o0 < DO ? OC - o0 : DO;
+                const int nq = x1 - x < DX ? x1 - x : DX, nl = OC - o0 < DO ? OC - o0 : DO;
                 for (int q = 0; q < nq; q++) {
-                    float *o = out + ((size_t)y * W + x + q) * OC + o0;
+                    float *o = out + ((size_t)y * W + x + q - p0) * OC + o0;
                     if (nl == DO) { /* whole vecs */
                         vstore(o, bias ? vadd(acc[q][0], vload(bias + o0)) : acc[q][0]);
                         vstore(o + VEC, bias ? vadd(acc[q][1], vload(bias + o0 + VEC)) : acc[q][1]);
@@ -141,6 +146,7 @@ static void direct_forward_image(float *restrict out, const float *restrict pad,
                     }
                 }
             }
+    }
 }
 
 /* Taps of one kernel row summed in one pass over the image: TAPS x DX x 2
@@ -199,9 +205,9 @@ dweight_taps(float *restrict dw, const float *restrict pad, const float *restric
 
 /* dw (k,k,OCP) = this image's sum over its pixels of pad[y+i, x+j] * dout[y,x,o];
  * dout (H,W,OC) */
-static void direct_dweight_image(float *restrict dw, const float *restrict pad,
-                                 const float *restrict dout, int H, int W, int OC, int OCP,
-                                 int k) {
+void pynn_direct_dweight_image(float *restrict dw, const float *restrict pad,
+                                const float *restrict dout, int H, int W, int OC, int OCP,
+                                int k) {
     const int PW = pad_width(W, k);
     for (int o0 = 0; o0 < OC; o0 += DO) {
         const int nl = OC - o0 < DO ? OC - o0 : DO;
@@ -243,40 +249,56 @@ static void direct_dweight_image(float *restrict dw, const float *restrict pad,
 
 static int round_up(int n, int m) { return (n + m - 1) / m * m; }
 
+const float *pynn_direct_weights(const float *weight, int OC, int k, int *OCP) {
+    *OCP = round_up(OC, DO);
+    float *wt = pynn_work(PYNN_WORK_TAP_WEIGHTS, (size_t)k * k * *OCP);
+    for (int t = 0; t < k * k; t++)
+        for (int o = 0; o < *OCP; o++)
+            wt[(size_t)t * *OCP + o] = o < OC ? weight[(size_t)o * k * k + t] : 0.0f;
+    return wt;
+}
+
 /* conv2d_forward of a one-channel input: inp (B,H,W), the rest as there */
 static void direct_forward(float *out, const float *inp, const float *weight, const float *bias,
                            int B, int H, int W, int OC, int k) {
-    const int OCP = round_up(OC, DO);
-    const size_t padn = (size_t)(H + k - 1) * pad_width(W, k);
-    float *wt = pynn_work(PYNN_WORK_TAP_WEIGHTS, (size_t)k * k * OCP);
+    int OCP;
+    const float *wt = pynn_direct_weights(weight, OC, k, &OCP);
+    const size_t padn = pynn_direct_pad_floats(H, W, k);
     float *pads = pynn_work(PYNN_WORK_PADDED_IMAGES, (size_t)omp_get_max_threads() * padn);
-    for (int t = 0; t < k * k; t++)
-        for (int o = 0; o < OCP; o++)
-            wt[(size_t)t * OCP + o] = o < OC ? weight[(size_t)o * k * k + t] : 0.0f;
 #pragma omp parallel if (2.0 * B * H * W * k * k * OC >= PAR_MIN_FLOPS)
     {
         float *pad = pads + (size_t)omp_get_thread_num() * padn;
 #pragma omp for schedule(static)
         for (int b = 0; b < B; b++) {
-            pad_image(pad, inp + (size_t)b * H * W, H, W, k);
-            direct_forward_image(out + (size_t)b * H * W * OC, pad, wt, bias, H, W, OC, OCP, k);
+            pynn_direct_pad(pad, inp + (size_t)b * H * W, H, W, k);
+            pynn_direct_pixels(out + (size_t)b * H * W * OC, pad, wt, bias, 0, H * W, W, OC, OCP,
+                               k);
         }
     }
 }
 
-/* conv2d_backward's dweight of a one-channel input: dweight (OC,k,k). The
- * images go in at most DW_SLOTS slots of consecutive images, each summed in
- * image order, then the slots in order (as gemm_dweight's chunks). */
-static void direct_dweight(float *dweight, const float *dout, const float *inp, int B, int H,
-                           int W, int OC, int k) {
+/* dout of image b as conv2d_backward has it: a slice of the batch's */
+typedef struct { const float *dout; size_t per; } batch_grad;
+static const float *slice_of(void *ctx, int b, const float *pad, float *scratch) {
+    (void)pad, (void)scratch;
+    const batch_grad *g = ctx;
+    return g->dout + (size_t)b * g->per;
+}
+
+/* conv2d_backward's dweight of a one-channel input, dweight (OC,k,k), with
+ * image b's output gradient from grad_of (internal.h). The images go in at
+ * most DW_SLOTS slots of consecutive images, each summed in image order, then
+ * the slots in order (as gemm_dweight's chunks). */
+void pynn_direct_dweight(float *dweight, pynn_image_grad grad_of, void *ctx, size_t scratch,
+                         const float *inp, int B, int H, int W, int OC, int k) {
     const int OCP = round_up(OC, DO), kk = k * k;
     const int n_slots = B < DW_SLOTS ? B : DW_SLOTS, threads = omp_get_max_threads();
-    const size_t padn = (size_t)(H + k - 1) * pad_width(W, k), per = (size_t)kk * OCP;
+    const size_t padn = pynn_direct_pad_floats(H, W, k), per = (size_t)kk * OCP;
     float *slot = pynn_work(PYNN_WORK_PARTIAL_DWEIGHT, (size_t)(n_slots + threads) * per);
-    float *pads = pynn_work(PYNN_WORK_PADDED_IMAGES, (size_t)threads * padn);
+    float *pads = pynn_work(PYNN_WORK_PADDED_IMAGES, (size_t)threads * (padn + scratch));
 #pragma omp parallel if (2.0 * B * H * W * kk * OC >= PAR_MIN_FLOPS)
     {
-        float *pad = pads + (size_t)omp_get_thread_num() * padn;
+        float *pad = pads + (size_t)omp_get_thread_num() * (padn + scratch);
         float *image = slot + (size_t)(n_slots + omp_get_thread_num()) * per;
 #pragma omp for schedule(dynamic)
         for (int sl = 0; sl < n_slots; sl++) {
@@ -285,8 +307,9 @@ static void direct_dweight(float *dweight, const float *dout, const float *inp, 
             const int b0 = (int)((int64_t)sl * B / n_slots);
             const int b1 = (int)((int64_t)(sl + 1) * B / n_slots);
             for (int b = b0; b < b1; b++) {
-                pad_image(pad, inp + (size_t)b * H * W, H, W, k);
-                direct_dweight_image(image, pad, dout + (size_t)b * H * W * OC, H, W, OC, OCP, k);
+                pynn_direct_pad(pad, inp + (size_t)b * H * W, H, W, k);
+                const float *g = grad_of(ctx, b, pad, pad + padn);
+                pynn_direct_dweight_image(image, pad, g, H, W, OC, OCP, k);
                 for (size_t t = 0; t < per; t++) sum[t] += image[t];
             }
         }
@@ -431,9 +454,10 @@ void conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dou
      * dbias[o]     = sum_r dout[r,o]                (OC,)
      * dinp         = conv2d(dout, wflip)            (B,H,W,C), see the top of this file */
     const int kkC = k * k * C;
-    if (C == 1)
-        direct_dweight(dweight, dout, inp, B, H, W, OC, k);
-    else if (use_winograd(C, OC, k))
+    if (C == 1) {
+        batch_grad g = {dout, (size_t)H * W * OC};
+        pynn_direct_dweight(dweight, slice_of, &g, 0, inp, B, H, W, OC, k);
+    } else if (use_winograd(C, OC, k))
         pynn_winograd_dweight(dweight, dout, inp, B, H, W, C, OC);
     else
         gemm_dweight(dweight, dout, inp, B, H, W, C, OC, k);

@@ -24,6 +24,22 @@ static inline float bn_relu(float z, float scale, float shift) {
     return v > 0.0f ? v : 0.0f;
 }
 
+/* one pooled row o (OW,C) from the two input rows r0, r1 (W,C) under it */
+static void pooled_row(float *restrict o, const float *restrict r0, const float *restrict r1,
+                       const float *restrict scale, const float *restrict shift, int OW, int C) {
+    for (int x = 0; x < OW; x++) {
+        const size_t at = (size_t)2 * x * C;
+        for (int c = 0; c < C; c++) {
+            const float v0 = bn_relu(r0[at + c], scale[c], shift[c]);
+            const float v1 = bn_relu(r0[at + C + c], scale[c], shift[c]);
+            const float v2 = bn_relu(r1[at + c], scale[c], shift[c]);
+            const float v3 = bn_relu(r1[at + C + c], scale[c], shift[c]);
+            const int a = pynn_window_argmax(v0, v1, v2, v3);
+            o[(size_t)x * C + c] = pynn_window_pick(a, v0, v1, v2, v3);
+        }
+    }
+}
+
 void batchnorm_relu_maxpool_forward(float *out, float *mean, float *invstd, float *running_mean,
                                     float *running_var, const float *inp, const float *gamma,
                                     const float *beta, int B, int H, int W, int C,
@@ -39,20 +55,8 @@ void batchnorm_relu_maxpool_forward(float *out, float *mean, float *invstd, floa
     const size_t row = (size_t)W * C;
 #pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
     for (int64_t q = 0; q < (int64_t)B * OH; q++) {
-        const int64_t b = q / OH, y = q % OH;
-        const float *r0 = inp + ((size_t)b * H + 2 * y) * row, *r1 = r0 + row;
-        float *o = out + (size_t)q * OW * C;
-        for (int x = 0; x < OW; x++) {
-            const size_t at = (size_t)2 * x * C;
-            for (int c = 0; c < C; c++) {
-                const float v0 = bn_relu(r0[at + c], scale[c], shift[c]);
-                const float v1 = bn_relu(r0[at + C + c], scale[c], shift[c]);
-                const float v2 = bn_relu(r1[at + c], scale[c], shift[c]);
-                const float v3 = bn_relu(r1[at + C + c], scale[c], shift[c]);
-                const int a = pynn_window_argmax(v0, v1, v2, v3);
-                o[(size_t)x * C + c] = pynn_window_pick(a, v0, v1, v2, v3);
-            }
-        }
+        const float *r0 = inp + ((size_t)(q / OH) * H + 2 * (q % OH)) * row;
+        pooled_row(out + (size_t)q * OW * C, r0, r0 + row, scale, shift, OW, C);
     }
 }
 
@@ -120,8 +124,8 @@ static void pooled_grad(float *restrict d0, float *restrict d1, const float *res
             const route r = window_route(p0[c], p1[c], p2[c], p3[c], scale[c], shift[c], gx[c]);
             /* t[i]: the dy that reaches input i (the winner's, else 0) */
             const float t0 = r.s1 | r.s2 | r.s3 ? 0.0f : r.dy;
-            const float t1 = r.s1 & !r.s2 & !r.s3 ? r.dy : 0.0f;
-            const float t2 = r.s2 & !r.s3 ? r.dy : 0.0f, t3 = r.s3 ? r.dy : 0.0f;
+            const float t1 = (r.s1 & !r.s2 & !r.s3) ? r.dy : 0.0f;
+            const float t2 = (r.s2 & !r.s3) ? r.dy : 0.0f, t3 = r.s3 ? r.dy : 0.0f;
             /* dinp = ca z + cb + cd t, with each rounding written out
              * (muladd, product: internal.h): the last input's cd t is
              * rounded apart. That is what gcc had made of the plain
@@ -138,6 +142,12 @@ static void pooled_grad(float *restrict d0, float *restrict d1, const float *res
             d0[(size_t)x * C + c] = ca[c] * r0[(size_t)x * C + c] + cb[c];
             d1[(size_t)x * C + c] = ca[c] * r1[(size_t)x * C + c] + cb[c];
         }
+}
+
+/* dinp = a * inp + b on a row (W,C) that no window covers (dy = 0) */
+static void windowless_row(float *restrict d, const float *restrict r, const float *restrict ca,
+                           const float *restrict cb, int W, int C) {
+    for (size_t t = 0; t < (size_t)W * C; t++) d[t] = ca[t % C] * r[t] + cb[t % C];
 }
 
 void batchnorm_relu_maxpool_backward(float *dinp, float *dgamma, float *dbeta,
@@ -174,6 +184,160 @@ void batchnorm_relu_maxpool_backward(float *dinp, float *dgamma, float *dbeta,
     if (H % 2) /* an odd last row of each image (or H == 1): no window, dy = 0 */
         for (int64_t b = 0; b < B; b++) {
             const size_t at = ((size_t)b * H + H - 1) * row;
-            for (size_t t = 0; t < row; t++) dinp[at + t] = ca[t % C] * inp[at + t] + cb[t % C];
+            windowless_row(dinp + at, inp + at, ca, cb, W, C);
         }
+}
+
+/* ---- the first conv block: Conv2d(1, C), batch norm, ReLU, max-pool ------------------ */
+/* The first layer's output (B,H,W,C) is the network's largest tensor (128
+ * images x 28 x 28 x 32 channels: 12.8 MB). Run as layers, it is written by
+ * the conv, read twice by the tail's forward and twice by its backward, whose
+ * gradient (as large) is written for the conv's weight gradient to read. But
+ * the conv reads one channel, so each of its values costs only k*k = 9
+ * multiply-adds of the image: these two kernels never store it. Each pass
+ * recomputes the few rows it needs from the image (pynn_direct_pixels, conv.c)
+ * into a buffer that stays in L1, and the gradient of the conv's output lives
+ * one image at a time, in L2 (recomputing instead of storing, as activation
+ * checkpointing does across layers).
+ *
+ * The plain version it must equal: conv2d_forward, then
+ * batchnorm_relu_maxpool_forward, and backward the same two in reverse
+ * (conv2d_backward without dinp: this is the first layer). The same bits,
+ * forward and backward: the recomputed values are the conv's own, batch
+ * norm's sums go in the same blocks of rows (pynn_bn_statistics_of) and the
+ * weight gradient's in the same slots of images (pynn_direct_dweight), in
+ * the same order (tests/test_fuse.py). */
+typedef struct {
+    const float *inp, *wt; /* the images (B,H,W); the conv's weights, taps first */
+    int H, W, C, OCP, k;   /* C: the conv's output channels, OCP of them stored per tap */
+    size_t padn;           /* floats of a padded image */
+    const float *dout, *scale, *shift, *ca, *cb, *cd; /* the backward's */
+} first_block;
+
+static first_block first_block_of(const float *inp, const float *weight, int H, int W, int C,
+                                  int k) {
+    first_block f = {.inp = inp, .H = H, .W = W, .C = C, .k = k,
+                     .padn = pynn_direct_pad_floats(H, W, k)};
+    f.wt = pynn_direct_weights(weight, C, k, &f.OCP);
+    return f;
+}
+
+/* the conv's output rows y0 .. y1-1 of the image padded in pad, into rows */
+static void conv_rows(float *rows, const first_block *f, const float *pad, int y0, int y1) {
+    pynn_direct_pixels(rows, pad, f->wt, NULL, y0 * f->W, y1 * f->W, f->W, f->C, f->OCP, f->k);
+}
+
+/* rows [r0, r1) of the conv's output (B*H*W rows of C) for batch norm's
+ * statistics (pynn_row_block): the pixels of each image the block reaches
+ * into, recomputed into scratch (first_block_scratch floats) */
+static size_t first_block_scratch(const first_block *f) {
+    return f->padn + (size_t)PYNN_BN_BLOCK * f->C;
+}
+static const float *conv_block(void *ctx, int64_t r0, int64_t r1, float *scratch) {
+    const first_block *f = ctx;
+    const int64_t HW = (int64_t)f->H * f->W;
+    float *pad = scratch, *block = pad + f->padn;
+    for (int64_t b = r0 / HW; b * HW < r1; b++) {
+        const int64_t p0 = (r0 > b * HW ? r0 : b * HW) - b * HW;             /* its pixels */
+        const int64_t p1 = (r1 < (b + 1) * HW ? r1 : (b + 1) * HW) - b * HW; /* [p0, p1) */
+        pynn_direct_pad(pad, f->inp + b * HW, f->H, f->W, f->k);
+        pynn_direct_pixels(block + (size_t)(b * HW + p0 - r0) * f->C, pad, f->wt, NULL, (int)p0,
+                           (int)p1, f->W, f->C, f->OCP, f->k);
+    }
+    return block;
+}
+
+void conv_batchnorm_relu_maxpool_forward(float *out, float *mean, float *invstd,
+                                         float *running_mean, float *running_var,
+                                         const float *inp, const float *weight,
+                                         const float *gamma, const float *beta, int B, int H,
+                                         int W, int C, int k, float momentum, float eps,
+                                         int training) {
+    /* out (B,H/2,W/2,C) = maxpool(max(batchnorm(conv2d(inp, weight)), 0)),
+     * inp (B,H,W,1), weight (C,k,k,1): statistics of the recomputed conv
+     * output (training), then each pair of its rows recomputed, normalized,
+     * rectified and pooled */
+    const first_block f = first_block_of(inp, weight, H, W, C, k);
+    const int64_t N = (int64_t)B * H * W;
+    pynn_bn_statistics_of(mean, invstd, running_mean, running_var, conv_block, (void *)&f,
+                          first_block_scratch(&f), N, C, momentum, eps, training);
+    float *coef = pynn_work(PYNN_WORK_COEFFICIENTS, (size_t)C * 3);
+    const float *scale = coef, *shift = coef + C;
+    pynn_bn_coefficients(coef, coef + C, mean, invstd, gamma, beta, C);
+    const int OH = H / 2, OW = W / 2;
+    const size_t per = f.padn + (size_t)2 * W * C; /* a thread's pad and two rows */
+    float *scr = pynn_work(PYNN_WORK_RECOMPUTED, (size_t)omp_get_max_threads() * per);
+#pragma omp parallel if (N * C >= PAR_MIN)
+    {
+        float *pad = scr + (size_t)omp_get_thread_num() * per, *rows = pad + f.padn;
+#pragma omp for schedule(static)
+        for (int b = 0; b < B; b++) {
+            pynn_direct_pad(pad, inp + (size_t)b * H * W, H, W, k);
+            for (int y = 0; y < OH; y++) {
+                conv_rows(rows, &f, pad, 2 * y, 2 * y + 2);
+                pooled_row(out + ((size_t)b * OH + y) * OW * C, rows, rows + (size_t)W * C,
+                           scale, shift, OW, C);
+            }
+        }
+    }
+}
+
+/* the gradient (H,W,C) of image b's conv output, into scratch (pynn_image_grad):
+ * pass 2 of batchnorm_relu_maxpool_backward on its recomputed rows */
+static const float *conv_output_grad(void *ctx, int b, const float *pad, float *scratch) {
+    const first_block *f = ctx;
+    const int H = f->H, W = f->W, C = f->C, OH = H / 2, OW = W / 2;
+    const size_t row = (size_t)W * C;
+    float *dz = scratch, *rows = dz + (size_t)H * row;
+    for (int y = 0; y < OH; y++) {
+        conv_rows(rows, f, pad, 2 * y, 2 * y + 2);
+        pooled_grad(dz + 2 * y * row, dz + (2 * y + 1) * row, rows, rows + row,
+                    f->dout + ((size_t)b * OH + y) * OW * C, f->scale, f->shift, f->ca, f->cb,
+                    f->cd, OW, W, C);
+    }
+    if (H % 2) { /* an odd last row: no window */
+        conv_rows(rows, f, pad, H - 1, H);
+        windowless_row(dz + (size_t)(H - 1) * row, rows, f->ca, f->cb, W, C);
+    }
+    return dz;
+}
+
+void conv_batchnorm_relu_maxpool_backward(float *dweight, float *dgamma, float *dbeta,
+                                          const float *dout, const float *inp,
+                                          const float *weight, const float *mean,
+                                          const float *invstd, const float *gamma,
+                                          const float *beta, int B, int H, int W, int C, int k) {
+    /* batchnorm_relu_maxpool_backward's two passes on the recomputed conv
+     * output (the sums, then its gradient, image by image), the second one
+     * feeding the conv's weight gradient as each image's gradient is made */
+    first_block f = first_block_of(inp, weight, H, W, C, k);
+    const int64_t N = (int64_t)B * H * W, nq = (int64_t)B * (H / 2);
+    const int OH = H / 2, OW = W / 2;
+    float *coef = pynn_work(PYNN_WORK_COEFFICIENTS, (size_t)C * 5);
+    float *part = pynn_work(PYNN_WORK_BLOCK_SUMS, (size_t)(nq > 0 ? nq : 1) * C * 2);
+    float *ca = coef, *cb = coef + C, *cd = coef + 2 * C, *scale = coef + 3 * C;
+    float *shift = coef + 4 * C;
+    pynn_bn_coefficients(scale, shift, mean, invstd, gamma, beta, C);
+    const size_t per = f.padn + (size_t)2 * W * C;
+    float *scr = pynn_work(PYNN_WORK_RECOMPUTED, (size_t)omp_get_max_threads() * per);
+#pragma omp parallel if (N * C >= PAR_MIN)
+    {
+        float *pad = scr + (size_t)omp_get_thread_num() * per, *rows = pad + f.padn;
+#pragma omp for schedule(static)
+        for (int b = 0; b < B; b++) {
+            pynn_direct_pad(pad, inp + (size_t)b * H * W, H, W, k);
+            for (int y = 0; y < OH; y++) {
+                const int64_t q = (int64_t)b * OH + y;
+                conv_rows(rows, &f, pad, 2 * y, 2 * y + 2);
+                pooled_sums(part + (size_t)q * C * 2, part + (size_t)q * C * 2 + C, rows,
+                            rows + (size_t)W * C, dout + (size_t)q * OW * C, scale, shift, mean,
+                            OW, C);
+            }
+        }
+    }
+    pynn_bn_backward_coefficients(ca, cb, cd, dgamma, dbeta, part, nq, mean, invstd, gamma, N,
+                                  C);
+    f.dout = dout, f.scale = scale, f.shift = shift, f.ca = ca, f.cb = cb, f.cd = cd;
+    pynn_direct_dweight(dweight, conv_output_grad, &f, (size_t)(H + 2) * W * C, inp, B, H, W, C,
+                        k);
 }

@@ -166,6 +166,7 @@ enum {
     PYNN_WORK_COEFFICIENTS,    /* norm.c, fused.c: per-channel scale, shift, ... */
     PYNN_WORK_WINOGRAD,        /* winograd.c: each thread's transformed tiles */
     PYNN_WORK_WINOGRAD_WEIGHTS,/* winograd.c: the transformed kernel (or its gradient) */
+    PYNN_WORK_RECOMPUTED,      /* norm.c, fused.c: each thread's recomputed conv outputs */
     PYNN_WORK_BUFFERS
 };
 float *pynn_work(int role, size_t n);
@@ -199,6 +200,16 @@ void pynn_gemm_release(void);
 void pynn_bn_statistics(float *mean, float *invstd, float *running_mean, float *running_var,
                         const float *inp, int64_t N, int C, float momentum, float eps,
                         int training);
+/* The same statistics of a tensor that is not stored: its rows come in blocks
+ * of PYNN_BN_BLOCK (the last one shorter) from rows_of(ctx, r0, r1, scratch),
+ * which returns rows [r0, r1) (r1-r0, C), computed into scratch (`scratch`
+ * floats of this thread's own) if need be. The same bits as the stored
+ * tensor's: the blocks, and the order of every sum, are the same. */
+#define PYNN_BN_BLOCK 256
+typedef const float *(*pynn_row_block)(void *ctx, int64_t r0, int64_t r1, float *scratch);
+void pynn_bn_statistics_of(float *mean, float *invstd, float *running_mean, float *running_var,
+                           pynn_row_block rows_of, void *ctx, size_t scratch, int64_t N, int C,
+                           float momentum, float eps, int training);
 /* scale = gamma * invstd, shift = beta - mean * scale: out = scale * inp + shift */
 void pynn_bn_coefficients(float *scale, float *shift, const float *mean, const float *invstd,
                           const float *gamma, const float *beta, int C);
@@ -207,6 +218,31 @@ void pynn_bn_coefficients(float *scale, float *shift, const float *mean, const f
 void pynn_bn_backward_coefficients(float *a, float *b, float *d, float *dgamma, float *dbeta,
                                    const float *part, int64_t nb, const float *mean,
                                    const float *invstd, const float *gamma, int64_t N, int C);
+
+/* ---- the one-channel convolution's pieces (conv.c), shared with fused.c ------- */
+/* The first layer's direct loops (conv.c says how), which fused.c calls to
+ * recompute that layer's output instead of storing it. An image is first
+ * copied into a zero-bordered pad of pynn_direct_pad_floats floats;
+ * pynn_direct_weights lays weight (OC,k,k) out taps first, OCP channels a
+ * tap (a work buffer, valid until the next call); pynn_direct_pixels computes
+ * output pixels p0 .. p1-1 (row by row) of the padded image, (p1-p0, OC) at
+ * out; and pynn_direct_dweight_image one image's weight gradient (k,k,OCP)
+ * from its pad and its output gradient (H,W,OC). */
+size_t pynn_direct_pad_floats(int H, int W, int k);
+void pynn_direct_pad(float *pad, const float *img, int H, int W, int k);
+const float *pynn_direct_weights(const float *weight, int OC, int k, int *OCP);
+void pynn_direct_pixels(float *out, const float *pad, const float *wt, const float *bias, int p0,
+                        int p1, int W, int OC, int OCP, int k);
+void pynn_direct_dweight_image(float *dw, const float *pad, const float *dout, int H, int W,
+                               int OC, int OCP, int k);
+/* The output gradient (H,W,OC) of image b, given its pad: a slice of the
+ * batch's (conv.c), or computed on the spot into scratch, this thread's
+ * `scratch` floats (fused.c). */
+typedef const float *(*pynn_image_grad)(void *ctx, int b, const float *pad, float *scratch);
+/* dweight (OC,k,k) = the sum over images b of pynn_direct_dweight_image's,
+ * in a fixed order (conv.c); inp (B,H,W) */
+void pynn_direct_dweight(float *dweight, pynn_image_grad grad_of, void *ctx, size_t scratch,
+                         const float *inp, int B, int H, int W, int OC, int k);
 
 /* ---- Winograd F(4x4, 3x3) convolutions, F(2, 3) edges (winograd.c), used by conv.c */
 /* whether a 3x3 layer of C -> OC channels takes this road by default */

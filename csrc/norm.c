@@ -17,7 +17,7 @@
 
 #include "internal.h"
 
-#define BLOCK 256 /* rows: a block of 256 x C floats stays in L1/L2 while it is summed */
+#define BLOCK PYNN_BN_BLOCK /* rows: a block of 256 x C floats stays in L1/L2 while summed */
 #define LANES 16  /* channels summed together (one AVX-512 register; fixed, so that the
                    * sums are the same on every target) */
 
@@ -51,21 +51,33 @@ static inline void sum_rows(float *restrict s, const float *restrict x, int64_t 
     for (int j = 0; j < n; j++) s[j] = acc[j];
 }
 
+/* rows [r0, r1) of x (N,C) where they lie: the statistics of a tensor in memory */
+typedef struct { const float *x; int C; } stored_rows;
+static const float *rows_in_memory(void *ctx, int64_t r0, int64_t r1, float *scratch) {
+    (void)r1, (void)scratch;
+    const stored_rows *s = ctx;
+    return s->x + (size_t)r0 * s->C;
+}
+
 /* mean and biased variance of each column of x (N,C), in double: each block
  * of rows gives its count, mean and sum of squared deviations (M2), and the
- * blocks are merged in order (Chan, Golub, LeVeque 1983) */
-static void column_moments(double *mean, double *var, const float *x, int64_t N, int C) {
+ * blocks are merged in order (Chan, Golub, LeVeque 1983). The blocks come from
+ * rows_of (internal.h): read where they lie, or recomputed (fused.c). */
+static void column_moments(double *mean, double *var, pynn_row_block rows_of, void *ctx,
+                           size_t scratch, int64_t N, int C) {
     const int64_t nb = blocks(N);
     float *part = pynn_work(PYNN_WORK_BLOCK_SUMS, (size_t)nb * C * 2);
+    float *scr = scratch ? pynn_work(PYNN_WORK_RECOMPUTED, omp_get_max_threads() * scratch) : NULL;
 #pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
     for (int64_t q = 0; q < nb; q++) {
         const int64_t r0 = q * BLOCK, r1 = r0 + BLOCK < N ? r0 + BLOCK : N;
+        const float *x = rows_of(ctx, r0, r1, scr ? scr + omp_get_thread_num() * scratch : NULL);
         float *m = part + (size_t)q * C * 2, *m2 = m + C;
         for (int c0 = 0; c0 < C; c0 += LANES) {
             const int n = C - c0 < LANES ? C - c0 : LANES;
-            sum_rows(m + c0, x, r0, r1, C, c0, n, NULL, 0);
+            sum_rows(m + c0, x, 0, r1 - r0, C, c0, n, NULL, 0);
             for (int j = 0; j < n; j++) m[c0 + j] /= (float)(r1 - r0); /* the block's mean */
-            sum_rows(m2 + c0, x, r0, r1, C, c0, n, m, 1);
+            sum_rows(m2 + c0, x, 0, r1 - r0, C, c0, n, m, 1);
         }
     }
     for (int c = 0; c < C; c++) {
@@ -102,15 +114,23 @@ static void affine(float *restrict out, const float *restrict x, const float *re
 }
 
 void pynn_bn_statistics(float *mean, float *invstd, float *running_mean, float *running_var,
-                          const float *inp, int64_t N, int C, float momentum, float eps,
-                          int training) {
+                        const float *inp, int64_t N, int C, float momentum, float eps,
+                        int training) {
+    stored_rows rows = {inp, C};
+    pynn_bn_statistics_of(mean, invstd, running_mean, running_var, rows_in_memory, &rows, 0, N,
+                          C, momentum, eps, training);
+}
+
+void pynn_bn_statistics_of(float *mean, float *invstd, float *running_mean, float *running_var,
+                           pynn_row_block rows_of, void *ctx, size_t scratch, int64_t N, int C,
+                           float momentum, float eps, int training) {
     /* training: mean, invstd of this batch, and
      *   running = (1 - momentum) * running + momentum * batch statistic
      *   (the variance unbiased there, N/(N-1), as PyTorch);
      * evaluation: mean, invstd from the running statistics */
     if (training) {
         double *m = (double *)pynn_work(PYNN_WORK_MOMENTS, (size_t)C * 4), *v = m + C;
-        column_moments(m, v, inp, N, C);
+        column_moments(m, v, rows_of, ctx, scratch, N, C);
         for (int c = 0; c < C; c++) {
             mean[c] = (float)m[c];
             invstd[c] = (float)(1.0 / sqrt(v[c] + eps));

@@ -1,24 +1,29 @@
 """fuse(model): the same network, run by fewer and larger C kernels.
 
-Three runs of layers are computed by one fused kernel pair instead of a call
+Four runs of layers are computed by one fused kernel pair instead of a call
 per layer (--no-fuse keeps the layers one by one):
 
-    Linear, ReLU                 -> LinearReLU            dense_relu_forward/_backward
+    Conv2d(1, C), BatchNorm, ReLU, MaxPool2d -> Conv2dBatchNormReLUMaxPool
+                                 conv_batchnorm_relu_maxpool_forward/_backward
+                                 (the first layer, one channel, no bias)
     BatchNorm, ReLU, MaxPool2d   -> BatchNormReLUMaxPool  batchnorm_relu_maxpool_forward/_backward
+    Linear, ReLU                 -> LinearReLU            dense_relu_forward/_backward
     BatchNorm, ReLU              -> BatchNormReLU         batchnorm_forward/_backward, relu=1
 
 Why: the fused kernel reads and writes the large activation tensors fewer
 times (the ReLU is applied as the product or the normalization stores its
 values; batch norm, ReLU and pool make one pass over the conv's output and
-write only the pooled quarter). What it computes is the same: the forward
-values are those of the layers one after another, bit for bit, and the
-gradients equal theirs up to the order of a few sums (tests/test_fuse.py).
+write only the pooled quarter; the first block never stores the conv's
+output at all, but recomputes it, 9 multiply-adds a value). What it computes
+is the same: the forward values are those of the layers one after another,
+bit for bit, and the gradients equal theirs up to the order of a few sums
+(the first block's: bit for bit too; tests/test_fuse.py).
 
 A fused layer holds the layers it replaces and uses their Parameters and
 buffers, so the plain model and its fused plan train and save as one.
 """
 from ._kernels import ffi, lib
-from .layers import BatchNorm, BatchNorm1d, BatchNorm2d, Linear, MaxPool2d, Module, ReLU
+from .layers import BatchNorm, BatchNorm1d, BatchNorm2d, Conv2d, Linear, MaxPool2d, Module, ReLU
 from .tensor import check
 
 
@@ -146,8 +151,52 @@ class BatchNormReLUMaxPool(Fused):
         return dinp
 
 
+class Conv2dBatchNormReLUMaxPool(Fused):
+    """The first conv block: Conv2d(1, C) without bias, BatchNorm2d, ReLU,
+    MaxPool2d. The conv's output, the network's largest tensor, is never
+    stored: each pass recomputes the rows it needs from the one-channel image
+    (csrc/fused.c). Only for a first layer (no input gradient)."""
+
+    kernel, label = "conv_batchnorm_relu_maxpool", "conv_batchnorm_relu_maxpool (fused)"
+
+    @staticmethod
+    def fits(conv, *tail):
+        return conv.in_channels == 1 and conv.bias is None and not conv.input_grad
+
+    def __init__(self, conv, norm, relu, pool):
+        super().__init__(conv, norm, relu, pool)
+        self.conv, self.norm, self._out, self._inp = conv, norm, {}, None
+
+    def forward(self, inp):
+        conv, bn, (B, H, W, _) = self.conv, self.norm, inp.shape
+        check(inp, (B, H, W, 1), what="Conv2d input")
+        C = conv.out_channels
+        if bn.num_features != C:
+            raise ValueError(f"BatchNorm input: expected {bn.num_features} channels, got {C}")
+        out = self._buffer(self._out, (B, H // 2, W // 2, C))
+        lib.conv_batchnorm_relu_maxpool_forward(
+            out.ptr, bn.mean.ptr, bn.invstd.ptr, bn.running_mean.ptr, bn.running_var.ptr,
+            inp.ptr, conv.weight.value.ptr, bn.gamma.value.ptr, bn.beta.value.ptr, B, H, W, C,
+            conv.k, bn.momentum, bn.eps, int(bn.training))
+        self._inp = inp
+        return out
+
+    def backward(self, dout):
+        conv, bn, inp = self.conv, self.norm, self._inp
+        if not bn.training:
+            raise RuntimeError("BatchNorm.backward needs a forward in training mode")
+        B, H, W, _ = inp.shape
+        C = conv.out_channels
+        check(dout, (B, H // 2, W // 2, C), what="Conv2dBatchNormReLUMaxPool dout")
+        lib.conv_batchnorm_relu_maxpool_backward(
+            conv.weight.grad.ptr, bn.gamma.grad.ptr, bn.beta.grad.ptr, dout.ptr, inp.ptr,
+            conv.weight.value.ptr, bn.mean.ptr, bn.invstd.ptr, bn.gamma.value.ptr,
+            bn.beta.value.ptr, B, H, W, C, conv.k)  # no dinp: a first layer has no use for it
+
+
 # the runs fuse() looks for, the longest first: (layer types in a row, the fused layer)
-PATTERNS = [((BatchNorm2d, ReLU, MaxPool2d), BatchNormReLUMaxPool),
+PATTERNS = [((Conv2d, BatchNorm2d, ReLU, MaxPool2d), Conv2dBatchNormReLUMaxPool),
+            ((BatchNorm2d, ReLU, MaxPool2d), BatchNormReLUMaxPool),
             ((Linear, ReLU), LinearReLU),
             ((BatchNorm, ReLU), BatchNormReLU)]
 
@@ -159,13 +208,14 @@ def _is(layer, kind):
                                                                         BatchNorm2d))
 
 
-def fuse_layers(layers):
-    """The layers with every run of PATTERNS replaced by its fused layer."""
+def fuse_layers(layers, patterns=PATTERNS):
+    """The layers with every run of ``patterns`` replaced by its fused layer."""
     out, i = [], 0
     while i < len(layers):
-        for types, fused in PATTERNS:
+        for types, fused in patterns:
             run = layers[i:i + len(types)]
-            if len(run) == len(types) and all(map(_is, run, types)):
+            if (len(run) == len(types) and all(map(_is, run, types))
+                    and getattr(fused, "fits", lambda *run: True)(*run)):
                 out.append(fused(*run))
                 i += len(types)
                 break
@@ -175,11 +225,12 @@ def fuse_layers(layers):
     return out
 
 
-def fuse(model):
+def fuse(model, patterns=PATTERNS):
     """The same network as ``model`` (a Sequential), its layers fused where
-    PATTERNS match: a Sequential over the same Parameters (the one block),
-    buffers and input shape. Training either trains both."""
-    plan = type(model)(*fuse_layers(model.layers), input_shape=model.input_shape,
+    ``patterns`` (a part of PATTERNS: tests and benchmarks) match: a
+    Sequential over the same Parameters (the one block), buffers and input
+    shape. Training either trains both."""
+    plan = type(model)(*fuse_layers(model.layers, patterns), input_shape=model.input_shape,
                        parameters=model.parameters(), width=model.width)
     plan.spec, plan._plain = model.spec, model.plain
     return plan

@@ -24,7 +24,7 @@ from pynn._kernels import lib
 from pynn.arch import parse as parse_arch
 from pynn.budget import AFTER_TRAINING, Budget
 from pynn.config import configure
-from pynn.fuse import fuse
+from pynn.fuse import PATTERNS, fuse
 from pynn.tensor import Tensor
 from pynn.train import accuracy, fit, planned_steps
 
@@ -127,13 +127,14 @@ def test_small_cnn_gradients(arch, width, batchnorm, smoothing):
     assert gradcheck(model, x, y, smoothing) == []
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["layers", "fused"])
+@pytest.mark.parametrize("fused", ["layers", "fused", "tails"])
 @pytest.mark.parametrize("arch, width", [("c3,p,f5", 36), ("c3,p,c2,f4", 36), ("c2,p", 49)])
 def test_small_relu_cnn_gradients(arch, width, fused):
-    """The default's ReLU paths: conv, batch norm, ReLU and pool (fused:
-    batchnorm_relu_maxpool), a conv block without pool and dense batch norm
-    with ReLU (fused: batchnorm with relu=1), each checked as layers and as
-    the fused plan."""
+    """The default's ReLU paths: conv, batch norm, ReLU and pool (fused: the
+    first block in conv_batchnorm_relu_maxpool; "tails": the conv apart and
+    the rest in batchnorm_relu_maxpool, as a later block runs), a conv block
+    without pool and dense batch norm with ReLU (fused: batchnorm with
+    relu=1), each checked as layers and as the fused plan."""
     rng = random.Random(11)
     model = build(arch, width, 3, "relu", rng, batchnorm="all")
     for p in model.parameters():
@@ -141,10 +142,10 @@ def test_small_relu_cnn_gradients(arch, width, fused):
             p.value.ptr[0:p.value.size] = [rng.uniform(0.5, 1.5) if p.name == "gamma"
                                            else rng.uniform(-0.3, 0.3)
                                            for _ in range(p.value.size)]
-    plan = fuse(model) if fused else model
-    if fused:
-        assert any(type(layer).__name__ == "BatchNormReLUMaxPool" for layer in plan.layers) \
-            == ("p" in arch)
+    plan = {"layers": model, "fused": fuse(model), "tails": fuse(model, PATTERNS[1:])}[fused]
+    kinds = [type(layer).__name__ for layer in plan.layers]
+    assert kinds.count("Conv2dBatchNormReLUMaxPool") == (fused == "fused" and "p" in arch)
+    assert kinds.count("BatchNormReLUMaxPool") == (fused == "tails" and "p" in arch)
     x, y = batch(rng, 4, width, 3)
     assert gradcheck(plan, x, y, 0.1) == []
 
@@ -289,8 +290,10 @@ def test_build_shapes_and_summary():
     assert "Dropout(0.5)" in names
     # the plain model runs each layer with its own kernel; the fused plan names the fused ones
     assert [k for *_, k in model.summary()][:4] == ["conv2d", "batchnorm", "relu", "maxpool2x2"]
-    assert [k for *_, k in fuse(model).summary()][1:4] == [
-        "batchnorm_relu_maxpool (fused)", "  (fused above)", "  (fused above)"]
+    assert [k for *_, k in fuse(model).summary()][:8] == [
+        "conv_batchnorm_relu_maxpool (fused)", "  (fused above)", "  (fused above)",
+        "  (fused above)", "conv2d", "batchnorm_relu_maxpool (fused)", "  (fused above)",
+        "  (fused above)"]
 
 
 @pytest.mark.parametrize("arch, width, words", [

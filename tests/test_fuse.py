@@ -28,7 +28,13 @@ from pynn import (
     build,
 )
 from pynn.config import configure
-from pynn.fuse import BatchNormReLU, BatchNormReLUMaxPool, LinearReLU, fuse
+from pynn.fuse import (
+    BatchNormReLU,
+    BatchNormReLUMaxPool,
+    Conv2dBatchNormReLUMaxPool,
+    LinearReLU,
+    fuse,
+)
 from pynn.io import PREDICTION_NAMES
 from pynn.report import Reporter
 from pynn.tensor import Tensor
@@ -46,7 +52,18 @@ def networks():
                     Flatten(), Linear(5 * (H // 2) ** 2, 3, rng)]
         return make, (H, H, 2), BatchNormReLUMaxPool
 
+    def first_block(H, W, C):
+        def make(rng):
+            return [Conv2d(1, C, 3, rng, bias=False, input_grad=False), BatchNorm2d(C), ReLU(),
+                    MaxPool2d(), Flatten(), Linear(C * (H // 2) * (W // 2), 3, rng)]
+        return make, (H, W, 1), Conv2dBatchNormReLUMaxPool
+
     return {
+        # 7 images of 7x7 (49 pixels): batch norm's blocks of 256 rows start mid-image;
+        # 33 channels: a partial block of the direct loops' channels on every target
+        "first-block-odd": first_block(7, 7, 33),
+        "first-block-even": first_block(6, 10, 5),
+        "first-block-wide": first_block(9, 30, 16),
         "linear-relu": (lambda rng: [Linear(9, 33, rng), ReLU(), Linear(33, 4, rng)],
                         None, LinearReLU),
         "batchnorm1d-relu": (lambda rng: [Linear(9, 12, rng), BatchNorm1d(12), ReLU(),
@@ -120,10 +137,32 @@ def test_fuse_leaves_other_runs_alone():
                                                              Linear]
 
 
-def test_the_default_network_fuses_into_nine_kernel_pairs():
+@pytest.mark.parametrize("name", ["first-block-odd", "first-block-even", "first-block-wide"])
+def test_the_first_block_is_the_same_bits_as_conv_then_its_fused_tail(name):
+    """Conv2dBatchNormReLUMaxPool recomputes the conv's output where
+    Conv2d + BatchNormReLUMaxPool store it: the same bits in everything,
+    the gradients too (the same sums in the same order)."""
+    plain, twin = make(name), make(name)
+    conv, norm, relu, pool, *rest = plain.layers
+    stored = Sequential(conv, BatchNormReLUMaxPool(norm, relu, pool), *rest,
+                        input_shape=plain.input_shape, parameters=plain.parameters())
+    x, y = batch(random.Random(3), 7, math.prod(plain.input_shape), 3)
+    assert step(stored, x, y) == step(fuse(twin), x, y)
+
+
+def test_a_first_conv_fuses_only_without_bias_or_input_gradient():
+    rng = random.Random(0)
+    for conv in (Conv2d(1, 4, 3, rng, bias=True, input_grad=False),
+                 Conv2d(1, 4, 3, rng, bias=False, input_grad=True),
+                 Conv2d(2, 4, 3, rng, bias=False, input_grad=False)):
+        model = Sequential(conv, BatchNorm2d(4), ReLU(), MaxPool2d(), input_shape=(6, 6, 2))
+        assert [type(layer) for layer in fuse(model).layers] == [Conv2d, BatchNormReLUMaxPool]
+
+
+def test_the_default_network_fuses_into_eight_kernel_pairs():
     model = build(configure().arch, 784, 10, "relu", random.Random(0), 0.3, "all")
     kinds = [type(layer).__name__ for layer in fuse(model).layers]
-    assert kinds == ["Conv2d", "BatchNormReLUMaxPool", "Conv2d", "BatchNormReLUMaxPool",
+    assert kinds == ["Conv2dBatchNormReLUMaxPool", "Conv2d", "BatchNormReLUMaxPool",
                      "Flatten", "Linear", "BatchNormReLU", "Dropout", "Linear"]
 
 
