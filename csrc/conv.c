@@ -85,17 +85,26 @@ static void im2col(float *restrict col, const float *restrict inp, int64_t r0, i
  *     out[b,y,x,o] = sum_{i,j} pad[y+i, x+j] * wt[i,j,o]  (+ bias[o])
  *     dw[i,j,o]    = sum_{b,y,x} pad_b[y+i, x+j] * dout[b,y,x,o]
  * with wt[i,j,o] = weight[o,i,j,0] (o last: a vector of channels per tap).
- * The forward keeps a block of DX pixels x DO channels in registers while
+ * The forward keeps a block of DXF pixels x DO channels in registers while
  * the k*k taps go by; the weight gradient keeps DX pixels' partial sums of
  * a few taps (TAPS, below) and DO channels while the pixels of an image go
  * by. Each image's dw is its own (scratch), and the images' are added in
  * image order: as everywhere, the bits do not depend on the thread count. */
-#define DX 4       /* pixels of a block */
+#define DX 4       /* pixels of a weight-gradient block (its sums' order depends on it) */
 #define DO (2 * VEC) /* channels of a block: two vecs (internal.h) */
+/* pixels of a forward block: 2 * DXF accumulators, 16 of AVX-512's 32
+ * registers, 8 of AVX2's 16. (Each output is its own sum over the taps, so
+ * the bits do not depend on DXF; with 8 accumulators on AVX-512 the FMAs
+ * waited for each other.) */
+#if VEC >= 16
+#define DXF 8
+#else
+#define DXF 4
+#endif
 
 /* the padded row length: room for the left and right borders and for a last
- * block of DX pixels that reaches past the image */
-static int pad_width(int W, int k) { return W + k - 1 + DX; }
+ * block of DX or DXF pixels that reaches past the image */
+static int pad_width(int W, int k) { return W + k - 1 + (DX > DXF ? DX : DXF); }
 size_t pynn_direct_pad_floats(int H, int W, int k) { return (size_t)(H + k - 1) * pad_width(W, k); }
 
 /* pad (H+k-1, pad_width) = img (H,W) with a zero border of k/2 (and zeros
@@ -105,6 +114,39 @@ void pynn_direct_pad(float *restrict pad, const float *restrict img, int H, int 
     for (int t = 0; t < (H + k - 1) * PW; t++) pad[t] = 0.0f;
     for (int y = 0; y < H; y++)
         for (int x = 0; x < W; x++) pad[(size_t)(y + p) * PW + x + p] = img[(size_t)y * W + x];
+}
+
+/* out (nq, OC) = the outputs of nq <= DXF pixels in a row, channels o0 ..
+ * o0+DO-1, src their pad's first input (tap 0,0 of the first pixel); written
+ * for a constant k (the loops over the taps unroll) */
+static inline __attribute__((always_inline)) void
+direct_block(float *restrict out, const float *restrict src, const float *restrict wt,
+             const float *restrict bias, int PW, int OC, int OCP, int o0, int nq, int k) {
+    vec acc[DXF][2];
+    for (int q = 0; q < DXF; q++) acc[q][0] = acc[q][1] = vzero();
+    for (int i = 0; i < k; i++)
+        for (int j = 0; j < k; j++) {
+            const float *w = wt + (size_t)(i * k + j) * OCP + o0;
+            const float *s = src + (size_t)i * PW + j;
+            const vec w0 = vload(w), w1 = vload(w + VEC);
+            for (int q = 0; q < DXF; q++) {
+                acc[q][0] = vfma(acc[q][0], s[q], w0);
+                acc[q][1] = vfma(acc[q][1], s[q], w1);
+            }
+        }
+    const int nl = OC - o0 < DO ? OC - o0 : DO;
+    for (int q = 0; q < nq; q++) {
+        float *o = out + (size_t)q * OC + o0;
+        if (nl == DO) { /* whole vecs */
+            vstore(o, bias ? vadd(acc[q][0], vload(bias + o0)) : acc[q][0]);
+            vstore(o + VEC, bias ? vadd(acc[q][1], vload(bias + o0 + VEC)) : acc[q][1]);
+            continue;
+        }
+        for (int l = 0; l < nl; l++) {
+            const float v = vget(acc[q][l / VEC], l % VEC);
+            o[l] = bias ? v + bias[o0 + l] : v;
+        }
+    }
 }
 
 /* pixels p0 .. p1-1 (row by row) of one image's output, (p1-p0, OC) at out,
@@ -118,34 +160,17 @@ void pynn_direct_pixels(float *restrict out, const float *restrict pad,
     const int PW = pad_width(W, k);
     for (int y = p0 / W; y * W < p1; y++) {
         const int x0 = y * W < p0 ? p0 - y * W : 0, x1 = (y + 1) * W > p1 ? p1 - y * W : W;
-        for (int x = x0; x < x1; x += DX)
+        for (int x = x0; x < x1; x += DXF) {
+            const int nq = x1 - x < DXF ? x1 - x : DXF;
+            float *o = out + ((size_t)y * W + x - p0) * OC;
+            const float *src = pad + (size_t)y * PW + x;
             for (int o0 = 0; o0 < OC; o0 += DO) {
-                vec acc[DX][2];
-                for (int q = 0; q < DX; q++) acc[q][0] = acc[q][1] = vzero();
-                for (int i = 0; i < k; i++)
-                    for (int j = 0; j < k; j++) {
-                        const float *w = wt + (size_t)(i * k + j) * OCP + o0;
-                        const float *src = pad + (size_t)(y + i) * PW + x + j;
-                        const vec w0 = vload(w), w1 = vload(w + VEC);
-                        for (int q = 0; q < DX; q++) {
-                            acc[q][0] = vfma(acc[q][0], src[q], w0);
-                            acc[q][1] = vfma(acc[q][1], src[q], w1);
-                        }
-                    }
-                const int nq = x1 - x < DX ? x1 - x : DX, nl = OC - o0 < DO ? OC - o0 : DO;
-                for (int q = 0; q < nq; q++) {
-                    float *o = out + ((size_t)y * W + x + q - p0) * OC + o0;
-                    if (nl == DO) { /* whole vecs */
-                        vstore(o, bias ? vadd(acc[q][0], vload(bias + o0)) : acc[q][0]);
-                        vstore(o + VEC, bias ? vadd(acc[q][1], vload(bias + o0 + VEC)) : acc[q][1]);
-                        continue;
-                    }
-                    for (int l = 0; l < nl; l++) {
-                        const float v = vget(acc[q][l / VEC], l % VEC);
-                        o[l] = bias ? v + bias[o0 + l] : v;
-                    }
-                }
+                if (k == 3) /* the 3x3 kernels of every network here */
+                    direct_block(o, src, wt, bias, PW, OC, OCP, o0, nq, 3);
+                else
+                    direct_block(o, src, wt, bias, PW, OC, OCP, o0, nq, k);
             }
+        }
     }
 }
 
@@ -324,6 +349,7 @@ void pynn_direct_dweight(float *dweight, pynn_image_grad grad_of, void *ctx, siz
     }
 }
 #undef DX
+#undef DXF
 #undef DO
 
 /* out (N,OC) = im2col(inp) . weight^T (+ bias), N = B*H*W rows, each thread

@@ -164,10 +164,11 @@ def test_gradcheck_sees_a_wrong_conv_gradient():
     assert len(gradcheck(model, x, y)) >= 1
 
 
-def cnn_step_results(threads):
+def cnn_step_results(threads, fused):
     set_threads(threads)
     rng = random.Random(11)
     model = build("c8,p,c16,p,f32", 784, 10, "relu", rng)
+    model = fuse(model) if fused else model
     opt = Adam(model.parameters(), lr=1e-3)
     loss_fn = CrossEntropyLoss(0.1)
     x, y = batch(rng, 48, 784, 10)
@@ -181,10 +182,11 @@ def cnn_step_results(threads):
 
 
 @needs_threads
-def test_cnn_step_is_the_same_on_any_thread_count():
+@pytest.mark.parametrize("fused", [False, True], ids=["layers", "fused"])
+def test_cnn_step_is_the_same_on_any_thread_count(fused):
     before = get_threads()
     try:
-        one, *others = (cnn_step_results(t) for t in THREAD_COUNTS)
+        one, *others = (cnn_step_results(t, fused) for t in THREAD_COUNTS)
     finally:
         set_threads(before)
     assert all(other == one for other in others)
