@@ -62,9 +62,10 @@ def random_floats(ffi, n, seed):
     return buf
 
 
-def kernels(module, B, H, W, C, OC, first):
+def kernels(module, B, H, W, C, OC, first, block=False):
     """{name: fn} of one conv layer in one build (each keeps its inputs
-    alive), and the output buffers"""
+    alive), and the output buffers; with ``block``, also the first conv
+    block fused (fused.c: conv_batchnorm_relu_maxpool, training mode)"""
     ffi, lib, k, null = module.ffi, module.lib, 3, module.ffi.NULL
     inp, weight = random_floats(ffi, B * H * W * C, 1), random_floats(ffi, OC * 9 * C, 2)
     dout, wflip = random_floats(ffi, B * H * W * OC, 3), random_floats(ffi, C * 9 * OC, 4)
@@ -75,7 +76,21 @@ def kernels(module, B, H, W, C, OC, first):
                                              B, H, W, C, OC, k)}
     if not first:
         fns["dinp"] = lambda: lib.conv2d_forward(dinp, dout, wflip, null, B, H, W, OC, C, k)
-    return fns, {"fwd": out, "dw": dweight, "dinp": dinp}
+    outs = {"fwd": out, "dw": dweight, "dinp": dinp}
+    if block:
+        pooled, gamma, beta = ffi.new("float[]", B * H * W * OC // 4), random_floats(ffi, OC, 5), \
+            random_floats(ffi, OC, 6)
+        mean, invstd, r_mean = (ffi.new("float[]", OC) for _ in range(3))
+        r_var = random_floats(ffi, OC, 7)
+        dgamma, dbeta, dw_block = ffi.new("float[]", OC), ffi.new("float[]", OC), \
+            ffi.new("float[]", OC * 9)
+        fns["block fwd"] = lambda: lib.conv_batchnorm_relu_maxpool_forward(
+            pooled, mean, invstd, r_mean, r_var, inp, weight, gamma, beta, B, H, W, OC, k, 0.1,
+            1e-5, 1)
+        fns["block bwd"] = lambda: lib.conv_batchnorm_relu_maxpool_backward(
+            dw_block, dgamma, dbeta, dout, inp, weight, mean, invstd, gamma, beta, B, H, W, OC, k)
+        outs.update({"block fwd": pooled, "block bwd": dw_block})
+    return fns, outs
 
 
 def main(argv=None):
@@ -103,7 +118,9 @@ def main(argv=None):
     for names, (H, W, C, OC, k), first in layers:
         if k != 3:
             continue
-        per = [kernels(m, B, H, W, C, OC, first) for m in builds]
+        block = first and all(hasattr(m.lib, "conv_batchnorm_relu_maxpool_forward")
+                              for m in builds)
+        per = [kernels(m, B, H, W, C, OC, first, block) for m in builds]
         for name in per[0][0]:
             times = ([], [])
             for r in range(args.rounds):
@@ -118,7 +135,7 @@ def main(argv=None):
                     == bytes(builds[1].ffi.buffer(per[1][1][name])))
             wins = sum(b < a for a, b in zip(old, new))
             med_old, med_new = statistics.median(old), statistics.median(new)
-            print(f"  {names:21s} {H}x{W}x{C}->{OC} {name:4s}  old {med_old * 1e3:7.2f} "
+            print(f"  {names:21s} {H}x{W}x{C}->{OC} {name:9s}  old {med_old * 1e3:7.2f} "
                   f"(min {min(old) * 1e3:6.2f})  new {med_new * 1e3:7.2f} "
                   f"(min {min(new) * 1e3:6.2f})  new/old {med_new / med_old:.3f}  "
                   f"new faster {wins}/{args.rounds}  {'same bits' if same else 'BITS DIFFER'}",

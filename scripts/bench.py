@@ -19,7 +19,9 @@ importable; never a dependency):
     torch.nn.functional.conv2d on NCHW tensors;
   - ms per CNN training step (the networks of the cnn presets,
     or each --cnn-arch given; batch 128, Adam: gather, forward, loss,
-    backward, step), pynn's Sequential against the same network in PyTorch;
+    backward, step), pynn's Sequential against the same network in PyTorch,
+    and against pynn's own plans with less fusion (--fusion: what a fused
+    kernel pair buys, pynn/fuse.py);
   - where such a step's time goes (--only layers): each layer's forward and
     backward, the loss and the optimizer step, in ms and as shares.
 Timings of the GEMM, epoch and parse parts are the best of --repeat runs: the
@@ -32,6 +34,12 @@ the repository root first on sys.path, so that venv's python imports this
 checkout's pynn (with its in-place extension; cffi must be importable):
 
     /path/to/venv/bin/python scripts/bench.py --torch --only conv
+
+To measure another build of the kernels (the AVX2 target of the course
+server, say), build it apart and point PYNN_BUILD at it:
+
+    PYNN_MARCH=x86-64-v3 PYTHON=.venv/bin/python scripts/build_variant.sh /tmp/avx2
+    PYNN_BUILD=/tmp/avx2 .venv/bin/python scripts/bench.py --only cnn-step
 
 The output ends with one line per figure, `bench NAME VALUE UNIT`, for scripts.
 """
@@ -48,14 +56,16 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # this checkout's pynn, from any python
+# this checkout's pynn, from any python; or PYNN_BUILD's, a folder that
+# scripts/build_variant.sh made (the kernels built another way: AVX2, ...)
+sys.path.insert(0, os.environ.get("PYNN_BUILD") or str(ROOT))
 
 import pynn
 from pynn._kernels import ffi, lib
 from pynn.arch import parse as parse_arch
 from pynn.budget import Budget
 from pynn.config import configure
-from pynn.fuse import fuse
+from pynn.fuse import PATTERNS, fuse
 from pynn.io import CSV_NAMES
 from pynn.layers import Conv2d
 from pynn.loss import CrossEntropyLoss
@@ -480,14 +490,20 @@ def bench_conv(networks, threads, repeat, torch):
 
 # ---- CNN training step ---------------------------------------------------------
 
-def pynn_cnn_parts(arch, x, y):
+# --fusion: the fused patterns of a plan (pynn/fuse.py PATTERNS, the first one
+# the first conv block's)
+FUSIONS = {"all": PATTERNS, "no-first-block": PATTERNS[1:], "none": []}
+
+
+def pynn_cnn_parts(arch, x, y, fusion="all"):
     """pynn's side of the CNN parts: the model for arch with the layers of the
     PyTorch side-by-side (batch norm after the convs only, no dropout; a run
     of a preset also normalizes the dense layers and drops out), fused as a
-    run computes it, Adam lr 1e-3, the loss, and a function that gathers the
-    next batch of a shuffled order and returns (xb, yb)."""
+    run computes it (or as FUSIONS[fusion] says), Adam lr 1e-3, the loss, and
+    a function that gathers the next batch of a shuffled order and returns
+    (xb, yb)."""
     rng = random.Random(0)
-    model = fuse(build(arch, 784, 10, "relu", rng, batchnorm="conv"))
+    model = fuse(build(arch, 784, 10, "relu", rng, batchnorm="conv"), FUSIONS[fusion])
     opt = Adam(model.parameters(), 1e-3, weight_decay=0.0)
     loss_fn = CrossEntropyLoss(0.0)
     n, d, B = x.shape[0], x.shape[1], CNN_BATCH
@@ -506,10 +522,10 @@ def pynn_cnn_parts(arch, x, y):
     return model, opt, loss_fn, next_batch
 
 
-def pynn_cnn_stepper(arch, x, y, threads):
+def pynn_cnn_stepper(arch, x, y, threads, fusion="all"):
     """A function that runs n training steps of pynn's Sequential for arch
     and returns their seconds."""
-    model, opt, loss_fn, next_batch = pynn_cnn_parts(arch, x, y)
+    model, opt, loss_fn, next_batch = pynn_cnn_parts(arch, x, y, fusion)
 
     def steps(count):
         pynn.set_threads(threads)
@@ -581,13 +597,15 @@ def torch_cnn_stepper(torch, arch, x, y, threads):
     return steps
 
 
-def bench_cnn_step(arch, threads, repeat, steps, torch):
+def bench_cnn_step(arch, threads, repeat, steps, torch, fusions=()):
     parse_arch(arch)  # a bad --cnn-arch fails here, with pynn's message
     x, y = synthetic_data(CNN_ROWS, 784, 10)
     print(f"\nCNN training step: --arch {arch}, batch norm after convs, batch {CNN_BATCH}, "
           f"Adam lr 1e-3, {threads} threads; {repeat} blocks of {steps} steps after "
           "warm-up, contenders taking turns")
     steppers = {"pynn": pynn_cnn_stepper(arch, x, y, threads)}
+    for fusion in fusions:  # the same network, fused less
+        steppers[f"pynn, fusion {fusion}"] = pynn_cnn_stepper(arch, x, y, threads, fusion)
     if torch:
         steppers["torch"] = torch_cnn_stepper(torch, arch, x, y, threads)
     for stepper in steppers.values():  # warm-up: buffers, caches, thread pools
@@ -596,15 +614,20 @@ def bench_cnn_step(arch, threads, repeat, steps, torch):
     for _ in range(repeat):
         for name, stepper in steppers.items():
             times[name].append(stepper(steps) / steps)
-    ms = {}
+    ms, width = {}, max(map(len, steppers))
     for name in steppers:
         med, best = median_min(times[name])
         ms[name] = med * 1e3
-        prefix = "" if name == "pynn" else "torch_"
-        record(f"{prefix}cnn_step_ms[{arch}]", med * 1e3, "ms")
-        record(f"{prefix}cnn_step_best_ms[{arch}]", best * 1e3, "ms")
-        print(f"  {name:5s}: {med * 1e3:8.2f} ms/step median, {best * 1e3:8.2f} best  "
+        key = ("torch_" if name == "torch" else "") + "cnn_step_ms" + (
+            f"[{arch}]" if "fusion" not in name else f"[{arch}, {name.split()[-1]}]")
+        record(key, med * 1e3, "ms")
+        record(key.replace("_ms", "_best_ms"), best * 1e3, "ms")
+        print(f"  {name:{width}s}: {med * 1e3:8.2f} ms/step median, {best * 1e3:8.2f} best  "
               f"({CNN_BATCH / med:7.0f} samples/s)")
+    for fusion in fusions:
+        ratio = record(f"ratio_cnn_step_fused_over_{fusion}[{arch}]",
+                       ms["pynn"] / ms[f"pynn, fusion {fusion}"], "x")
+        print(f"  pynn/pynn with fusion {fusion} (medians): {ratio:.3f}")
     if torch:
         ratio = record(f"ratio_cnn_step_pynn_over_torch[{arch}]", ms["pynn"] / ms["torch"], "x")
         print(f"  pynn/torch time (medians): {ratio:.3f}")
@@ -684,6 +707,10 @@ def main(argv=None):
     p.add_argument("--cnn-arch", action="append",
                    help="a network of the conv, cnn-step and layers parts (again for more; "
                         f"default: the networks of the {', '.join(CONV_PRESETS)} presets)")
+    p.add_argument("--fusion", action="append", choices=[f for f in FUSIONS if f != "all"],
+                   default=[], help="cnn-step: also time pynn's plan with this fusion (again "
+                                    "for more): no-first-block stores the first conv's output, "
+                                    "none runs every layer as written (--no-fuse)")
     p.add_argument("--cnn-steps", type=int, default=10,
                    help="training steps per timed block of the cnn-step part (layers: per round)")
     args = p.parse_args(argv)
@@ -717,7 +744,7 @@ def main(argv=None):
         bench_conv(networks, threads, args.repeat, torch)
     if args.only in (None, "cnn-step"):
         for arch in archs:
-            bench_cnn_step(arch, threads, args.repeat, args.cnn_steps, torch)
+            bench_cnn_step(arch, threads, args.repeat, args.cnn_steps, torch, args.fusion)
     if args.only in (None, "layers"):
         for arch in archs:
             bench_layers(arch, threads, args.repeat, args.cnn_steps)
