@@ -211,7 +211,10 @@ typedef struct {
     const float *inp, *wt; /* the images (B,H,W); the conv's weights, taps first */
     int H, W, C, OCP, k;   /* C: the conv's output channels, OCP of them stored per tap */
     size_t padn;           /* floats of a padded image */
-    const float *dout, *scale, *shift, *ca, *cb, *cd; /* the backward's */
+    const float *scale, *shift, *mean; /* batch norm's, as the passes use them */
+    float *out;                        /* the forward's pooled output */
+    const float *dout, *ca, *cb, *cd;  /* the backward's */
+    float *part;                       /* its per-pooled-row sums */
 } first_block;
 
 static first_block first_block_of(const float *inp, const float *weight, int H, int W, int C,
@@ -247,6 +250,42 @@ static const float *conv_block(void *ctx, int64_t r0, int64_t r1, float *scratch
     return block;
 }
 
+/* For each image and each pooled row q of it (b * H/2 + y), the two conv
+ * output rows under it recomputed (W,C each) and handed to visit; the
+ * images are shared among the threads, each with its pad and rows */
+typedef void (*row_pair_visit)(const first_block *f, int64_t q, const float *r0,
+                               const float *r1);
+static void each_row_pair(const first_block *f, int B, row_pair_visit visit) {
+    const int H = f->H, W = f->W, C = f->C, OH = H / 2;
+    const size_t per = f->padn + (size_t)2 * W * C; /* a thread's pad and two rows */
+    float *scr = pynn_work(PYNN_WORK_RECOMPUTED, (size_t)omp_get_max_threads() * per);
+#pragma omp parallel if ((int64_t)B * H * W * C >= PAR_MIN)
+    {
+        float *pad = scr + (size_t)omp_get_thread_num() * per, *rows = pad + f->padn;
+#pragma omp for schedule(static)
+        for (int b = 0; b < B; b++) {
+            pynn_direct_pad(pad, f->inp + (size_t)b * H * W, H, W, f->k);
+            for (int y = 0; y < OH; y++) {
+                conv_rows(rows, f, pad, 2 * y, 2 * y + 2);
+                visit(f, (int64_t)b * OH + y, rows, rows + (size_t)W * C);
+            }
+        }
+    }
+}
+
+/* the forward's visit: pooled row q of the output */
+static void pool_row_pair(const first_block *f, int64_t q, const float *r0, const float *r1) {
+    const int OW = f->W / 2;
+    pooled_row(f->out + (size_t)q * OW * f->C, r0, r1, f->scale, f->shift, OW, f->C);
+}
+
+/* the backward's first visit: pooled row q's sums (pass 1) */
+static void sums_row_pair(const first_block *f, int64_t q, const float *r0, const float *r1) {
+    const int OW = f->W / 2, C = f->C;
+    pooled_sums(f->part + (size_t)q * C * 2, f->part + (size_t)q * C * 2 + C, r0, r1,
+                f->dout + (size_t)q * OW * C, f->scale, f->shift, f->mean, OW, C);
+}
+
 void conv_batchnorm_relu_maxpool_forward(float *out, float *mean, float *invstd,
                                          float *running_mean, float *running_var,
                                          const float *inp, const float *weight,
@@ -257,29 +296,14 @@ void conv_batchnorm_relu_maxpool_forward(float *out, float *mean, float *invstd,
      * inp (B,H,W,1), weight (C,k,k,1): statistics of the recomputed conv
      * output (training), then each pair of its rows recomputed, normalized,
      * rectified and pooled */
-    const first_block f = first_block_of(inp, weight, H, W, C, k);
+    first_block f = first_block_of(inp, weight, H, W, C, k);
     const int64_t N = (int64_t)B * H * W;
-    pynn_bn_statistics_of(mean, invstd, running_mean, running_var, conv_block, (void *)&f,
+    pynn_bn_statistics_of(mean, invstd, running_mean, running_var, conv_block, &f,
                           first_block_scratch(&f), N, C, momentum, eps, training);
-    float *coef = pynn_work(PYNN_WORK_COEFFICIENTS, (size_t)C * 3);
-    const float *scale = coef, *shift = coef + C;
+    float *coef = pynn_work(PYNN_WORK_COEFFICIENTS, (size_t)C * 2);
     pynn_bn_coefficients(coef, coef + C, mean, invstd, gamma, beta, C);
-    const int OH = H / 2, OW = W / 2;
-    const size_t per = f.padn + (size_t)2 * W * C; /* a thread's pad and two rows */
-    float *scr = pynn_work(PYNN_WORK_RECOMPUTED, (size_t)omp_get_max_threads() * per);
-#pragma omp parallel if (N * C >= PAR_MIN)
-    {
-        float *pad = scr + (size_t)omp_get_thread_num() * per, *rows = pad + f.padn;
-#pragma omp for schedule(static)
-        for (int b = 0; b < B; b++) {
-            pynn_direct_pad(pad, inp + (size_t)b * H * W, H, W, k);
-            for (int y = 0; y < OH; y++) {
-                conv_rows(rows, &f, pad, 2 * y, 2 * y + 2);
-                pooled_row(out + ((size_t)b * OH + y) * OW * C, rows, rows + (size_t)W * C,
-                           scale, shift, OW, C);
-            }
-        }
-    }
+    f.scale = coef, f.shift = coef + C, f.out = out;
+    each_row_pair(&f, B, pool_row_pair);
 }
 
 /* the gradient (H,W,C) of image b's conv output, into scratch (pynn_image_grad):
@@ -312,32 +336,16 @@ void conv_batchnorm_relu_maxpool_backward(float *dweight, float *dgamma, float *
      * feeding the conv's weight gradient as each image's gradient is made */
     first_block f = first_block_of(inp, weight, H, W, C, k);
     const int64_t N = (int64_t)B * H * W, nq = (int64_t)B * (H / 2);
-    const int OH = H / 2, OW = W / 2;
     float *coef = pynn_work(PYNN_WORK_COEFFICIENTS, (size_t)C * 5);
     float *part = pynn_work(PYNN_WORK_BLOCK_SUMS, (size_t)(nq > 0 ? nq : 1) * C * 2);
     float *ca = coef, *cb = coef + C, *cd = coef + 2 * C, *scale = coef + 3 * C;
     float *shift = coef + 4 * C;
     pynn_bn_coefficients(scale, shift, mean, invstd, gamma, beta, C);
-    const size_t per = f.padn + (size_t)2 * W * C;
-    float *scr = pynn_work(PYNN_WORK_RECOMPUTED, (size_t)omp_get_max_threads() * per);
-#pragma omp parallel if (N * C >= PAR_MIN)
-    {
-        float *pad = scr + (size_t)omp_get_thread_num() * per, *rows = pad + f.padn;
-#pragma omp for schedule(static)
-        for (int b = 0; b < B; b++) {
-            pynn_direct_pad(pad, inp + (size_t)b * H * W, H, W, k);
-            for (int y = 0; y < OH; y++) {
-                const int64_t q = (int64_t)b * OH + y;
-                conv_rows(rows, &f, pad, 2 * y, 2 * y + 2);
-                pooled_sums(part + (size_t)q * C * 2, part + (size_t)q * C * 2 + C, rows,
-                            rows + (size_t)W * C, dout + (size_t)q * OW * C, scale, shift, mean,
-                            OW, C);
-            }
-        }
-    }
+    f.scale = scale, f.shift = shift, f.mean = mean, f.dout = dout, f.part = part;
+    each_row_pair(&f, B, sums_row_pair);
     pynn_bn_backward_coefficients(ca, cb, cd, dgamma, dbeta, part, nq, mean, invstd, gamma, N,
                                   C);
-    f.dout = dout, f.scale = scale, f.shift = shift, f.ca = ca, f.cb = cb, f.cd = cd;
+    f.ca = ca, f.cb = cb, f.cd = cd;
     pynn_direct_dweight(dweight, conv_output_grad, &f, (size_t)(H + 2) * W * C, inp, B, H, W, C,
                         k);
 }
