@@ -1,6 +1,7 @@
 /* fused.c - batch norm, ReLU and 2x2 max-pool in one kernel pair: the tail of
  * a conv block (Conv2d, BatchNorm2d, ReLU, MaxPool2d), which pynn/fuse.py
- * hands to it.
+ * hands to it; and, at the end of the file, the whole first block (its
+ * one-channel Conv2d too) in another pair, built on the first.
  *
  *     out = maxpool2x2(max(gamma * (inp - mean) * invstd + beta, 0))
  *
