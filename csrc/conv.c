@@ -85,26 +85,26 @@ static void im2col(float *restrict col, const float *restrict inp, int64_t r0, i
  *     out[b,y,x,o] = sum_{i,j} pad[y+i, x+j] * wt[i,j,o]  (+ bias[o])
  *     dw[i,j,o]    = sum_{b,y,x} pad_b[y+i, x+j] * dout[b,y,x,o]
  * with wt[i,j,o] = weight[o,i,j,0] (o last: a vector of channels per tap).
- * The forward keeps a block of DXF pixels x DO channels in registers while
- * the k*k taps go by; the weight gradient keeps DX pixels' partial sums of
+ * The forward keeps a block of DX_FWD pixels x DO channels in registers while
+ * the k*k taps go by; the weight gradient keeps DX_DW pixels' partial sums of
  * a few taps (TAPS, below) and DO channels while the pixels of an image go
  * by. Each image's dw is its own (scratch), and the images' are added in
  * image order: as everywhere, the bits do not depend on the thread count. */
-#define DX 4       /* pixels of a weight-gradient block (its sums' order depends on it) */
+#define DX_DW 4      /* pixels of a weight-gradient block (its sums' order depends on it) */
 #define DO (2 * VEC) /* channels of a block: two vecs (internal.h) */
-/* pixels of a forward block: 2 * DXF accumulators, 16 of AVX-512's 32
+/* pixels of a forward block: 2 * DX_FWD accumulators, 16 of AVX-512's 32
  * registers, 8 of AVX2's 16. (Each output is its own sum over the taps, so
- * the bits do not depend on DXF; with 8 accumulators on AVX-512 the FMAs
+ * the bits do not depend on DX_FWD; with 8 accumulators on AVX-512 the FMAs
  * waited for each other.) */
 #if VEC >= 16
-#define DXF 8
+#define DX_FWD 8
 #else
-#define DXF 4
+#define DX_FWD 4
 #endif
 
 /* the padded row length: room for the left and right borders and for a last
- * block of DX or DXF pixels that reaches past the image */
-static int pad_width(int W, int k) { return W + k - 1 + (DX > DXF ? DX : DXF); }
+ * block of DX_DW or DX_FWD pixels that reaches past the image */
+static int pad_width(int W, int k) { return W + k - 1 + (DX_DW > DX_FWD ? DX_DW : DX_FWD); }
 size_t pynn_direct_pad_floats(int H, int W, int k) { return (size_t)(H + k - 1) * pad_width(W, k); }
 
 /* pad (H+k-1, pad_width) = img (H,W) with a zero border of k/2 (and zeros
@@ -116,20 +116,20 @@ void pynn_direct_pad(float *restrict pad, const float *restrict img, int H, int 
         for (int x = 0; x < W; x++) pad[(size_t)(y + p) * PW + x + p] = img[(size_t)y * W + x];
 }
 
-/* out (nq, OC) = the outputs of nq <= DXF pixels in a row, channels o0 ..
+/* out (nq, OC) = the outputs of nq <= DX_FWD pixels in a row, channels o0 ..
  * o0+DO-1, src their pad's first input (tap 0,0 of the first pixel); written
  * for a constant k (the loops over the taps unroll) */
 static inline __attribute__((always_inline)) void
 direct_block(float *restrict out, const float *restrict src, const float *restrict wt,
              const float *restrict bias, int PW, int OC, int OCP, int o0, int nq, int k) {
-    vec acc[DXF][2];
-    for (int q = 0; q < DXF; q++) acc[q][0] = acc[q][1] = vzero();
+    vec acc[DX_FWD][2];
+    for (int q = 0; q < DX_FWD; q++) acc[q][0] = acc[q][1] = vzero();
     for (int i = 0; i < k; i++)
         for (int j = 0; j < k; j++) {
             const float *w = wt + (size_t)(i * k + j) * OCP + o0;
             const float *s = src + (size_t)i * PW + j;
             const vec w0 = vload(w), w1 = vload(w + VEC);
-            for (int q = 0; q < DXF; q++) {
+            for (int q = 0; q < DX_FWD; q++) {
                 acc[q][0] = vfma(acc[q][0], s[q], w0);
                 acc[q][1] = vfma(acc[q][1], s[q], w1);
             }
@@ -160,8 +160,8 @@ void pynn_direct_pixels(float *restrict out, const float *restrict pad,
     const int PW = pad_width(W, k);
     for (int y = p0 / W; y * W < p1; y++) {
         const int x0 = y * W < p0 ? p0 - y * W : 0, x1 = (y + 1) * W > p1 ? p1 - y * W : W;
-        for (int x = x0; x < x1; x += DXF) {
-            const int nq = x1 - x < DXF ? x1 - x : DXF;
+        for (int x = x0; x < x1; x += DX_FWD) {
+            const int nq = x1 - x < DX_FWD ? x1 - x : DX_FWD;
             float *o = out + ((size_t)y * W + x - p0) * OC;
             const float *src = pad + (size_t)y * PW + x;
             for (int o0 = 0; o0 < OC; o0 += DO) {
@@ -174,7 +174,7 @@ void pynn_direct_pixels(float *restrict out, const float *restrict pad,
     }
 }
 
-/* Taps of one kernel row summed in one pass over the image: TAPS x DX x 2
+/* Taps of one kernel row summed in one pass over the image: TAPS x DX_DW x 2
  * accumulators. With AVX-512's 32 registers three taps fit (24), and each
  * vector of dout read serves three FMAs instead of one (the pass was bound
  * by its loads); AVX2's 16 hold one tap's 8. Each tap's accumulators see
@@ -194,15 +194,15 @@ static inline __attribute__((always_inline)) void
 dweight_taps(float *restrict dw, const float *restrict pad, const float *restrict dout, int H,
              int W, int OC, int OCP, int k, int t0, int nt, int o0) {
     const int PW = pad_width(W, k);
-    vec acc[TAPS][DX][2];
+    vec acc[TAPS][DX_DW][2];
     for (int u = 0; u < nt; u++)
-        for (int q = 0; q < DX; q++) acc[u][q][0] = acc[u][q][1] = vzero();
+        for (int q = 0; q < DX_DW; q++) acc[u][q][0] = acc[u][q][1] = vzero();
     for (int y = 0; y < H; y++) {
         const float *src = pad + (size_t)(y + t0 / k) * PW + t0 % k; /* tap t0 + u: src + u */
         const float *g = dout + (size_t)y * W * OC + o0;
         int x = 0;
-        for (; x + DX <= W; x += DX)
-            for (int q = 0; q < DX; q++) {
+        for (; x + DX_DW <= W; x += DX_DW)
+            for (int q = 0; q < DX_DW; q++) {
                 const float *gq = g + (size_t)(x + q) * OC;
                 const vec g0 = vload(gq), g1 = vload(gq + VEC);
                 for (int u = 0; u < nt; u++) {
@@ -253,13 +253,13 @@ void pynn_direct_dweight_image(float *restrict dw, const float *restrict pad,
          * (0 + 1) + (2 + 3)): which channels fall in a partial block depends
          * on the vector width, their bits must not */
         for (int t = 0; t < k * k; t++) {
-            float rest[DX][DO] = {{0}};
+            float rest[DX_DW][DO] = {{0}};
             for (int y = 0; y < H; y++) {
                 const float *src = pad + (size_t)(y + t / k) * PW + t % k;
                 const float *g = dout + (size_t)y * W * OC + o0;
                 int x = 0;
-                for (; x + DX <= W; x += DX)
-                    for (int q = 0; q < DX; q++)
+                for (; x + DX_DW <= W; x += DX_DW)
+                    for (int q = 0; q < DX_DW; q++)
                         for (int l = 0; l < nl; l++)
                             rest[q][l] += src[x + q] * g[(size_t)(x + q) * OC + l];
                 for (; x < W; x++)
@@ -348,8 +348,8 @@ void pynn_direct_dweight(float *dweight, pynn_image_grad grad_of, void *ctx, siz
             }
     }
 }
-#undef DX
-#undef DXF
+#undef DX_DW
+#undef DX_FWD
 #undef DO
 
 /* out (N,OC) = im2col(inp) . weight^T (+ bias), N = B*H*W rows, each thread

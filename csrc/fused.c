@@ -197,7 +197,7 @@ void batchnorm_relu_maxpool_backward(float *dinp, float *dgamma, float *dbeta,
  * the conv reads one channel, so each of its values costs only k*k = 9
  * multiply-adds of the image: these two kernels never store it. Each pass
  * recomputes the few rows it needs from the image (pynn_direct_pixels, conv.c)
- * into a buffer that stays in L1, and the gradient of the conv's output lives
+ * into a buffer that stays in L1 or L2, and the gradient of the conv's output lives
  * one image at a time, in L2 (recomputing instead of storing, as activation
  * checkpointing does across layers).
  *
@@ -231,13 +231,15 @@ static void conv_rows(float *rows, const first_block *f, const float *pad, int y
     pynn_direct_pixels(rows, pad, f->wt, NULL, y0 * f->W, y1 * f->W, f->W, f->C, f->OCP, f->k);
 }
 
-/* rows [r0, r1) of the conv's output (B*H*W rows of C) for batch norm's
- * statistics (pynn_row_block): the pixels of each image the block reaches
- * into, recomputed into scratch (first_block_scratch floats) */
+/* the floats of scratch conv_output_rows needs: a pad and a block of rows */
 static size_t first_block_scratch(const first_block *f) {
     return f->padn + (size_t)PYNN_BN_BLOCK * f->C;
 }
-static const float *conv_block(void *ctx, int64_t r0, int64_t r1, float *scratch) {
+
+/* rows [r0, r1) of the conv's output (B*H*W rows of C) for batch norm's
+ * statistics (pynn_row_block): the pixels of each image the block reaches
+ * into, recomputed into scratch (first_block_scratch floats) */
+static const float *conv_output_rows(void *ctx, int64_t r0, int64_t r1, float *scratch) {
     const first_block *f = ctx;
     const int64_t HW = (int64_t)f->H * f->W;
     float *pad = scratch, *block = pad + f->padn;
@@ -299,7 +301,7 @@ void conv_batchnorm_relu_maxpool_forward(float *out, float *mean, float *invstd,
      * rectified and pooled */
     first_block f = first_block_of(inp, weight, H, W, C, k);
     const int64_t N = (int64_t)B * H * W;
-    pynn_bn_statistics_of(mean, invstd, running_mean, running_var, conv_block, &f,
+    pynn_bn_statistics_of(mean, invstd, running_mean, running_var, conv_output_rows, &f,
                           first_block_scratch(&f), N, C, momentum, eps, training);
     float *coef = pynn_work(PYNN_WORK_COEFFICIENTS, (size_t)C * 2);
     pynn_bn_coefficients(coef, coef + C, mean, invstd, gamma, beta, C);

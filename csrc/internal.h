@@ -157,7 +157,8 @@ static inline float pynn_window_pick(int a, float v0, float v1, float v2, float 
  * the first prediction batch), never in the steady state. */
 enum {
     PYNN_WORK_IM2COL,          /* conv.c: each thread's chunk of im2col rows */
-    PYNN_WORK_PADDED_IMAGES,   /* conv.c: each thread's zero-bordered one-channel image */
+    PYNN_WORK_PADDED_IMAGES,   /* conv.c: each thread's zero-bordered one-channel image
+                                * (and the scratch its pynn_direct_dweight caller asks for) */
     PYNN_WORK_TAP_WEIGHTS,     /* conv.c: a one-channel conv's weights, taps first */
     PYNN_WORK_FLIPPED_WEIGHTS, /* conv.c: the kernel turned by 180 degrees, for dinp */
     PYNN_WORK_PARTIAL_DWEIGHT, /* conv.c: partial sums of a weight gradient, one per slot */

@@ -258,9 +258,9 @@ void batchnorm_relu_maxpool_backward(float *dinp, float *dgamma, float *dbeta,
 
 /* The first conv block fused: a one-channel Conv2d (no bias), then the three
  * above, with the conv's output never stored (fused.c says why and how).
- * inp is (B,H,W,1), weight (C,k,k,1), out (B,H/2,W/2,C); the rest as
- * batchnorm_relu_maxpool_forward's. The same bits as conv2d_forward, then
- * batchnorm_relu_maxpool_forward. */
+ * inp is (B,H,W,1), weight (C,k,k,1), out (B,H/2,W/2,C): C is the conv's
+ * output channels, batch norm's; the rest as batchnorm_relu_maxpool_forward's.
+ * The same bits as conv2d_forward, then batchnorm_relu_maxpool_forward. */
 void conv_batchnorm_relu_maxpool_forward(float *out, float *mean, float *invstd,
                                          float *running_mean, float *running_var,
                                          const float *inp, const float *weight,
@@ -268,8 +268,10 @@ void conv_batchnorm_relu_maxpool_forward(float *out, float *mean, float *invstd,
                                          int W, int C, int k, float momentum, float eps,
                                          int training);
 /* Its backward (training mode; no dinp, as for a first layer): dweight
- * (C,k,k,1), dgamma, dbeta (C,) written; dout (B,H/2,W/2,C). The same bits as
- * batchnorm_relu_maxpool_backward, then conv2d_backward. */
+ * (C,k,k,1), dgamma, dbeta (C,) written; dout (B,H/2,W/2,C). The conv's output
+ * is recomputed from inp and weight, so both must be the forward's (as mean
+ * and invstd). The same bits as batchnorm_relu_maxpool_backward, then
+ * conv2d_backward. */
 void conv_batchnorm_relu_maxpool_backward(float *dweight, float *dgamma, float *dbeta,
                                           const float *dout, const float *inp,
                                           const float *weight, const float *mean,

@@ -17,7 +17,9 @@ write only the pooled quarter; the first block never stores the conv's
 output at all, but recomputes it, 9 multiply-adds a value). What it computes
 is the same: the forward values are those of the layers one after another,
 bit for bit, and the gradients equal theirs up to the order of a few sums
-(the first block's: bit for bit too; tests/test_fuse.py).
+(tests/test_fuse.py). The first block's gradients are bit for bit those of
+Conv2d followed by the fused tail BatchNormReLUMaxPool, whose sums it takes
+in the same order.
 
 A fused layer holds the layers it replaces and uses their Parameters and
 buffers, so the plain model and its fused plan train and save as one.
@@ -32,6 +34,12 @@ class Fused(Module):
 
     def __init__(self, *parts):
         self.parts = parts
+
+    @staticmethod
+    def fits(*run):
+        """Whether this run of layers (of the right types) may be fused; a
+        pattern that needs more than the types says so"""
+        return True
 
     def parameters(self):
         return [p for layer in self.parts for p in layer.parameters()]
@@ -161,6 +169,7 @@ class Conv2dBatchNormReLUMaxPool(Fused):
 
     @staticmethod
     def fits(conv, *tail):
+        """a one-channel conv without bias whose input gradient nobody needs"""
         return conv.in_channels == 1 and conv.bias is None and not conv.input_grad
 
     def __init__(self, conv, norm, relu, pool):
@@ -208,14 +217,19 @@ def _is(layer, kind):
                                                                         BatchNorm2d))
 
 
+def without(fused):
+    """PATTERNS without the one of this fused layer (tests and benchmarks
+    compare a plan with and without it)"""
+    return [(types, f) for types, f in PATTERNS if f is not fused]
+
+
 def fuse_layers(layers, patterns=PATTERNS):
     """The layers with every run of ``patterns`` replaced by its fused layer."""
     out, i = [], 0
     while i < len(layers):
         for types, fused in patterns:
             run = layers[i:i + len(types)]
-            if (len(run) == len(types) and all(map(_is, run, types))
-                    and getattr(fused, "fits", lambda *run: True)(*run)):
+            if len(run) == len(types) and all(map(_is, run, types)) and fused.fits(*run):
                 out.append(fused(*run))
                 i += len(types)
                 break

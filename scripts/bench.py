@@ -65,7 +65,7 @@ from pynn._kernels import ffi, lib
 from pynn.arch import parse as parse_arch
 from pynn.budget import Budget
 from pynn.config import configure
-from pynn.fuse import PATTERNS, fuse
+from pynn.fuse import PATTERNS, Conv2dBatchNormReLUMaxPool, fuse, without
 from pynn.io import CSV_NAMES
 from pynn.layers import Conv2d
 from pynn.loss import CrossEntropyLoss
@@ -490,9 +490,8 @@ def bench_conv(networks, threads, repeat, torch):
 
 # ---- CNN training step ---------------------------------------------------------
 
-# --fusion: the fused patterns of a plan (pynn/fuse.py PATTERNS, the first one
-# the first conv block's)
-FUSIONS = {"all": PATTERNS, "no-first-block": PATTERNS[1:], "none": []}
+# --fusion: the fused patterns of a plan (pynn/fuse.py PATTERNS)
+FUSIONS = {"all": PATTERNS, "no-first-block": without(Conv2dBatchNormReLUMaxPool), "none": []}
 
 
 def pynn_cnn_parts(arch, x, y, fusion="all"):

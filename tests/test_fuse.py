@@ -52,9 +52,9 @@ def networks():
                     Flatten(), Linear(5 * (H // 2) ** 2, 3, rng)]
         return make, (H, H, 2), BatchNormReLUMaxPool
 
-    def first_block(H, W, C):
+    def first_block(H, W, C, k=3):
         def make(rng):
-            return [Conv2d(1, C, 3, rng, bias=False, input_grad=False), BatchNorm2d(C), ReLU(),
+            return [Conv2d(1, C, k, rng, bias=False, input_grad=False), BatchNorm2d(C), ReLU(),
                     MaxPool2d(), Flatten(), Linear(C * (H // 2) * (W // 2), 3, rng)]
         return make, (H, W, 1), Conv2dBatchNormReLUMaxPool
 
@@ -64,6 +64,9 @@ def networks():
         "first-block-odd": first_block(7, 7, 33),
         "first-block-even": first_block(6, 10, 5),
         "first-block-wide": first_block(9, 30, 16),
+        # 7 x 16 x 16 x 48 values: above PAR_MIN, the kernels' parallel branches
+        "first-block-threads": first_block(16, 16, 48),
+        "first-block-k5-tiny": first_block(2, 3, 5, k=5),
         "linear-relu": (lambda rng: [Linear(9, 33, rng), ReLU(), Linear(33, 4, rng)],
                         None, LinearReLU),
         "batchnorm1d-relu": (lambda rng: [Linear(9, 12, rng), BatchNorm1d(12), ReLU(),
@@ -137,8 +140,9 @@ def test_fuse_leaves_other_runs_alone():
                                                              Linear]
 
 
-@pytest.mark.parametrize("name", ["first-block-odd", "first-block-even", "first-block-wide"])
-def test_the_first_block_is_the_same_bits_as_conv_then_its_fused_tail(name):
+@pytest.mark.parametrize("B", [1, 7])
+@pytest.mark.parametrize("name", [name for name in networks() if name.startswith("first-block")])
+def test_the_first_block_is_the_same_bits_as_conv_then_its_fused_tail(name, B):
     """Conv2dBatchNormReLUMaxPool recomputes the conv's output where
     Conv2d + BatchNormReLUMaxPool store it: the same bits in everything,
     the gradients too (the same sums in the same order)."""
@@ -146,7 +150,7 @@ def test_the_first_block_is_the_same_bits_as_conv_then_its_fused_tail(name):
     conv, norm, relu, pool, *rest = plain.layers
     stored = Sequential(conv, BatchNormReLUMaxPool(norm, relu, pool), *rest,
                         input_shape=plain.input_shape, parameters=plain.parameters())
-    x, y = batch(random.Random(3), 7, math.prod(plain.input_shape), 3)
+    x, y = batch(random.Random(3), B, math.prod(plain.input_shape), 3)
     assert step(stored, x, y) == step(fuse(twin), x, y)
 
 
@@ -155,7 +159,8 @@ def test_a_first_conv_fuses_only_without_bias_or_input_gradient():
     for conv in (Conv2d(1, 4, 3, rng, bias=True, input_grad=False),
                  Conv2d(1, 4, 3, rng, bias=False, input_grad=True),
                  Conv2d(2, 4, 3, rng, bias=False, input_grad=False)):
-        model = Sequential(conv, BatchNorm2d(4), ReLU(), MaxPool2d(), input_shape=(6, 6, 2))
+        model = Sequential(conv, BatchNorm2d(4), ReLU(), MaxPool2d(),
+                           input_shape=(6, 6, conv.in_channels))
         assert [type(layer) for layer in fuse(model).layers] == [Conv2d, BatchNormReLUMaxPool]
 
 
@@ -201,7 +206,8 @@ def test_no_fuse_predicts_the_same_files_with_a_saved_model(subset_dir, tmp_path
         _, text = quiet(configure("cnn", load=str(tmp_path / "m.bin"), out_dir=str(out),
                                   fuse=fused, **common))
         files[fused] = {k: (out / name).read_bytes() for k, name in PREDICTION_NAMES.items()}
-        assert ("batchnorm_relu_maxpool (fused)" in text) == fused, text
+        assert ("conv_batchnorm_relu_maxpool (fused)" in text) == fused, text
+        assert (" batchnorm_relu_maxpool (fused)" in text) == fused, text
     assert files[True] == files[False]
     _, text = quiet(configure("cnn", arch="c4,p,f16", epochs=1, fuse=False,
                               out_dir=str(tmp_path / "plain"), **common))
