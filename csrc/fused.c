@@ -197,9 +197,12 @@ void batchnorm_relu_maxpool_backward(float *dinp, float *dgamma, float *dbeta,
  * the conv reads one channel, so each of its values costs only k*k = 9
  * multiply-adds of the image: these two kernels never store it. Each pass
  * recomputes the few rows it needs from the image (pynn_direct_pixels, conv.c)
- * into a buffer that stays in L1 or L2, and the gradient of the conv's output lives
- * one image at a time, in L2 (recomputing instead of storing, as activation
- * checkpointing does across layers).
+ * into a buffer that stays in L1 or L2, and the gradient of the conv's output
+ * lives one image at a time, in L2 (recomputing instead of storing, as
+ * activation checkpointing does across layers). Timed alone, the kernels
+ * gain little (the stored tensor waits in the L3 from one call to the next);
+ * in a training step, where the other layers run in between, the default
+ * network's step takes 0.90x the time (docs/performance.md, 2026-12-07).
  *
  * The plain version it must equal: conv2d_forward, then
  * batchnorm_relu_maxpool_forward, and backward the same two in reverse
