@@ -602,11 +602,16 @@ def bench_cnn_step(arch, threads, repeat, steps, torch, fusions=()):
     print(f"\nCNN training step: --arch {arch}, batch norm after convs, batch {CNN_BATCH}, "
           f"Adam lr 1e-3, {threads} threads; {repeat} blocks of {steps} steps after "
           "warm-up, contenders taking turns")
+    # contender -> its stepper, and the stem and tag of its figures' names
     steppers = {"pynn": pynn_cnn_stepper(arch, x, y, threads)}
+    names = {"pynn": ("cnn_step", f"[{arch}]")}
     for fusion in fusions:  # the same network, fused less
-        steppers[f"pynn, fusion {fusion}"] = pynn_cnn_stepper(arch, x, y, threads, fusion)
+        label = f"pynn, fusion {fusion}"
+        steppers[label] = pynn_cnn_stepper(arch, x, y, threads, fusion)
+        names[label] = ("cnn_step", f"[{arch}, {fusion}]")
     if torch:
         steppers["torch"] = torch_cnn_stepper(torch, arch, x, y, threads)
+        names["torch"] = ("torch_cnn_step", f"[{arch}]")
     for stepper in steppers.values():  # warm-up: buffers, caches, thread pools
         stepper(3)
     times = {name: [] for name in steppers}
@@ -617,10 +622,9 @@ def bench_cnn_step(arch, threads, repeat, steps, torch, fusions=()):
     for name in steppers:
         med, best = median_min(times[name])
         ms[name] = med * 1e3
-        key = ("torch_" if name == "torch" else "") + "cnn_step_ms" + (
-            f"[{arch}]" if "fusion" not in name else f"[{arch}, {name.split()[-1]}]")
-        record(key, med * 1e3, "ms")
-        record(key.replace("_ms", "_best_ms"), best * 1e3, "ms")
+        stem, tag = names[name]
+        record(f"{stem}_ms{tag}", med * 1e3, "ms")
+        record(f"{stem}_best_ms{tag}", best * 1e3, "ms")
         print(f"  {name:{width}s}: {med * 1e3:8.2f} ms/step median, {best * 1e3:8.2f} best  "
               f"({CNN_BATCH / med:7.0f} samples/s)")
     for fusion in fusions:
