@@ -488,35 +488,35 @@ static void output_transform(float *out, const float *restrict M, const float *b
 }
 
 /* U (xi, C, OC) = G g G^T of every kernel g = weight[o, :, :, c] for
- * transforms of ay x ax, weight (OC,3,3,C). The kernels of LANES output
- * channels are transformed into u first, so that U is written a row of
- * LANES channels o at a time (written value by value, OC floats apart, U
- * cost as much as the whole input transform of a 14x14 layer: perf) */
-SIZED void weight_transform_sized(float *restrict U, const float *restrict weight, int C, int OC,
-                                  int ay, int ax) {
+ * transforms of ay x ax, weight (OC,3,3,C): the columns o0 .. o0+LANES-1 of
+ * U (one block of output channels; the threads share the blocks). The
+ * kernels of LANES output channels are transformed into u first, so that U
+ * is written a row of LANES channels o at a time (written value by value,
+ * OC floats apart, U cost as much as the whole input transform of a 14x14
+ * layer: perf) */
+SIZED void weight_transform_sized(float *restrict U, const float *restrict weight, int o0, int C,
+                                  int OC, int ay, int ax) {
     lanes gg[9], col[MAX_XI], u[LANES][MAX_XI];
-    for (int o0 = 0; o0 < OC; o0 += LANES) {
-        const int no = OC - o0 < LANES ? OC - o0 : LANES;
-        for (int c0 = 0; c0 < C; c0 += LANES) {
-            const int n = C - c0 < LANES ? C - c0 : LANES;
-            for (int oo = 0; oo < no; oo++) {
-                const float *wo = weight + (size_t)(o0 + oo) * 9 * C + c0;
-                for (int q = 0; q < 9; q++) lanes_in(gg[q], wo + (size_t)q * C, n);
-                for (int j = 0; j < 3; j++) transform_g(ay, col + j, 3, gg + j, 3); /* G g */
-                for (int i = 0; i < ay; i++)
-                    transform_g(ax, u[oo] + i * ax, 1, col + i * 3, 1); /* . G^T */
-            }
-            for (int q = 0; q < ay * ax; q++)
-                for (int l = 0; l < n; l++) {
-                    float *dst = U + ((size_t)q * C + c0 + l) * OC + o0;
-                    for (int oo = 0; oo < no; oo++) dst[oo] = u[oo][q][l];
-                }
+    const int no = OC - o0 < LANES ? OC - o0 : LANES;
+    for (int c0 = 0; c0 < C; c0 += LANES) {
+        const int n = C - c0 < LANES ? C - c0 : LANES;
+        for (int oo = 0; oo < no; oo++) {
+            const float *wo = weight + (size_t)(o0 + oo) * 9 * C + c0;
+            for (int q = 0; q < 9; q++) lanes_in(gg[q], wo + (size_t)q * C, n);
+            for (int j = 0; j < 3; j++) transform_g(ay, col + j, 3, gg + j, 3); /* G g */
+            for (int i = 0; i < ay; i++)
+                transform_g(ax, u[oo] + i * ax, 1, col + i * 3, 1); /* . G^T */
         }
+        for (int q = 0; q < ay * ax; q++)
+            for (int l = 0; l < n; l++) {
+                float *dst = U + ((size_t)q * C + c0 + l) * OC + o0;
+                for (int oo = 0; oo < no; oo++) dst[oo] = u[oo][q][l];
+            }
     }
 }
-static void weight_transform(float *restrict U, const float *restrict weight, const kind *k, int C,
-                             int OC) {
-    BY_SIZE(k, weight_transform_sized, U, weight, C, OC);
+static void weight_transform(float *restrict U, const float *restrict weight, const kind *k,
+                             int o0, int C, int OC) {
+    BY_SIZE(k, weight_transform_sized, U, weight, o0, C, OC);
 }
 
 int pynn_winograd_fits(int C, int OC, int k) { return k == 3 && C >= 8 && OC >= 8; }
@@ -541,11 +541,15 @@ void pynn_winograd_forward(float *out, const float *inp, const float *weight, co
     per += (size_t)MAX_XI * C; /* V, M, patch */
     float *U = pynn_work(PYNN_WORK_WINOGRAD_WEIGHTS, u_floats ? u_floats : 1);
     float *work = pynn_work(PYNN_WORK_WINOGRAD, (size_t)omp_get_max_threads() * per);
-    for (int i = 0; i < nk; i++) weight_transform(U + u_at[i], weight, &ks[i], C, OC);
+    const int blocks = (OC + LANES - 1) / LANES; /* of U's columns, per kind */
     pynn_gemm_reserve();
 #pragma omp parallel if (flops >= PAR_MIN_FLOPS)
     {
         float *V = work + (size_t)omp_get_thread_num() * per;
+#pragma omp for schedule(static) /* U first, all of it (the loop's end waits for it) */
+        for (int j = 0; j < nk * blocks; j++)
+            weight_transform(U + u_at[j / blocks], weight, &ks[j / blocks], j % blocks * LANES, C,
+                             OC);
 #pragma omp for schedule(dynamic)
         for (int64_t ch = 0; ch < first[nk]; ch++) {
             const int i = kind_of(ch, first);
