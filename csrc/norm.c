@@ -135,8 +135,11 @@ void pynn_bn_statistics_of(float *mean, float *invstd, float *running_mean, floa
             mean[c] = (float)m[c];
             invstd[c] = (float)(1.0 / sqrt(v[c] + eps));
             const double unbiased = N > 1 ? v[c] * (double)N / (double)(N - 1) : v[c];
-            running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * (float)m[c];
-            running_var[c] = (1.0f - momentum) * running_var[c] + momentum * (float)unbiased;
+            /* muladd (internal.h), as in optim.c: of the two products gcc fused
+             * the first, clang the second, and the clang build's running
+             * variances (so its predictions) parted from gcc's at batch 96 */
+            running_mean[c] = muladd(1.0f - momentum, running_mean[c], momentum * (float)m[c]);
+            running_var[c] = muladd(1.0f - momentum, running_var[c], momentum * (float)unbiased);
         }
     } else {
         for (int c = 0; c < C; c++) {
