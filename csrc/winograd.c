@@ -548,8 +548,8 @@ void pynn_winograd_forward(float *out, const float *inp, const float *weight, co
         float *V = work + (size_t)omp_get_thread_num() * per;
 #pragma omp for schedule(static) /* U first, all of it (the loop's end waits for it) */
         for (int j = 0; j < nk * blocks; j++)
-            weight_transform(U + u_at[j / blocks], weight, &ks[j / blocks], j % blocks * LANES, C,
-                             OC);
+            weight_transform(U + u_at[j / blocks], weight, &ks[j / blocks],
+                             (j % blocks) * LANES, C, OC);
 #pragma omp for schedule(dynamic)
         for (int64_t ch = 0; ch < first[nk]; ch++) {
             const int i = kind_of(ch, first);
