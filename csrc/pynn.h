@@ -158,6 +158,13 @@ void sigmoid_forward(float *out, const float *inp, float steepness, int64_t N);
 void sigmoid_backward(float *dinp, const float *dout, const float *out, float steepness,
                       int64_t N);
 
+/* ---- the skip connection of a residual block (residual.c), all (N,) ------- */
+/* out = relu(inp + fx), fx the block's body's output F(inp); backward, after
+ * dsum = relu_backward(dout, out) and the body's backward of dsum to dbody:
+ * dinp = dsum + dbody */
+void residual_forward(float *out, const float *inp, const float *fx, int64_t N);
+void residual_backward(float *dinp, const float *dsum, const float *dbody, int64_t N);
+
 /* ---- dropout (dropout.c) ---------------------------------------------------- */
 /* Dropout (inverted), for training only: value i is kept when a hash of
  * (seed, i) falls at or above p, and then scaled by 1/(1-p); 0 <= p < 1. The

@@ -31,6 +31,7 @@ from .layers import (
     Linear,
     MaxPool2d,
     ReLU,
+    Residual,
     Sigmoid,
     Tanh,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "Normalizer",
     "PynnError",
     "ReLU",
+    "Residual",
     "Sequential",
     "Sigmoid",
     "Tanh",

@@ -7,13 +7,15 @@ from .errors import PynnError
 HELP = ("comma list of layers: c32 = 3x3 conv of 32 channels (+ batch norm) + "
         "activation, c32k5 = the same with a 5x5 kernel, p = 2x2 max-pool, "
         "g = global average pooling (an image to its channel means), "
-        "f128 = dense layer of 128 + activation, d0.3 = dropout 0.3; "
+        "r32 = residual block, relu(x + F(x)) with F two c32 convs (x has 32 "
+        "channels already), f128 = dense layer of 128 + activation, d0.3 = dropout 0.3; "
         "the dense layer to the classes is added ('' for none before it)")
-IMAGE_TOKENS = ("c", "p", "g")  # the tokens that read the vectors as images
+IMAGE_TOKENS = ("c", "p", "g", "r")  # the tokens that read the vectors as images
 
 
 def parse(text):
-    """[("c", channels, k), ("p",), ("f", units), ("d", p), ...] from "c32,p,f128";
+    """[("c", channels, k), ("p",), ("r", channels), ("f", units), ("d", p), ...]
+    from "c32,p,r32,f128";
     a PynnError naming a token that is not one of these, or an empty token
     inside the list. An empty (or blank) text is no layer at all."""
     if not text.strip():
@@ -41,8 +43,8 @@ def _token(tok):
             raise ValueError
     elif tok in ("p", "g"):
         t = (tok,)
-    elif kind == "f":
-        t = ("f", int(rest))
+    elif kind in ("r", "f"):
+        t = (kind, int(rest))
         if t[1] < 1:
             raise ValueError
     elif kind == "d":

@@ -21,11 +21,23 @@ bit for bit, and the gradients equal theirs up to the order of a few sums
 Conv2d followed by the fused tail BatchNormReLUMaxPool, whose sums it takes
 in the same order.
 
+A residual block's body is fused the same way, inside the block.
+
 A fused layer holds the layers it replaces and uses their Parameters and
 buffers, so the plain model and its fused plan train and save as one.
 """
 from ._kernels import ffi, lib
-from .layers import BatchNorm, BatchNorm1d, BatchNorm2d, Conv2d, Linear, MaxPool2d, Module, ReLU
+from .layers import (
+    BatchNorm,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    Linear,
+    MaxPool2d,
+    Module,
+    ReLU,
+    Residual,
+)
 from .tensor import check
 
 
@@ -227,6 +239,10 @@ def fuse_layers(layers, patterns=PATTERNS):
     """The layers with every run of ``patterns`` replaced by its fused layer."""
     out, i = [], 0
     while i < len(layers):
+        if type(layers[i]) is Residual:  # its body fused the same way
+            out.append(layers[i].with_body(fuse_layers(layers[i].body, patterns)))
+            i += 1
+            continue
         for types, fused in patterns:
             run = layers[i:i + len(types)]
             if len(run) == len(types) and all(map(_is, run, types)) and fused.fits(*run):

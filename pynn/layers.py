@@ -354,6 +354,65 @@ class GlobalAvgPool2d(Module):
         return dinp
 
 
+class Residual(Module):
+    """A residual block (He et al. 2016): out = relu(x + F(x)), F the ``body``,
+    layers that keep the shape (the r64 token: conv, batch norm, activation,
+    conv, batch norm). The body learns only what it adds to x, and the
+    gradient reaches x both through F and around it (csrc/residual.c):
+
+        dsum = dout * [out > 0],   dx = dsum + (dsum carried back through F)
+    """
+
+    kernel = "residual"
+
+    def __init__(self, *body):
+        self.body = list(body)
+        self.plain = self  # the block of plain layers this one runs (fuse makes others)
+        self._out, self._dsum, self._dinp, self._inp, self._y = {}, {}, {}, None, None
+
+    @property
+    def parts(self):
+        """The layers inside (Sequential.modules switches their training mode)."""
+        return self.body
+
+    def with_body(self, body):
+        """The same block run by other layers over the same Parameters (fuse)."""
+        block = Residual(*body)
+        block.plain = self.plain
+        return block
+
+    def parameters(self):
+        return [p for layer in self.body for p in layer.parameters()]
+
+    def buffers(self):
+        return [b for layer in self.body for b in layer.buffers()]
+
+    def forward(self, inp):
+        fx = inp
+        for layer in self.body:
+            fx = layer.forward(fx)
+        check(fx, inp.shape, what="Residual body output")
+        out = self._buffer(self._out, inp.shape)
+        lib.residual_forward(out.ptr, inp.ptr, fx.ptr, inp.size)
+        self._inp, self._y = inp, out
+        return out
+
+    def backward(self, dout):
+        check(dout, self._inp.shape, what="Residual dout")
+        dsum = self._buffer(self._dsum, dout.shape)
+        lib.relu_backward(dsum.ptr, dout.ptr, self._y.ptr, dout.size)  # out > 0 where the sum is
+        dbody = dsum
+        for layer in reversed(self.body):
+            dbody = layer.backward(dbody)
+        check(dbody, dout.shape, what="Residual body gradient")
+        dinp = self._buffer(self._dinp, dout.shape)
+        lib.residual_backward(dinp.ptr, dsum.ptr, dbody.ptr, dout.size)
+        return dinp
+
+    def __repr__(self):
+        return f"Residual({', '.join(map(repr, self.body))})"
+
+
 class Flatten(Module):
     """(B, H, W, C) -> (B, H*W*C): a view, no copy (and back, backward)."""
 

@@ -18,6 +18,7 @@ from .layers import (
     GlobalAvgPool2d,
     Linear,
     MaxPool2d,
+    Residual,
     Sigmoid,
 )
 from .tensor import Tensor, check
@@ -98,8 +99,12 @@ class Sequential:
         return [b for layer in self.layers for b in layer.buffers()]
 
     def modules(self):
-        """Every layer, and the layers inside a fused one."""
-        return [m for layer in self.layers for m in (layer, *getattr(layer, "parts", ()))]
+        """Every layer, and the layers inside a fused one or a residual block."""
+        def walk(layers):
+            for layer in layers:
+                yield layer
+                yield from walk(getattr(layer, "parts", ()))
+        return list(walk(self.layers))
 
     def train(self, mode=True):
         """Training mode (dropout active, batch statistics) or, with False,
@@ -176,17 +181,28 @@ class Sequential:
         plain model, the shapes per sample (the batch left out); kernel is the
         C pair that computes the layer here (its label): its own, or a fused
         one (see pynn.fuse), which the first layer of the run names and the
-        others point to."""
-        runs_in = {id(part): step for step in self.layers
-                   for part in getattr(step, "parts", (step,))}
-        rows, shape, seen = [], self.input_shape or (self.input_width(),), set()
-        for layer in self.plain.layers:
-            shape = layer.out_shape(shape) if shape else None
-            step = runs_in[id(layer)]
-            kernel = "  (fused above)" if id(step) in seen else step.label
-            seen.add(id(step))
-            rows.append((repr(layer), shape, sum(p.value.size for p in layer.parameters()),
-                         kernel))
+        others point to. A residual block is a row for its sum and ReLU (no
+        parameters of its own), then its body's layers, indented."""
+        rows = []
+
+        def add(layers, steps, shape, indent):
+            runs_in = {id(part): step for step in steps  # a residual block: itself
+                       for part in ((step.plain,) if isinstance(step, Residual)
+                                    else getattr(step, "parts", (step,)))}
+            seen = set()
+            for layer in layers:
+                step = runs_in[id(layer)]
+                kernel = "  (fused above)" if id(step) in seen else step.label
+                seen.add(id(step))
+                if isinstance(layer, Residual):
+                    rows.append((indent + "Residual: relu(x + F(x)), F =", shape, 0, kernel))
+                    add(layer.body, step.body, shape, indent + "  ")
+                    continue
+                shape = layer.out_shape(shape) if shape else None
+                rows.append((indent + repr(layer), shape,
+                             sum(p.value.size for p in layer.parameters()), kernel))
+
+        add(self.plain.layers, self.layers, self.input_shape or (self.input_width(),), "")
         return rows
 
     def __repr__(self):
@@ -234,6 +250,18 @@ def _gap(b, tok, shape):
     return [GlobalAvgPool2d()], (shape[2],)
 
 
+def _residual(b, tok, shape):
+    """r32: Residual(Conv2d [+ BatchNorm2d] + activation, Conv2d [+ BatchNorm2d]),
+    relu(x + F(x)): x must have the block's channels already"""
+    b.image(shape, "a residual block")
+    if shape[2] != tok[1]:
+        raise PynnError(f"--arch {b.arch}: r{tok[1]} adds its input to its output, but its "
+                        f"input has {shape[2]} channels (a c{tok[1]} before it would give {tok[1]})")
+    first, _ = _conv(b, ("c", tok[1], 3), shape)
+    second, _ = _conv(b, ("c", tok[1], 3), shape)
+    return [Residual(*first, *second[:-1])], shape  # the second conv's activation comes after the sum
+
+
 def _dense(b, tok, shape):
     """f128: [Flatten] Linear [+ BatchNorm1d] + activation [+ Dropout]"""
     layers, shape = _flat(shape)
@@ -255,7 +283,8 @@ def _flat(shape):
 
 
 # an --arch token's letter -> the function that makes its layers (arch.py parses them)
-TOKEN_LAYERS = {"c": _conv, "p": _pool, "g": _gap, "f": _dense, "d": _dropout}
+TOKEN_LAYERS = {"c": _conv, "p": _pool, "g": _gap, "r": _residual, "f": _dense,
+                "d": _dropout}
 
 
 def build(arch, width, classes, activation, rng, dropout=0.0, batchnorm="conv", steepness=1.0):

@@ -3,6 +3,13 @@ import shutil
 import sys
 
 
+def kernel_pairs(layers):
+    """The kernel pairs a run of layers calls: one a layer, and a residual
+    block's own (its sum) besides its body's."""
+    return sum(1 + kernel_pairs(layer.body) if hasattr(layer, "body") else 1
+               for layer in layers)
+
+
 class Reporter:
     """Prints a run's progress and results to ``stream`` (stdout by default).
 
@@ -58,8 +65,9 @@ class Reporter:
         and the C kernels that compute it (csrc/: <kernel>_forward/_backward)."""
         rows = model.summary()
         total = sum(row[2] for row in rows)
-        fused = len(model.layers) < len(rows)
-        how = (f", run by {len(model.layers)} kernel pairs (fused; --no-fuse runs each layer)"
+        fused = model.plain is not model
+        how = (f", run by {kernel_pairs(model.layers)} kernel pairs (fused; --no-fuse runs "
+               "each layer)"
                if fused else ", each layer run as written")
         self.line(f"model {len(rows)} layers, {total:,} parameters{how}")
         width = max(len(row[0]) for row in rows)

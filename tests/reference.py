@@ -140,6 +140,17 @@ def relu_backward(dout, x):
     return [d if v > 0 else 0.0 for d, v in zip(dout, x)]
 
 
+def residual(x, fx):
+    """A residual block's output relu(x + F(x)), from x and F(x)."""
+    return [s if s > 0 else 0.0 for s in f32list([a + b for a, b in zip(x, fx)])]
+
+
+def residual_backward(dsum, dbody):
+    """dL/dx of a residual block: the gradient around the body (dsum) plus
+    the one through it (dbody)."""
+    return f32list([a + b for a, b in zip(dsum, dbody)])
+
+
 def leaky_relu(x, slope):
     return [v if v > 0 else slope * v for v in x]
 

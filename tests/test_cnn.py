@@ -15,6 +15,7 @@ from pynn import (
     MaxPool2d,
     PynnError,
     ReLU,
+    Residual,
     Sequential,
     build,
     get_threads,
@@ -45,7 +46,7 @@ def pool_pattern(model):
     """Which input won each max-pool window (a finite difference across a
     change of winner is meaningless, so the checks assert none happens)."""
     out = []
-    for layer in model.layers:
+    for layer in model.modules():
         if isinstance(layer, MaxPool2d):
             B, H, W, C = layer._inp.shape
             v = layer._inp.tolist()
@@ -61,11 +62,14 @@ def pool_pattern(model):
 
 def relu_pattern(model):
     """The sign of every value that entered a ReLU (in the last forward of the
-    plain layers): a finite difference across a sign change is meaningless too."""
+    plain layers; a residual block's sum too): a finite difference across a
+    sign change is meaningless too."""
     out = []
-    for layer in model.layers:
+    for layer in model.modules():
         if isinstance(layer, ReLU):
             out += [v > 0 for v in layer._inp.tolist()]
+        elif isinstance(layer, Residual):
+            out += [v > 0 for v in layer._y.tolist()]  # relu(x + F(x)) > 0 where the sum is
     return out
 
 
@@ -79,7 +83,7 @@ def loss_of(model, loss_fn, x, y):
     return loss, (pool_pattern(plain), relu_pattern(plain))
 
 
-def gradcheck(model, x, y, smoothing=0.0):
+def gradcheck(model, x, y, smoothing=0.0, eps=EPS):
     """Central differences of the mean loss against model.backward, for every
     parameter entry whose +-EPS moves no pool winner and flips no ReLU input
     (those few have no derivative to compare); a list of mismatches (empty:
@@ -92,9 +96,9 @@ def gradcheck(model, x, y, smoothing=0.0):
     for p, g in zip(model.parameters(), grads):
         for i in range(p.value.size):
             v0 = p.value.ptr[i]
-            p.value.ptr[i] = v0 + EPS
+            p.value.ptr[i] = v0 + eps
             up, (lp, pp) = p.value.ptr[i], loss_of(model, loss_fn, x, y)
-            p.value.ptr[i] = v0 - EPS
+            p.value.ptr[i] = v0 - eps
             down, (lm, pm) = p.value.ptr[i], loss_of(model, loss_fn, x, y)
             p.value.ptr[i] = v0
             total += 1
@@ -149,6 +153,54 @@ def test_small_relu_cnn_gradients(arch, width, fused):
     assert kinds.count("BatchNormReLUMaxPool") == (fused == "tails" and "p" in arch)
     x, y = batch(rng, 4, width, 3)
     assert gradcheck(plan, x, y, 0.1) == []
+
+
+@pytest.mark.parametrize("arch, activation, batchnorm, fused", [
+    ("c2,r2,f3", "relu", "all", False),  # the default's layers in a block
+    ("c2,r2,f3", "relu", "all", True),   # its body's batch norm and ReLU in one kernel
+    ("c2,r2,r2", "tanh", "off", False),  # two blocks in a row, convs with biases
+])
+def test_residual_block_gradients(arch, activation, batchnorm, fused):
+    """Residual blocks, as layers and as the fused plan. A block's sum adds
+    ReLU kinks after batch norm, whose every value moves with every weight:
+    at the usual step of 1e-2, a third of the entries crossed one, so the
+    step is 2e-3 here (in float32, smaller steps lose the difference)."""
+    rng = random.Random(13)
+    model = build(arch, 16, 3, activation, rng, batchnorm=batchnorm)
+    for p in model.parameters():
+        if p.name in ("beta", "gamma"):
+            p.value.ptr[0:p.value.size] = [rng.uniform(0.5, 1.5) if p.name == "gamma"
+                                           else rng.uniform(-0.3, 0.3)
+                                           for _ in range(p.value.size)]
+    plan = fuse(model) if fused else model
+    block = next(layer for layer in plan.layers if isinstance(layer, Residual))
+    body = ["Conv2d", "BatchNormReLU", "Conv2d", "BatchNorm2d"] if fused else \
+        ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d"]
+    if batchnorm == "all":
+        assert [type(layer).__name__ for layer in block.body] == body
+    x, y = batch(rng, 3, 16, 3)
+    assert gradcheck(plan, x, y, 0.1, eps=2e-3) == []
+
+
+def test_gradcheck_sees_a_missing_skip_gradient(monkeypatch):
+    """The check can fail: a residual block whose backward drops the gradient
+    around its body (dinp = dbody only) is caught."""
+    import pynn.layers
+
+    class NoSkip:
+        def __getattr__(self, name):
+            return getattr(lib, name)
+
+        @staticmethod
+        def residual_backward(dinp, dsum, dbody, n):
+            for i in range(n):
+                dinp[i] = dbody[i]
+
+    rng = random.Random(13)
+    model = build("c3,r3,f4", 25, 3, "tanh", rng, batchnorm="off")
+    monkeypatch.setattr(pynn.layers, "lib", NoSkip())
+    x, y = batch(rng, 3, 25, 3)
+    assert gradcheck(model, x, y, eps=2e-3) != []
 
 
 def test_gradcheck_sees_a_wrong_conv_gradient():
@@ -269,12 +321,14 @@ def test_arch_tokens():
     assert parse_arch("c32,c32k5, p,f128,d0.3") == [
         ("c", 32, 3), ("c", 32, 5), ("p",), ("f", 128), ("d", 0.3)]
     assert parse_arch("c8,g") == [("c", 8, 3), ("g",)]
+    assert parse_arch("c16,r16,p") == [("c", 16, 3), ("r", 16), ("p",)]
     assert parse_arch("") == []
 
 
 @pytest.mark.parametrize("arch, token", [
     ("c32,x", "'x'"), ("c0", "'c0'"), ("c32k4", "'c32k4'"), ("f", "'f'"), ("d1.5", "'d1.5'"),
-    ("pp", "'pp'"), ("c32k", "'c32k'"), ("g2", "'g2'"),
+    ("pp", "'pp'"), ("c32k", "'c32k'"), ("g2", "'g2'"), ("r", "'r'"), ("r0", "'r0'"),
+    ("r8k5", "'r8k5'"),
 ])
 def test_bad_arch_token_is_named(arch, token):
     with pytest.raises(PynnError) as e:
@@ -301,7 +355,8 @@ def test_build_shapes_and_summary():
 
 @pytest.mark.parametrize("arch, width, words", [
     ("c4", 50, "not a square"), ("p,p,p,p,p", 784, "below 1x1"), ("f8,c4", 784, "of a flat vector"),
-    ("c4,g,g", 784, "of a flat vector"),
+    ("c4,g,g", 784, "of a flat vector"), ("c4,r8", 784, "input has 4 channels"),
+    ("r1,f8,r1", 784, "of a flat vector"),
 ])
 def test_build_errors(arch, width, words):
     with pytest.raises(PynnError, match=words):

@@ -23,6 +23,7 @@ from pynn import (
     Linear,
     MaxPool2d,
     ReLU,
+    Residual,
     Sequential,
     Tanh,
     build,
@@ -138,6 +139,24 @@ def test_fuse_leaves_other_runs_alone():
                        Linear(6, 2, rng))
     assert [type(layer) for layer in fuse(model).layers] == [Linear, Tanh, MyLinear, ReLU, ReLU,
                                                              Linear]
+
+
+def test_a_residual_block_is_fused_inside():
+    """fuse() fuses a residual block's body as it would the same layers
+    outside one: the same forward bits, and gradients within REL."""
+    def model():
+        return build("c5,r5,p", 49, 3, "relu", random.Random(3), batchnorm="all")
+    plain, plan = model(), fuse(model())
+    block = next(layer for layer in plan.layers if isinstance(layer, Residual))
+    assert [type(layer) for layer in block.body] == [Conv2d, BatchNormReLU, Conv2d, BatchNorm2d]
+    assert block.plain is not block and block.parameters() == block.plain.parameters()
+    x, y = batch(random.Random(1), 7, 49, 3)
+    (p_out, p_buf, p_eval, p_grad), (f_out, f_buf, f_eval, f_grad) = step(plain, x, y), \
+        step(plan, x, y)
+    assert p_out == f_out and p_buf == f_buf and p_eval == f_eval
+    for a, b in zip(p_grad, f_grad):
+        diff = math.sqrt(sum((u - v) ** 2 for u, v in zip(a, b)))
+        assert diff <= REL * math.sqrt(sum(u * u for u in a))
 
 
 @pytest.mark.parametrize("B", [1, 7])

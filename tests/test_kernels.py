@@ -321,6 +321,26 @@ def test_relu(n, threads):
     assert dinp.tolist() == ref.relu_backward(dout, x)  # 0 at x == 0
 
 
+@pytest.mark.parametrize("n,threads", [(1, 1), (37, 1), (PAR, 2), (PAR, 3)])
+def test_residual(n, threads):
+    """relu(x + F(x)) and, backward, dsum + dbody (residual.c), against the
+    plain versions, bit for bit; the sum's ReLU derivative is relu_backward's
+    on the output (0 where the sum is 0 or less)."""
+    lib.pynn_set_threads(threads)
+    rng = random.Random(n)
+    x, fx = activation_input(n, rng), ref.rand_list(rng, n, -3.0, 3.0)
+    fx[:2] = [-v for v in x[:2]]  # sums of exactly 0 (x[0] is 0, x[1] is -0)
+    dout, dbody = ref.rand_list(rng, n), ref.rand_list(rng, n)
+    out, dsum, dinp = Tensor((n,)), Tensor((n,)), Tensor((n,))
+    lib.residual_forward(out.ptr, ref.tensor(x).ptr, ref.tensor(fx).ptr, n)
+    want = ref.residual(ref.f32list(x), ref.f32list(fx))
+    assert bits(out.tolist()) == bits(want)
+    lib.relu_backward(dsum.ptr, ref.tensor(dout).ptr, out.ptr, n)
+    assert dsum.tolist() == [d if s > 0 else 0.0 for d, s in zip(ref.f32list(dout), want)]
+    lib.residual_backward(dinp.ptr, dsum.ptr, ref.tensor(dbody).ptr, n)
+    assert bits(dinp.tolist()) == bits(ref.residual_backward(dsum.tolist(), ref.f32list(dbody)))
+
+
 @pytest.mark.parametrize("slope", [0.01, 0.2])
 @pytest.mark.parametrize("n,threads", [(1, 1), (37, 1), (PAR, 2)])
 def test_leaky_relu(n, threads, slope):

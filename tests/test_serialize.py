@@ -99,9 +99,9 @@ def test_version_1_file_still_loads(tmp_path):
     assert loaded.predict(norm(inputs())).tolist() == model.predict(norm2(inputs())).tolist()
 
 
-def cnn_model():
+def cnn_model(arch="c3,p,c4k5,f6"):
     from pynn import build
-    model = build("c3,p,c4k5,f6", 36, 3, "relu", random.Random(4), batchnorm="all")
+    model = build(arch, 36, 3, "relu", random.Random(4), batchnorm="all")
     rng = random.Random(5)
     x = Tensor.from_list([rng.gauss(0, 1) for _ in range(8 * 36)], (8, 36))
     for _ in range(3):  # training-mode passes move the running statistics off 0 and 1
@@ -109,8 +109,9 @@ def cnn_model():
     return model, x
 
 
-def test_cnn_round_trip_keeps_batch_norm_statistics(tmp_path):
-    model, x = cnn_model()
+@pytest.mark.parametrize("arch", ["c3,p,c4k5,f6", "c3,r3,p,f6"])  # and a residual block's
+def test_cnn_round_trip_keeps_batch_norm_statistics(tmp_path, arch):
+    model, x = cnn_model(arch)
     assert any(b.tolist() != [0.0] * b.size and b.tolist() != [1.0] * b.size
                for b in model.buffers())
     save(tmp_path / "cnn.bin", model, Normalizer(0.5, 2.0))
