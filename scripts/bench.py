@@ -391,7 +391,7 @@ def network_convs(networks):
     for name, arch in networks:
         model = build(arch, 784, 10, "relu", random.Random(0))
         shape, n = model.input_shape, 0
-        for layer in model.layers:
+        for layer in model.modules():  # a residual block's body after the block (same shape)
             if isinstance(layer, Conv2d):
                 n += 1
                 key = (*shape[:2], layer.in_channels, layer.out_channels, layer.k)
@@ -541,11 +541,27 @@ def pynn_cnn_stepper(arch, x, y, threads, fusion="all"):
 def torch_cnn(torch, arch, classes=10):
     """The network pynn.build makes for arch, in PyTorch on NCHW images:
     Conv2d(bias=False) + BatchNorm2d + ReLU, MaxPool2d(2), AdaptiveAvgPool2d(1),
-    Flatten, Linear + ReLU, Dropout, and the Linear to the classes."""
+    residual blocks, Flatten, Linear + ReLU, Dropout, and the Linear to the classes."""
     nn = torch.nn
+
+    class Residual(nn.Module):
+        """relu(x + F(x)), F = conv, batch norm, ReLU, conv, batch norm"""
+
+        def __init__(self, C):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(C, C, 3, padding=1, bias=False),
+                                      nn.BatchNorm2d(C), nn.ReLU(),
+                                      nn.Conv2d(C, C, 3, padding=1, bias=False),
+                                      nn.BatchNorm2d(C))
+
+        def forward(self, x):
+            return torch.relu(x + self.body(x))
+
     layers, (H, W, C), flat = [], IMAGE, False
     for tok in parse_arch(arch):
-        if tok[0] == "c":
+        if tok[0] == "r":
+            layers.append(Residual(C))
+        elif tok[0] == "c":
             layers += [nn.Conv2d(C, tok[1], tok[2], padding=tok[2] // 2, bias=False),
                        nn.BatchNorm2d(tok[1]), nn.ReLU()]
             C = tok[1]
