@@ -161,9 +161,10 @@ void sigmoid_backward(float *dinp, const float *dout, const float *out, float st
 /* ---- the skip connection of a residual block (residual.c), all (N,) ------- */
 /* out = relu(inp + fx), fx the block's body's output F(inp); backward, after
  * dsum = relu_backward(dout, out) and the body's backward of dsum to dbody:
- * dinp = dsum + dbody */
+ * dinp = dout * [out > 0] + dbody (dsum again, from dout and out) */
 void residual_forward(float *out, const float *inp, const float *fx, int64_t N);
-void residual_backward(float *dinp, const float *dsum, const float *dbody, int64_t N);
+void residual_backward(float *dinp, const float *dout, const float *out, const float *dbody,
+                       int64_t N);
 
 /* ---- dropout (dropout.c) ---------------------------------------------------- */
 /* Dropout (inverted), for training only: value i is kept when a hash of

@@ -14,9 +14,11 @@
  *     dsum = dout * [out > 0]          the ReLU's derivative (out > 0 exactly
  *                                      where x + F(x) > 0): relu_backward
  *                                      (activation.c) with out for its input
- *     dinp = dsum + dF                 dF = dsum carried back through F
+ *     dinp = dsum + dbody              dbody = dsum carried back through F
  *
- * residual_backward is the second half.
+ * residual_backward is the second half. It computes dsum again from dout
+ * and out instead of reading it back: a body may change its dout in place
+ * (a fused Linear + ReLU masks it), and dsum is the body's dout.
  *
  * The plain versions they must equal: tests/reference.py residual and
  * residual_backward.
@@ -31,7 +33,8 @@ void residual_forward(float *out, const float *inp, const float *fx, int64_t N) 
     }
 }
 
-void residual_backward(float *dinp, const float *dsum, const float *dbody, int64_t N) {
+void residual_backward(float *dinp, const float *dout, const float *out, const float *dbody,
+                       int64_t N) {
 #pragma omp parallel for schedule(static) if (N >= PAR_MIN)
-    for (int64_t i = 0; i < N; i++) dinp[i] = dsum[i] + dbody[i];
+    for (int64_t i = 0; i < N; i++) dinp[i] = (out[i] > 0.0f ? dout[i] : 0.0f) + dbody[i];
 }

@@ -53,12 +53,6 @@ class Fused(Module):
         pattern that needs more than the types says so"""
         return True
 
-    def parameters(self):
-        return [p for layer in self.parts for p in layer.parameters()]
-
-    def buffers(self):
-        return [b for layer in self.parts for b in layer.buffers()]
-
     def out_shape(self, shape):
         for layer in self.parts:
             shape = layer.out_shape(shape)

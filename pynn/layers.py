@@ -44,6 +44,7 @@ class Module:
 
     kernel = None  # the C pair it calls: <kernel>_forward, <kernel>_backward
     training = True
+    parts = ()  # the layers inside one (a fused run, a residual block's body)
 
     @property
     def label(self):
@@ -51,11 +52,12 @@ class Module:
         return self.kernel or "(no kernel)"
 
     def parameters(self):
-        return []
+        """Its Parameters: none of its own here, those of the layers inside it."""
+        return [p for layer in self.parts for p in layer.parameters()]
 
     def buffers(self):
         """State that is not trained but belongs to the model (saved, loaded)."""
-        return []
+        return [b for layer in self.parts for b in layer.buffers()]
 
     def out_shape(self, shape):
         """The output shape (without the batch) for an input of this shape."""
@@ -381,12 +383,6 @@ class Residual(Module):
         block.plain = self.plain
         return block
 
-    def parameters(self):
-        return [p for layer in self.body for p in layer.parameters()]
-
-    def buffers(self):
-        return [b for layer in self.body for b in layer.buffers()]
-
     def forward(self, inp):
         fx = inp
         for layer in self.body:
@@ -405,8 +401,8 @@ class Residual(Module):
         for layer in reversed(self.body):
             dbody = layer.backward(dbody)
         check(dbody, dout.shape, what="Residual body gradient")
-        dinp = self._buffer(self._dinp, dout.shape)
-        lib.residual_backward(dinp.ptr, dsum.ptr, dbody.ptr, dout.size)
+        dinp = self._buffer(self._dinp, dout.shape)  # dsum again: the body may have changed it
+        lib.residual_backward(dinp.ptr, dout.ptr, self._y.ptr, dbody.ptr, dout.size)
         return dinp
 
     def __repr__(self):

@@ -103,7 +103,7 @@ class Sequential:
         def walk(layers):
             for layer in layers:
                 yield layer
-                yield from walk(getattr(layer, "parts", ()))
+                yield from walk(layer.parts)
         return list(walk(self.layers))
 
     def train(self, mode=True):
@@ -120,7 +120,7 @@ class Sequential:
         return self.plain.width or self.plain.layers[0].in_features
 
     def is_conv(self):
-        return any(isinstance(layer, Conv2d) for layer in self.layers)
+        return any(isinstance(layer, Conv2d) for layer in self.plain.modules())
 
     def predict(self, x, batch_size=None, flip=False, on_logits=None):
         """Class indices (int32 Tensor (N,)) for the rows of x (N, D), in
@@ -188,7 +188,7 @@ class Sequential:
         def add(layers, steps, shape, indent):
             runs_in = {id(part): step for step in steps  # a residual block: itself
                        for part in ((step.plain,) if isinstance(step, Residual)
-                                    else getattr(step, "parts", (step,)))}
+                                    else step.parts or (step,))}
             seen = set()
             for layer in layers:
                 step = runs_in[id(layer)]
@@ -252,11 +252,13 @@ def _gap(b, tok, shape):
 
 def _residual(b, tok, shape):
     """r32: Residual(Conv2d [+ BatchNorm2d] + activation, Conv2d [+ BatchNorm2d]),
-    relu(x + F(x)): x must have the block's channels already"""
+    relu(x + F(x)) (a ReLU after the sum, whatever the activation): x must have
+    the block's channels already"""
     b.image(shape, "a residual block")
     if shape[2] != tok[1]:
         raise PynnError(f"--arch {b.arch}: r{tok[1]} adds its input to its output, but its "
-                        f"input has {shape[2]} channels (a c{tok[1]} before it would give {tok[1]})")
+                        f"input has {shape[2]} channel{'s' if shape[2] > 1 else ''} "
+                        f"(a c{tok[1]} before it would give {tok[1]})")
     first, _ = _conv(b, ("c", tok[1], 3), shape)
     second, _ = _conv(b, ("c", tok[1], 3), shape)
     return [Residual(*first, *second[:-1])], shape  # the second conv's activation comes after the sum
@@ -293,8 +295,8 @@ def build(arch, width, classes, activation, rng, dropout=0.0, batchnorm="conv", 
     the vectors as square one-channel images (784 = 28 x 28).
 
     Each token's layers come from TOKEN_LAYERS, in order; then [Flatten]
-    Linear(classes). The first layer does not compute dL/d(input pixels),
-    which nobody needs (input_grad=False)."""
+    Linear(classes). A first Linear or Conv2d does not compute dL/d(input
+    pixels), which nobody needs (input_grad=False)."""
     tokens = arch_tokens.parse(arch)
     if batchnorm not in BATCHNORM:
         raise PynnError(f"--batchnorm {batchnorm}: not one of {', '.join(BATCHNORM)}")

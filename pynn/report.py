@@ -2,11 +2,13 @@
 import shutil
 import sys
 
+from .layers import Residual
+
 
 def kernel_pairs(layers):
     """The kernel pairs a run of layers calls: one a layer, and a residual
     block's own (its sum) besides its body's."""
-    return sum(1 + kernel_pairs(layer.body) if hasattr(layer, "body") else 1
+    return sum(1 + kernel_pairs(layer.body) if isinstance(layer, Residual) else 1
                for layer in layers)
 
 
@@ -65,7 +67,7 @@ class Reporter:
         and the C kernels that compute it (csrc/: <kernel>_forward/_backward)."""
         rows = model.summary()
         total = sum(row[2] for row in rows)
-        fused = model.plain is not model
+        fused = kernel_pairs(model.layers) < kernel_pairs(model.plain.layers)
         how = (f", run by {kernel_pairs(model.layers)} kernel pairs (fused; --no-fuse runs "
                "each layer)"
                if fused else ", each layer run as written")

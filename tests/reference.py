@@ -145,10 +145,10 @@ def residual(x, fx):
     return [s if s > 0 else 0.0 for s in f32list([a + b for a, b in zip(x, fx)])]
 
 
-def residual_backward(dsum, dbody):
-    """dL/dx of a residual block: the gradient around the body (dsum) plus
-    the one through it (dbody)."""
-    return f32list([a + b for a, b in zip(dsum, dbody)])
+def residual_backward(dout, out, dbody):
+    """dL/dx of a residual block: the gradient around the body (dout where
+    the block's output is positive) plus the one through it (dbody)."""
+    return f32list([(d if o > 0 else 0.0) + b for d, o, b in zip(dout, out, dbody)])
 
 
 def leaky_relu(x, slope):

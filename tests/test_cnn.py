@@ -2,6 +2,7 @@
 the fused batch-norm/ReLU/pool path against the layers one by one, thread
 invariance of a training step, test-time flips, --arch parsing and building,
 and the time budget that shortens the plan instead of cutting the schedule off."""
+import io
 import random
 
 import pytest
@@ -84,10 +85,10 @@ def loss_of(model, loss_fn, x, y):
 
 
 def gradcheck(model, x, y, smoothing=0.0, eps=EPS):
-    """Central differences of the mean loss against model.backward, for every
-    parameter entry whose +-EPS moves no pool winner and flips no ReLU input
-    (those few have no derivative to compare); a list of mismatches (empty:
-    pass). ``model`` may be a fused plan (pynn.fuse): its backward is checked."""
+    """Central differences (steps of +-eps) of the mean loss against
+    model.backward, for every parameter entry whose step moves no pool winner
+    and flips no ReLU input (those few have no derivative to compare); a list
+    of mismatches (empty: pass). ``model`` may be a fused plan (pynn.fuse): its backward is checked."""
     loss_fn = CrossEntropyLoss(smoothing)
     _, base = loss_of(model, loss_fn, x, y)
     model.backward(loss_fn.backward())
@@ -192,7 +193,7 @@ def test_gradcheck_sees_a_missing_skip_gradient(monkeypatch):
             return getattr(lib, name)
 
         @staticmethod
-        def residual_backward(dinp, dsum, dbody, n):
+        def residual_backward(dinp, dout, out, dbody, n):
             for i in range(n):
                 dinp[i] = dbody[i]
 
@@ -220,7 +221,7 @@ def test_gradcheck_sees_a_wrong_conv_gradient():
 def cnn_step_results(threads, fused):
     set_threads(threads)
     rng = random.Random(11)
-    model = build("c8,p,c16,p,f32", 784, 10, "relu", rng)
+    model = build("c8,p,c16,r16,p,f32", 784, 10, "relu", rng)
     model = fuse(model) if fused else model
     opt = Adam(model.parameters(), lr=1e-3)
     loss_fn = CrossEntropyLoss(0.1)
@@ -351,6 +352,36 @@ def test_build_shapes_and_summary():
         "conv_batchnorm_relu_maxpool (fused)", "  (fused above)", "  (fused above)",
         "  (fused above)", "conv2d", "batchnorm_relu_maxpool (fused)", "  (fused above)",
         "  (fused above)"]
+
+
+def test_summary_of_a_residual_block():
+    """A residual block is a row of its own (its sum: no parameters), then its
+    body's layers indented; fused, its body names the fused kernels; the model
+    table counts the kernel pairs each way."""
+    from pynn.report import Reporter
+
+    model = build("c4,r4,p", 64, 3, "relu", random.Random(0), batchnorm="all")
+    rows = model.summary()
+    assert [name for name, *_ in rows][3:9] == [
+        "Residual: relu(x + F(x)), F =", "  Conv2d(4, 4, 3, bias=False)", "  BatchNorm2d(4)",
+        "  ReLU()", "  Conv2d(4, 4, 3, bias=False)", "  BatchNorm2d(4)"]
+    assert [shape for _, shape, *_ in rows][3:9] == [(8, 8, 4)] * 6
+    assert [count for _, _, count, _ in rows][3:9] == [0, 144, 8, 0, 144, 8]
+    assert sum(count for _, _, count, _ in rows) == sum(p.value.size for p in model.parameters())
+    assert [k for *_, k in rows][3:9] == ["residual", "conv2d", "batchnorm", "relu", "conv2d",
+                                         "batchnorm"]
+    plan = fuse(model)
+    assert [k for *_, k in plan.summary()][3:9] == [
+        "residual", "conv2d", "batchnorm with relu=1 (fused)", "  (fused above)", "conv2d",
+        "batchnorm"]
+    out = io.StringIO()
+    Reporter(stream=out).model_table(model)
+    Reporter(stream=out).model_table(plan)
+    Reporter(stream=out).model_table(fuse(build("f8", 16, 3, "tanh", random.Random(0))))
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("model")]
+    assert "each layer run as written" in lines[0]
+    assert "run by 10 kernel pairs (fused" in lines[1]  # c4+bn+relu: 2, block 1 + 4, pool, ...
+    assert "each layer run as written" in lines[2]  # nothing fused: not called fused
 
 
 @pytest.mark.parametrize("arch, width, words", [

@@ -141,6 +141,23 @@ def test_fuse_leaves_other_runs_alone():
                                                              Linear]
 
 
+def test_a_residual_body_that_changes_its_dout_in_place():
+    """A fused Linear + ReLU masks its dout in place, and a residual body's
+    dout is the block's dsum: the block's input gradient must not read it
+    back (the skip's part comes from the block's own dout and output)."""
+    def model():
+        rng = random.Random(2)
+        return Sequential(Linear(6, 8, rng), Residual(Linear(8, 8, rng), ReLU()),
+                          Linear(8, 3, rng))
+    plain, plan = model(), fuse(model())
+    assert type(plan.layers[1].body[0]) is LinearReLU
+    x, y = batch(random.Random(4), 5, 6, 3)
+    (*_, p_grad), (*_, f_grad) = step(plain, x, y), step(plan, x, y)
+    for a, b in zip(p_grad, f_grad):
+        diff = math.sqrt(sum((u - v) ** 2 for u, v in zip(a, b)))
+        assert diff <= REL * math.sqrt(sum(u * u for u in a))
+
+
 def test_a_residual_block_is_fused_inside():
     """fuse() fuses a residual block's body as it would the same layers
     outside one: the same forward bits, and gradients within REL."""

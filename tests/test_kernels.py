@@ -323,7 +323,7 @@ def test_relu(n, threads):
 
 @pytest.mark.parametrize("n,threads", [(1, 1), (37, 1), (PAR, 2), (PAR, 3)])
 def test_residual(n, threads):
-    """relu(x + F(x)) and, backward, dsum + dbody (residual.c), against the
+    """relu(x + F(x)) and, backward, dout [out > 0] + dbody (residual.c), against the
     plain versions, bit for bit; the sum's ReLU derivative is relu_backward's
     on the output (0 where the sum is 0 or less)."""
     lib.pynn_set_threads(threads)
@@ -337,8 +337,9 @@ def test_residual(n, threads):
     assert bits(out.tolist()) == bits(want)
     lib.relu_backward(dsum.ptr, ref.tensor(dout).ptr, out.ptr, n)
     assert dsum.tolist() == [d if s > 0 else 0.0 for d, s in zip(ref.f32list(dout), want)]
-    lib.residual_backward(dinp.ptr, dsum.ptr, ref.tensor(dbody).ptr, n)
-    assert bits(dinp.tolist()) == bits(ref.residual_backward(dsum.tolist(), ref.f32list(dbody)))
+    lib.residual_backward(dinp.ptr, ref.tensor(dout).ptr, out.ptr, ref.tensor(dbody).ptr, n)
+    assert bits(dinp.tolist()) == bits(ref.residual_backward(ref.f32list(dout), want,
+                                                               ref.f32list(dbody)))
 
 
 @pytest.mark.parametrize("slope", [0.01, 0.2])
