@@ -117,34 +117,40 @@ void pynn_direct_pad(float *restrict pad, const float *restrict img, int H, int 
 }
 
 /* out (nq, OC) = the outputs of nq <= DX_FWD pixels in a row, channels o0 ..
- * o0+DO-1, src their pad's first input (tap 0,0 of the first pixel); written
- * for a constant k (the loops over the taps unroll) */
+ * o0+nv*VEC-1 (nv vecs, 1 or 2: one when the channels left fit in one), src
+ * their pad's first input (tap 0,0 of the first pixel); written for a
+ * constant k and nv (the loops over the taps unroll) */
 static inline __attribute__((always_inline)) void
 direct_block(float *restrict out, const float *restrict src, const float *restrict wt,
-             const float *restrict bias, int PW, int OC, int OCP, int o0, int nq, int k) {
+             const float *restrict bias, int PW, int OC, int OCP, int o0, int nq, int k,
+             int nv) {
     vec acc[DX_FWD][2];
     for (int q = 0; q < DX_FWD; q++) acc[q][0] = acc[q][1] = vzero();
     for (int i = 0; i < k; i++)
         for (int j = 0; j < k; j++) {
             const float *w = wt + (size_t)(i * k + j) * OCP + o0;
             const float *s = src + (size_t)i * PW + j;
-            const vec w0 = vload(w), w1 = vload(w + VEC);
-            for (int q = 0; q < DX_FWD; q++) {
-                acc[q][0] = vfma(acc[q][0], s[q], w0);
-                acc[q][1] = vfma(acc[q][1], s[q], w1);
+            for (int h = 0; h < nv; h++) {
+                const vec wh = vload(w + h * VEC);
+                for (int q = 0; q < DX_FWD; q++) acc[q][h] = vfma(acc[q][h], s[q], wh);
             }
         }
     const int nl = OC - o0 < DO ? OC - o0 : DO;
     for (int q = 0; q < nq; q++) {
         float *o = out + (size_t)q * OC + o0;
-        if (nl == DO) { /* whole vecs */
-            vstore(o, bias ? vadd(acc[q][0], vload(bias + o0)) : acc[q][0]);
-            vstore(o + VEC, bias ? vadd(acc[q][1], vload(bias + o0 + VEC)) : acc[q][1]);
-            continue;
-        }
-        for (int l = 0; l < nl; l++) {
-            const float v = vget(acc[q][l / VEC], l % VEC);
-            o[l] = bias ? v + bias[o0 + l] : v;
+        for (int h = 0; h < nv; h++) {
+            const int l0 = h * VEC;
+            const vec v = bias ? vadd(acc[q][h], vload(bias + o0 + l0)) : acc[q][h];
+            if (l0 + VEC <= nl) { /* a whole vec of channels */
+                vstore(o + l0, v);
+                continue;
+            }
+            /* the last few channels: the vec stored once, then copied (read
+             * lane by lane from the register, each lane cost a store of the
+             * whole vec: c16 took 4x c32's time a channel) */
+            float lanes[VEC];
+            vstore(lanes, v);
+            for (int l = l0; l < nl; l++) o[l] = lanes[l - l0];
         }
     }
 }
@@ -165,10 +171,15 @@ void pynn_direct_pixels(float *restrict out, const float *restrict pad,
             float *o = out + ((size_t)y * W + x - p0) * OC;
             const float *src = pad + (size_t)y * PW + x;
             for (int o0 = 0; o0 < OC; o0 += DO) {
-                if (k == 3) /* the 3x3 kernels of every network here */
-                    direct_block(o, src, wt, bias, PW, OC, OCP, o0, nq, 3);
+                /* a last block of VEC channels or fewer computes one vec, not
+                 * two (c16 on AVX-512: half the FMAs, and its stores whole) */
+                const int nv = OC - o0 > VEC ? 2 : 1;
+                if (k == 3 && nv == 2) /* the 3x3 kernels of every network here */
+                    direct_block(o, src, wt, bias, PW, OC, OCP, o0, nq, 3, 2);
+                else if (k == 3)
+                    direct_block(o, src, wt, bias, PW, OC, OCP, o0, nq, 3, 1);
                 else
-                    direct_block(o, src, wt, bias, PW, OC, OCP, o0, nq, k);
+                    direct_block(o, src, wt, bias, PW, OC, OCP, o0, nq, k, nv);
             }
         }
     }
@@ -186,13 +197,13 @@ void pynn_direct_pixels(float *restrict out, const float *restrict pad,
 #define TAPS 1
 #endif
 
-/* dw[t0 .. t0+nt-1] (channels o0 .. o0+DO-1 of each tap (k,k,OCP)) = this
- * image's sum over its pixels of pad[y+i, x+j] * dout[y,x,o], taps t0 ..
- * t0+nt-1 in one kernel row (nt <= TAPS, a constant where it is called);
- * dout (H,W,OC) */
+/* dw[t0 .. t0+nt-1] (channels o0 .. o0+nv*VEC-1 of each tap (k,k,OCP)) =
+ * this image's sum over its pixels of pad[y+i, x+j] * dout[y,x,o], taps t0
+ * .. t0+nt-1 in one kernel row (nt <= TAPS and nv <= 2 whole vecs of
+ * channels, constants where it is called); dout (H,W,OC) */
 static inline __attribute__((always_inline)) void
 dweight_taps(float *restrict dw, const float *restrict pad, const float *restrict dout, int H,
-             int W, int OC, int OCP, int k, int t0, int nt, int o0) {
+             int W, int OC, int OCP, int k, int t0, int nt, int o0, int nv) {
     const int PW = pad_width(W, k);
     vec acc[TAPS][DX_DW][2];
     for (int u = 0; u < nt; u++)
@@ -202,25 +213,20 @@ dweight_taps(float *restrict dw, const float *restrict pad, const float *restric
         const float *g = dout + (size_t)y * W * OC + o0;
         int x = 0;
         for (; x + DX_DW <= W; x += DX_DW)
-            for (int q = 0; q < DX_DW; q++) {
-                const float *gq = g + (size_t)(x + q) * OC;
-                const vec g0 = vload(gq), g1 = vload(gq + VEC);
-                for (int u = 0; u < nt; u++) {
-                    acc[u][q][0] = vfma(acc[u][q][0], src[x + q + u], g0);
-                    acc[u][q][1] = vfma(acc[u][q][1], src[x + q + u], g1);
+            for (int q = 0; q < DX_DW; q++)
+                for (int h = 0; h < nv; h++) {
+                    const vec gh = vload(g + (size_t)(x + q) * OC + h * VEC);
+                    for (int u = 0; u < nt; u++)
+                        acc[u][q][h] = vfma(acc[u][q][h], src[x + q + u], gh);
                 }
+        for (; x < W; x++)
+            for (int h = 0; h < nv; h++) {
+                const vec gh = vload(g + (size_t)x * OC + h * VEC);
+                for (int u = 0; u < nt; u++) acc[u][0][h] = vfma(acc[u][0][h], src[x + u], gh);
             }
-        for (; x < W; x++) {
-            const float *gq = g + (size_t)x * OC;
-            const vec g0 = vload(gq), g1 = vload(gq + VEC);
-            for (int u = 0; u < nt; u++) {
-                acc[u][0][0] = vfma(acc[u][0][0], src[x + u], g0);
-                acc[u][0][1] = vfma(acc[u][0][1], src[x + u], g1);
-            }
-        }
     }
     for (int u = 0; u < nt; u++)
-        for (int h = 0; h < 2; h++) {
+        for (int h = 0; h < nv; h++) {
             const vec sum =
                 vadd(vadd(acc[u][0][h], acc[u][1][h]), vadd(acc[u][2][h], acc[u][3][h]));
             float *d = dw + (size_t)(t0 + u) * OCP + o0 + h * VEC;
@@ -236,22 +242,25 @@ void pynn_direct_dweight_image(float *restrict dw, const float *restrict pad,
     const int PW = pad_width(W, k);
     for (int o0 = 0; o0 < OC; o0 += DO) {
         const int nl = OC - o0 < DO ? OC - o0 : DO;
-        if (nl == DO) { /* whole vecs: the taps of a kernel row TAPS at a time */
-            for (int t = 0; t < k * k;) {
-                if (t % k + TAPS <= k) {
-                    dweight_taps(dw, pad, dout, H, W, OC, OCP, k, t, TAPS, o0);
-                    t += TAPS;
-                } else {
-                    dweight_taps(dw, pad, dout, H, W, OC, OCP, k, t, 1, o0);
-                    t += 1;
-                }
-            }
-            continue;
+        const int nv = nl / VEC; /* whole vecs of channels: the taps of a kernel row TAPS at a time */
+        for (int t = 0; nv && t < k * k;) {
+            const int nt = t % k + TAPS <= k ? TAPS : 1;
+            if (nt == TAPS && nv == 2)
+                dweight_taps(dw, pad, dout, H, W, OC, OCP, k, t, TAPS, o0, 2);
+            else if (nt == TAPS)
+                dweight_taps(dw, pad, dout, H, W, OC, OCP, k, t, TAPS, o0, 1);
+            else if (nv == 2)
+                dweight_taps(dw, pad, dout, H, W, OC, OCP, k, t, 1, o0, 2);
+            else
+                dweight_taps(dw, pad, dout, H, W, OC, OCP, k, t, 1, o0, 1);
+            t += nt;
         }
-        /* a partial block of channels (past OC) goes one channel at a time, in
-         * the same order as the vecs (four pixel accumulators, then
-         * (0 + 1) + (2 + 3)): which channels fall in a partial block depends
-         * on the vector width, their bits must not */
+        if (nv * VEC == DO) continue;
+        /* the channels past the whole vecs (and past OC: zeros) go one at a
+         * time, in the same order as the vecs (four pixel accumulators, then
+         * (0 + 1) + (2 + 3)): which channels fall here depends on the vector
+         * width, their bits must not */
+        const int l0 = nv * VEC;
         for (int t = 0; t < k * k; t++) {
             float rest[DX_DW][DO] = {{0}};
             for (int y = 0; y < H; y++) {
@@ -260,12 +269,12 @@ void pynn_direct_dweight_image(float *restrict dw, const float *restrict pad,
                 int x = 0;
                 for (; x + DX_DW <= W; x += DX_DW)
                     for (int q = 0; q < DX_DW; q++)
-                        for (int l = 0; l < nl; l++)
+                        for (int l = l0; l < nl; l++)
                             rest[q][l] += src[x + q] * g[(size_t)(x + q) * OC + l];
                 for (; x < W; x++)
-                    for (int l = 0; l < nl; l++) rest[0][l] += src[x] * g[(size_t)x * OC + l];
+                    for (int l = l0; l < nl; l++) rest[0][l] += src[x] * g[(size_t)x * OC + l];
             }
-            for (int c = 0; c < DO; c++)
+            for (int c = l0; c < DO; c++)
                 dw[(size_t)t * OCP + o0 + c] =
                     (rest[0][c] + rest[1][c]) + (rest[2][c] + rest[3][c]);
         }

@@ -65,6 +65,8 @@ CONV_SHAPES = [
     (2, 7, 9, 1, 32, 3),     # one channel (direct loops): whole blocks of 32 outputs,
                              # rows not a multiple of the 4-pixel block
     (1, 6, 5, 1, 40, 5),     # one channel: a whole block of 32 outputs and a partial one
+    (2, 7, 9, 1, 16, 3),     # one channel: one vec of 16 outputs (AVX-512), a block (AVX2)
+    (1, 6, 5, 1, 24, 3),     # one channel: a whole vec and 8 outputs past it (AVX-512)
 ]
 
 
@@ -158,6 +160,31 @@ def test_conv_forward(shape, with_bias):
 @pytest.mark.parametrize("shape", CONV_SHAPES, ids=_shape_id)
 def test_conv_backward(shape, with_dinp, with_dbias):
     check_conv_backward(shape, with_dinp, with_dbias)
+
+
+def test_direct_conv_channels_do_not_depend_on_their_neighbours():
+    """The one-channel conv's direct loops compute each output channel as its
+    own sum over the taps (forward) and over the pixels (weight gradient),
+    in whole blocks of two vecs, a block of one, or lane by lane for the last
+    few: a channel's bits are the same whichever way it falls, so they do
+    not depend on how many channels are computed beside it, nor on the
+    vector width."""
+    B, H, W, k, wide = 3, 9, 11, 3, 48
+    rng = random.Random(5)
+    inp = ref.rand_list(rng, B * H * W)
+    w = ref.rand_list(rng, wide * k * k)
+    dout = ref.rand_list(rng, B * H * W * wide)
+    out = run_conv_forward((B, H, W, 1, wide, k), inp, w, None)
+    _, dw, _ = run_conv_backward((B, H, W, 1, wide, k), dout, inp, w, with_dinp=False,
+                                 with_dbias=False)
+    for oc in (1, 5, 8, 16, 17, 24, 32, 40):
+        shape = (B, H, W, 1, oc, k)
+        got = run_conv_forward(shape, inp, w[:oc * k * k], None)
+        assert bits(got) == bits([v for i, v in enumerate(out) if i % wide < oc]), oc
+        d = [v for i, v in enumerate(dout) if i % wide < oc]
+        _, got_dw, _ = run_conv_backward(shape, d, inp, w[:oc * k * k], with_dinp=False,
+                                         with_dbias=False)
+        assert bits(got_dw) == bits(dw[:oc * k * k]), oc
 
 
 def test_conv_empty_batch():
