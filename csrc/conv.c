@@ -130,10 +130,10 @@ direct_block(float *restrict out, const float *restrict src, const float *restri
         for (int j = 0; j < k; j++) {
             const float *w = wt + (size_t)(i * k + j) * OCP + o0;
             const float *s = src + (size_t)i * PW + j;
-            for (int h = 0; h < nv; h++) {
-                const vec wh = vload(w + h * VEC);
-                for (int q = 0; q < DX_FWD; q++) acc[q][h] = vfma(acc[q][h], s[q], wh);
-            }
+            vec wv[2];
+            for (int h = 0; h < nv; h++) wv[h] = vload(w + h * VEC);
+            for (int q = 0; q < DX_FWD; q++)
+                for (int h = 0; h < nv; h++) acc[q][h] = vfma(acc[q][h], s[q], wv[h]);
         }
     const int nl = OC - o0 < DO ? OC - o0 : DO;
     for (int q = 0; q < nq; q++) {
@@ -212,18 +212,19 @@ dweight_taps(float *restrict dw, const float *restrict pad, const float *restric
         const float *src = pad + (size_t)(y + t0 / k) * PW + t0 % k; /* tap t0 + u: src + u */
         const float *g = dout + (size_t)y * W * OC + o0;
         int x = 0;
+        vec gv[2];
         for (; x + DX_DW <= W; x += DX_DW)
-            for (int q = 0; q < DX_DW; q++)
-                for (int h = 0; h < nv; h++) {
-                    const vec gh = vload(g + (size_t)(x + q) * OC + h * VEC);
-                    for (int u = 0; u < nt; u++)
-                        acc[u][q][h] = vfma(acc[u][q][h], src[x + q + u], gh);
-                }
-        for (; x < W; x++)
-            for (int h = 0; h < nv; h++) {
-                const vec gh = vload(g + (size_t)x * OC + h * VEC);
-                for (int u = 0; u < nt; u++) acc[u][0][h] = vfma(acc[u][0][h], src[x + u], gh);
+            for (int q = 0; q < DX_DW; q++) {
+                for (int h = 0; h < nv; h++) gv[h] = vload(g + (size_t)(x + q) * OC + h * VEC);
+                for (int u = 0; u < nt; u++)
+                    for (int h = 0; h < nv; h++)
+                        acc[u][q][h] = vfma(acc[u][q][h], src[x + q + u], gv[h]);
             }
+        for (; x < W; x++) {
+            for (int h = 0; h < nv; h++) gv[h] = vload(g + (size_t)x * OC + h * VEC);
+            for (int u = 0; u < nt; u++)
+                for (int h = 0; h < nv; h++) acc[u][0][h] = vfma(acc[u][0][h], src[x + u], gv[h]);
+        }
     }
     for (int u = 0; u < nt; u++)
         for (int h = 0; h < nv; h++) {
