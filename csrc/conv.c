@@ -140,17 +140,17 @@ direct_block(float *restrict out, const float *restrict src, const float *restri
         float *o = out + (size_t)q * OC + o0;
         for (int h = 0; h < nv; h++) {
             const int l0 = h * VEC;
-            const vec v = bias ? vadd(acc[q][h], vload(bias + o0 + l0)) : acc[q][h];
             if (l0 + VEC <= nl) { /* a whole vec of channels */
-                vstore(o + l0, v);
+                vstore(o + l0, bias ? vadd(acc[q][h], vload(bias + o0 + l0)) : acc[q][h]);
                 continue;
             }
-            /* the last few channels: the vec stored once, then copied (read
-             * lane by lane from the register, each lane cost a store of the
-             * whole vec: c16 took 4x c32's time a channel) */
+            /* the last few channels (bias has no more): the vec stored once,
+             * then copied (read lane by lane from the register, each lane
+             * cost a store of the whole vec: c16 took 4x c32's time a channel) */
             float lanes[VEC];
-            vstore(lanes, v);
-            for (int l = l0; l < nl; l++) o[l] = lanes[l - l0];
+            vstore(lanes, acc[q][h]);
+            for (int l = l0; l < nl; l++)
+                o[l] = bias ? lanes[l - l0] + bias[o0 + l] : lanes[l - l0];
         }
     }
 }
@@ -243,7 +243,7 @@ void pynn_direct_dweight_image(float *restrict dw, const float *restrict pad,
     const int PW = pad_width(W, k);
     for (int o0 = 0; o0 < OC; o0 += DO) {
         const int nl = OC - o0 < DO ? OC - o0 : DO;
-        const int nv = nl / VEC; /* whole vecs of channels: the taps of a kernel row TAPS at a time */
+        const int nv = nl / VEC; /* whole vecs: the taps of a kernel row TAPS at a time */
         for (int t = 0; nv && t < k * k;) {
             const int nt = t % k + TAPS <= k ? TAPS : 1;
             if (nt == TAPS && nv == 2)
