@@ -149,8 +149,9 @@ direct_block(float *restrict out, const float *restrict src, const float *restri
              * cost a store of the whole vec: c16 took 4x c32's time a channel) */
             float lanes[VEC];
             vstore(lanes, acc[q][h]);
-            for (int l = l0; l < nl; l++)
-                o[l] = bias ? lanes[l - l0] + bias[o0 + l] : lanes[l - l0];
+            const int n = nl - l0 < VEC ? nl - l0 : VEC; /* (always nl - l0: said for gcc) */
+            for (int l = 0; l < n; l++)
+                o[l0 + l] = bias ? lanes[l] + bias[o0 + l0 + l] : lanes[l];
         }
     }
 }
