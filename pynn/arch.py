@@ -8,7 +8,8 @@ HELP = ("comma list of layers: c32 = 3x3 conv of 32 channels (+ batch norm) + "
         "activation, c32k5 = the same with a 5x5 kernel, p = 2x2 max-pool, "
         "g = global average pooling (an image to its channel means), "
         "r32 = residual block, relu(x + F(x)) with F a c32 conv and a second "
-        "one without activation (x has 32 channels already), f128 = dense layer of 128 + activation, d0.3 = dropout 0.3; "
+        "one without activation (x has 32 channels already), "
+        "f128 = dense layer of 128 + activation, d0.3 = dropout 0.3; "
         "the dense layer to the classes is added ('' for none before it)")
 IMAGE_TOKENS = ("c", "p", "g", "r")  # the tokens that read the vectors as images
 
