@@ -93,6 +93,16 @@
 #define PREFETCH_TILES 2 /* the input of the tile this far ahead is fetched early */
 
 /* ---- the 1-D transforms, LANES channels at a time ---------------------------------- */
+/* Rounding across compilers. The products by 5, 1/6, 1/12 and 1/24 round,
+ * and which of them a compiler fuses with the sum that follows (one FMA,
+ * one rounding: -ffp-contract=fast) changes the last bit; gcc and clang
+ * chose differently. So these rows say it, with muladd (fused) and product
+ * (rounded apart) from internal.h, as gcc 12 had chosen when the golden
+ * predictions were computed (read from -fdump-tree-optimized, and checked
+ * bit for bit: scripts/ab_kernels.py on the old and new builds). The other
+ * products, by 2, 4, 8, 1/2 and 1/4, are exact: fused or not, the sum is
+ * the same. Two of gcc's choices cross from one transform into the next
+ * (g6x4_middle_rows, gt6_rounded's `apart`). */
 /* Each transform maps a column or row of vectors of LANES channels to
  * another: out[i * os] = (matrix . in)[i], in[j] = in[j * is], lane by lane.
  * The suffix is the transform's side alpha: 6 for F(4, 3), 4 for F(2, 3).
@@ -107,12 +117,12 @@ static inline void bt6(lanes *restrict out, int os, const lanes *restrict in, in
     for (int l = 0; l < LANES; l++) {
         const float d0 = in[0][l], d1 = in[is][l], d2 = in[2 * is][l], d3 = in[3 * is][l];
         const float d4 = in[4 * is][l], d5 = in[5 * is][l];
-        out[0][l] = 4.0f * d0 - 5.0f * d2 + d4;
+        out[0][l] = 4.0f * d0 - product(5.0f, d2) + d4;
         out[os][l] = -4.0f * d1 - 4.0f * d2 + d3 + d4;
         out[2 * os][l] = 4.0f * d1 - 4.0f * d2 - d3 + d4;
         out[3 * os][l] = -2.0f * d1 - d2 + 2.0f * d3 + d4;
         out[4 * os][l] = 2.0f * d1 - d2 - 2.0f * d3 + d4;
-        out[5 * os][l] = 4.0f * d1 - 5.0f * d3 + d5;
+        out[5 * os][l] = muladd(-5.0f, d3, 4.0f * d1) + d5;
     }
 }
 
@@ -133,10 +143,11 @@ static inline void g6(lanes *restrict out, int os, const lanes *restrict in, int
     for (int l = 0; l < LANES; l++) {
         const float g0 = in[0][l], g1 = in[is][l], g2 = in[2 * is][l];
         out[0][l] = g0 * (1.0f / 4.0f);
-        out[os][l] = (g0 + g1 + g2) * (-1.0f / 6.0f);
-        out[2 * os][l] = (g0 - g1 + g2) * (-1.0f / 6.0f);
-        out[3 * os][l] = g0 * (1.0f / 24.0f) + g1 * (1.0f / 12.0f) + g2 * (1.0f / 6.0f);
-        out[4 * os][l] = g0 * (1.0f / 24.0f) - g1 * (1.0f / 12.0f) + g2 * (1.0f / 6.0f);
+        const float g1_12 = product(g1, 1.0f / 12.0f);
+        out[os][l] = product(g0 + g1 + g2, -1.0f / 6.0f);
+        out[2 * os][l] = product(g0 - g1 + g2, -1.0f / 6.0f);
+        out[3 * os][l] = muladd(g2, 1.0f / 6.0f, muladd(g0, 1.0f / 24.0f, g1_12));
+        out[4 * os][l] = muladd(g2, 1.0f / 6.0f, muladd(g0, 1.0f / 24.0f, -g1_12));
         out[5 * os][l] = g2;
     }
 }
@@ -154,15 +165,22 @@ static inline void a6(lanes *restrict out, int os, const lanes *restrict in, int
     }
 }
 
-/* G^T x (6 -> 3): the weight gradient's transform */
-static inline void gt6(lanes *restrict out, int os, const lanes *restrict in, int is) {
+/* G^T x (6 -> 3): the weight gradient's transform. `apart`: the last row's
+ * s / 6 is rounded before x5 is added instead of fused with that sum (where
+ * gcc did that: kernel_gradient_sized) */
+static inline void gt6_rounded(lanes *restrict out, int os, const lanes *restrict in, int is,
+                               int apart) {
     for (int l = 0; l < LANES; l++) {
         const float x0 = in[0][l], x1 = in[is][l], x2 = in[2 * is][l], x3 = in[3 * is][l];
-        const float x4 = in[4 * is][l], x5 = in[5 * is][l];
-        out[0][l] = x0 * (1.0f / 4.0f) - (x1 + x2) * (1.0f / 6.0f) + (x3 + x4) * (1.0f / 24.0f);
-        out[os][l] = (x2 - x1) * (1.0f / 6.0f) + (x3 - x4) * (1.0f / 12.0f);
-        out[2 * os][l] = (x3 + x4 - x1 - x2) * (1.0f / 6.0f) + x5;
+        const float x4 = in[4 * is][l], x5 = in[5 * is][l], s = x3 + x4 - x1 - x2;
+        const float x12_6 = product(x1 + x2, 1.0f / 6.0f);
+        out[0][l] = muladd(x3 + x4, 1.0f / 24.0f, x0 * (1.0f / 4.0f) - x12_6);
+        out[os][l] = muladd(x2 - x1, 1.0f / 6.0f, product(x3 - x4, 1.0f / 12.0f));
+        out[2 * os][l] = apart ? product(s, 1.0f / 6.0f) + x5 : muladd(s, 1.0f / 6.0f, x5);
     }
+}
+static inline void gt6(lanes *restrict out, int os, const lanes *restrict in, int is) {
+    gt6_rounded(out, os, in, is, 0);
 }
 
 /* F(2, 3): B^T d (4 -> 4) */
@@ -194,6 +212,23 @@ static inline void g4(lanes *restrict out, int os, const lanes *restrict in, int
         out[2 * os][l] = (g0 - g1 + g2) * 0.5f;
         out[3 * os][l] = g2;
     }
+}
+
+/* Rows 1 and 2 of the 6x4 kind's U = (G g) G^T, as gcc 12 computed them
+ * (the golden predictions were): (G g)'s rows 1 and 2 are products
+ * s * (-1/6), and where G^T (g4) adds the middle one of a row to its
+ * neighbours, gcc fused that product into the sum instead of rounding it.
+ * u: the kind's 6 x 4 values (rows 1 and 2 overwritten), col: G g (6 x 3),
+ * gg: the kernel (3 x 3) */
+static inline void g6x4_middle_rows(lanes *restrict u, const lanes *restrict col,
+                                    const lanes *restrict gg) {
+    for (int i = 1; i <= 2; i++)
+        for (int l = 0; l < LANES; l++) {
+            const float s = gg[1][l] + (i == 1 ? gg[4][l] : -gg[4][l]) + gg[7][l];
+            const float g0 = col[i * 3][l], g2 = col[i * 3 + 2][l];
+            u[i * 4 + 1][l] = (muladd(s, -1.0f / 6.0f, g0) + g2) * 0.5f;
+            u[i * 4 + 2][l] = (muladd(-s, -1.0f / 6.0f, g0) + g2) * 0.5f;
+        }
 }
 
 /* A y (2 -> 4) */
@@ -506,6 +541,7 @@ SIZED void weight_transform_sized(float *restrict U, const float *restrict weigh
             for (int j = 0; j < 3; j++) transform_g(ay, col + j, 3, gg + j, 3); /* G g */
             for (int i = 0; i < ay; i++)
                 transform_g(ax, u[oo] + i * ax, 1, col + i * 3, 1); /* . G^T */
+            if (ay == 6 && ax == 4) g6x4_middle_rows(u[oo], col, gg);
         }
         for (int q = 0; q < ay * ax; q++)
             for (int l = 0; l < n; l++) {
@@ -608,7 +644,12 @@ SIZED void kernel_gradient_sized(lanes *restrict w, const float *restrict dU, in
     lanes x[MAX_XI], col[MAX_XI];
     for (int q = 0; q < ay * ax; q++) lanes_in(x[q], dU + ((size_t)q * OC + o) * C + c0, n);
     for (int j = 0; j < ax; j++) transform_gt(ay, col + j, ax, x + j, ax); /* G^T x */
-    for (int r = 0; r < 3; r++) transform_gt(ax, w + r * 3, 1, col + r * ax, 1); /* . G */
+    for (int r = 0; r < 3; r++) { /* . G */
+        /* in the 4x6 kind, row 1 of G^T x is F(2, 3)'s (x1 - x2) / 2, a
+         * product that gcc fused into gt6's last sum, rounding s / 6 apart */
+        if (ay == 4 && ax == 6 && r == 1) gt6_rounded(w + 3, 1, col + ax, 1, 1);
+        else transform_gt(ax, w + r * 3, 1, col + r * ax, 1);
+    }
 }
 
 void pynn_winograd_dweight(float *dweight, const float *dout, const float *inp, int B, int H,
