@@ -46,8 +46,18 @@ static inline int omp_get_max_threads(void) { return 1; }
  * choice, and gcc, clang and gcc's AVX2 and AVX-512 loops have chosen
  * differently. Where that matters these two say it: muladd(a, b, c) is
  * a * b + c rounded once (as the plain expression on a target without FMA);
- * product(a, b) is a * b rounded on its own, never fused with a later sum
- * (adding -0.0f leaves every product as it is, +0 and -0 included). */
+ * product(a, b) is a * b rounded on its own, never fused with a later sum.
+ *
+ * gcc: product is fma(a, b, -0.0f), which it keeps as it is (adding -0.0f
+ * leaves every product as it is, +0 and -0 included). clang sees through
+ * that (it makes a plain product of it, and fuses that), and its
+ * -ffp-contract=fast ignores a "#pragma clang fp contract(off)". So a clang
+ * build gets -ffp-contract=on (pyproject_build/build_kernels.py), the line
+ * below gives every file that includes this one "fast" back, and product
+ * turns it off for its one product. */
+#if defined(__clang__)
+#pragma clang fp contract(fast)
+#endif
 static inline float muladd(float a, float b, float c) {
 #if defined(__FMA__) || defined(__aarch64__)
     return __builtin_fmaf(a, b, c);
@@ -56,7 +66,10 @@ static inline float muladd(float a, float b, float c) {
 #endif
 }
 static inline float product(float a, float b) {
-#if defined(__FMA__) || defined(__aarch64__)
+#if defined(__clang__)
+#pragma clang fp contract(off)
+    return a * b;
+#elif defined(__FMA__) || defined(__aarch64__)
     return __builtin_fmaf(a, b, -0.0f);
 #else
     return a * b;
