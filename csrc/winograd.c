@@ -117,12 +117,12 @@ static inline void bt6(lanes *restrict out, int os, const lanes *restrict in, in
     for (int l = 0; l < LANES; l++) {
         const float d0 = in[0][l], d1 = in[is][l], d2 = in[2 * is][l], d3 = in[3 * is][l];
         const float d4 = in[4 * is][l], d5 = in[5 * is][l];
-        out[0][l] = 4.0f * d0 - product(5.0f, d2) + d4;
+        out[0][l] = 4.0f * d0 - product(5.0f, d2) + d4;            /* 4 d0 - 5 d2 + d4 */
         out[os][l] = -4.0f * d1 - 4.0f * d2 + d3 + d4;
         out[2 * os][l] = 4.0f * d1 - 4.0f * d2 - d3 + d4;
         out[3 * os][l] = -2.0f * d1 - d2 + 2.0f * d3 + d4;
         out[4 * os][l] = 2.0f * d1 - d2 - 2.0f * d3 + d4;
-        out[5 * os][l] = muladd(-5.0f, d3, 4.0f * d1) + d5;
+        out[5 * os][l] = muladd(-5.0f, d3, 4.0f * d1) + d5;        /* 4 d1 - 5 d3 + d5 */
     }
 }
 
@@ -142,10 +142,11 @@ static inline void at6(lanes *restrict out, int os, const lanes *restrict in, in
 static inline void g6(lanes *restrict out, int os, const lanes *restrict in, int is) {
     for (int l = 0; l < LANES; l++) {
         const float g0 = in[0][l], g1 = in[is][l], g2 = in[2 * is][l];
-        out[0][l] = g0 * (1.0f / 4.0f);
         const float g1_12 = product(g1, 1.0f / 12.0f);
+        out[0][l] = g0 * (1.0f / 4.0f);
         out[os][l] = product(g0 + g1 + g2, -1.0f / 6.0f);
         out[2 * os][l] = product(g0 - g1 + g2, -1.0f / 6.0f);
+        /* g0/24 + g1/12 + g2/6 and g0/24 - g1/12 + g2/6 */
         out[3 * os][l] = muladd(g2, 1.0f / 6.0f, muladd(g0, 1.0f / 24.0f, g1_12));
         out[4 * os][l] = muladd(g2, 1.0f / 6.0f, muladd(g0, 1.0f / 24.0f, -g1_12));
         out[5 * os][l] = g2;
@@ -174,6 +175,7 @@ static inline void gt6_rounded(lanes *restrict out, int os, const lanes *restric
         const float x0 = in[0][l], x1 = in[is][l], x2 = in[2 * is][l], x3 = in[3 * is][l];
         const float x4 = in[4 * is][l], x5 = in[5 * is][l], s = x3 + x4 - x1 - x2;
         const float x12_6 = product(x1 + x2, 1.0f / 6.0f);
+        /* x0/4 - (x1 + x2)/6 + (x3 + x4)/24;  (x2 - x1)/6 + (x3 - x4)/12;  s/6 + x5 */
         out[0][l] = muladd(x3 + x4, 1.0f / 24.0f, x0 * (1.0f / 4.0f) - x12_6);
         out[os][l] = muladd(x2 - x1, 1.0f / 6.0f, product(x3 - x4, 1.0f / 12.0f));
         out[2 * os][l] = apart ? product(s, 1.0f / 6.0f) + x5 : muladd(s, 1.0f / 6.0f, x5);
