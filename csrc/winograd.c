@@ -581,6 +581,7 @@ void pynn_winograd_forward(float *out, const float *inp, const float *weight, co
     float *work = pynn_work(PYNN_WORK_WINOGRAD, (size_t)omp_get_max_threads() * per);
     const int blocks = (OC + LANES - 1) / LANES; /* of U's columns, per kind */
     pynn_gemm_reserve();
+    (void)flops; /* read only by the clause below, which a build without OpenMP ignores */
 #pragma omp parallel if (flops >= PAR_MIN_FLOPS)
     {
         float *V = work + (size_t)omp_get_thread_num() * per;
@@ -689,6 +690,7 @@ void pynn_winograd_dweight(float *dweight, const float *dout, const float *inp, 
     float *dU = pynn_work(PYNN_WORK_WINOGRAD_WEIGHTS, du_floats ? du_floats : 1);
     float *work = pynn_work(PYNN_WORK_WINOGRAD, (size_t)omp_get_max_threads() * per);
     pynn_gemm_reserve();
+    (void)flops; /* read only by the clause below, which a build without OpenMP ignores */
 #pragma omp parallel if (flops >= PAR_MIN_FLOPS)
     {
         float *V = work + (size_t)omp_get_thread_num() * per;

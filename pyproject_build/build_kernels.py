@@ -72,13 +72,15 @@ def compiler():
     return shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
 
 
-def compiles(flags, source=PLAIN_PROBE):
-    """Whether the compiler compiles and links ``source`` with ``flags``
-    (warnings count as failures: an ignored flag must not pass)."""
+def compiles(flags, source=PLAIN_PROBE, link=True):
+    """Whether the compiler compiles and links ``source`` with ``flags`` (only
+    compiles it, without ``link``; warnings count as failures: an ignored
+    flag must not pass)."""
     with tempfile.TemporaryDirectory() as tmp:
         src = pathlib.Path(tmp) / "probe.c"
         src.write_text(source)
-        cmd = [*compiler(), *flags, "-Werror", str(src), "-o", str(pathlib.Path(tmp) / "probe")]
+        cmd = [*compiler(), *flags, "-Werror", *([] if link else ["-c"]), str(src), "-o",
+               str(pathlib.Path(tmp) / "probe")]
         try:
             done = subprocess.run(cmd, capture_output=True, timeout=120, check=False)
         except (OSError, subprocess.TimeoutExpired):
@@ -119,7 +121,7 @@ def contract_flag():
     across builds rests on the same expressions contracting. clang gets
     "on", and "fast" back from a pragma in csrc/internal.h: its "fast" would
     ignore the pragma with which product() there keeps a product apart."""
-    return "-ffp-contract=on" if compiles([], CLANG_PROBE) else "-ffp-contract=fast"
+    return "-ffp-contract=on" if compiles([], CLANG_PROBE, link=False) else "-ffp-contract=fast"
 
 
 def compile_flags():

@@ -7,14 +7,20 @@
 # with and without OpenMP, and with the plain-C stand-ins of the vector code.
 #
 #   scripts/cross_compile.sh                       # aarch64-linux-gnu-gcc, -march=armv8-a
+#   CC="clang --target=aarch64-linux-gnu" CROSS_OPENMP=0 scripts/cross_compile.sh
+#                                                  # clang as Apple's: arm64, no OpenMP
 #   CC=clang CROSS_MARCH=native scripts/cross_compile.sh   # any compiler, as a warnings check
+#
+# CROSS_OPENMP=0: only the variant without OpenMP (a compiler without omp.h).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 export CC=${CC:-aarch64-linux-gnu-gcc}
 MARCH=${CROSS_MARCH:-armv8-a}  # the arm64 baseline: NEON, no SVE
 command -v "${CC%% *}" >/dev/null || { echo "error: no $CC (apt-get install gcc-aarch64-linux-gnu)" >&2; exit 2; }
-for variant in "PYNN_OPENMP=1" "PYNN_OPENMP=0" "PYNN_OPENMP=1 PYNN_PLAIN_C=1"; do
+variants=("PYNN_OPENMP=1" "PYNN_OPENMP=0" "PYNN_OPENMP=1 PYNN_PLAIN_C=1")
+[ "${CROSS_OPENMP:-1}" = 1 ] || variants=("PYNN_OPENMP=0" "PYNN_OPENMP=0 PYNN_PLAIN_C=1")
+for variant in "${variants[@]}"; do
     flags=$(cd "$ROOT" && env $variant PYNN_MARCH="$MARCH" "$PY" -c \
         "import sys; sys.path.insert(0, 'pyproject_build'); import build_kernels; print(' '.join(build_kernels.compile_flags()[0]))")
     echo "== $CC $flags -Werror ($variant) =="
@@ -23,4 +29,4 @@ for variant in "PYNN_OPENMP=1" "PYNN_OPENMP=0" "PYNN_OPENMP=1 PYNN_PLAIN_C=1"; d
         $CC $flags -Werror -I"$ROOT/csrc" -c "$f" -o /dev/null
     done
 done
-echo "every csrc/*.c compiles for $CC -march=$MARCH, with and without OpenMP, warnings clean"
+echo "every csrc/*.c compiles for $CC -march=$MARCH (${variants[*]}), warnings clean"
