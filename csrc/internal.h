@@ -54,7 +54,8 @@ static inline int omp_get_max_threads(void) { return 1; }
  * -ffp-contract=fast ignores a "#pragma clang fp contract(off)". So a clang
  * build gets -ffp-contract=on (pyproject_build/build_kernels.py), the line
  * below gives every file that includes this one "fast" back, and product
- * turns it off for its one product. */
+ * turns it off for its one product. (clang's -ffp-contract=fast-honor-pragmas
+ * would say the same in one flag, but Debian's clang 14 does not take it.) */
 #if defined(__clang__)
 #pragma clang fp contract(fast)
 #endif

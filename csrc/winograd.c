@@ -101,8 +101,8 @@
  * predictions were computed (read from -fdump-tree-optimized, and checked
  * bit for bit: scripts/ab_kernels.py on the old and new builds). The other
  * products, by 2, 4, 8, 1/2 and 1/4, are exact: fused or not, the sum is
- * the same. Two of gcc's choices cross from one transform into the next
- * (g6x4_middle_rows, gt6_rounded's `apart`). */
+ * the same (barring overflow and subnormals). Two of gcc's choices cross from
+ * one transform into the next (g6x4_middle_rows, gt6_rounded's `apart`). */
 /* Each transform maps a column or row of vectors of LANES channels to
  * another: out[i * os] = (matrix . in)[i], in[j] = in[j * is], lane by lane.
  * The suffix is the transform's side alpha: 6 for F(4, 3), 4 for F(2, 3).
@@ -117,6 +117,7 @@ static inline void bt6(lanes *restrict out, int os, const lanes *restrict in, in
     for (int l = 0; l < LANES; l++) {
         const float d0 = in[0][l], d1 = in[is][l], d2 = in[2 * is][l], d3 = in[3 * is][l];
         const float d4 = in[4 * is][l], d5 = in[5 * is][l];
+        /* rows 0 and 5 round 5 d2 apart but fuse 5 d3: gcc's choice, not a numerical one */
         out[0][l] = 4.0f * d0 - product(5.0f, d2) + d4;            /* 4 d0 - 5 d2 + d4 */
         out[os][l] = -4.0f * d1 - 4.0f * d2 + d3 + d4;
         out[2 * os][l] = 4.0f * d1 - 4.0f * d2 - d3 + d4;
@@ -142,6 +143,7 @@ static inline void at6(lanes *restrict out, int os, const lanes *restrict in, in
 static inline void g6(lanes *restrict out, int os, const lanes *restrict in, int is) {
     for (int l = 0; l < LANES; l++) {
         const float g0 = in[0][l], g1 = in[is][l], g2 = in[2 * is][l];
+        /* (rows 1 and 2 sum as g6x4_middle_rows does: keep the two alike) */
         const float g1_12 = product(g1, 1.0f / 12.0f);
         out[0][l] = g0 * (1.0f / 4.0f);
         out[os][l] = product(g0 + g1 + g2, -1.0f / 6.0f);
@@ -175,9 +177,11 @@ static inline void gt6_rounded(lanes *restrict out, int os, const lanes *restric
         const float x0 = in[0][l], x1 = in[is][l], x2 = in[2 * is][l], x3 = in[3 * is][l];
         const float x4 = in[4 * is][l], x5 = in[5 * is][l], s = x3 + x4 - x1 - x2;
         const float x12_6 = product(x1 + x2, 1.0f / 6.0f);
-        /* x0/4 - (x1 + x2)/6 + (x3 + x4)/24;  (x2 - x1)/6 + (x3 - x4)/12;  s/6 + x5 */
+        /* x0/4 - (x1 + x2)/6 + (x3 + x4)/24 */
         out[0][l] = muladd(x3 + x4, 1.0f / 24.0f, x0 * (1.0f / 4.0f) - x12_6);
+        /* (x2 - x1)/6 + (x3 - x4)/12 */
         out[os][l] = muladd(x2 - x1, 1.0f / 6.0f, product(x3 - x4, 1.0f / 12.0f));
+        /* (x3 + x4 - x1 - x2)/6 + x5 */
         out[2 * os][l] = apart ? product(s, 1.0f / 6.0f) + x5 : muladd(s, 1.0f / 6.0f, x5);
     }
 }
@@ -220,8 +224,9 @@ static inline void g4(lanes *restrict out, int os, const lanes *restrict in, int
  * (the golden predictions were): (G g)'s rows 1 and 2 are products
  * s * (-1/6), and where G^T (g4) adds the middle one of a row to its
  * neighbours, gcc fused that product into the sum instead of rounding it.
- * u: the kind's 6 x 4 values (rows 1 and 2 overwritten), col: G g (6 x 3),
- * gg: the kernel (3 x 3) */
+ * u: the kind's 6 x 4 values (columns 1 and 2 of rows 1 and 2 overwritten),
+ * col: G g (6 x 3), gg: the kernel (3 x 3; gg[1], gg[4], gg[7] its column 1,
+ * summed as g6 sums it: (g0 +- g1) + g2) */
 static inline void g6x4_middle_rows(lanes *restrict u, const lanes *restrict col,
                                     const lanes *restrict gg) {
     for (int i = 1; i <= 2; i++)
@@ -650,7 +655,7 @@ SIZED void kernel_gradient_sized(lanes *restrict w, const float *restrict dU, in
     for (int r = 0; r < 3; r++) { /* . G */
         /* in the 4x6 kind, row 1 of G^T x is F(2, 3)'s (x1 - x2) / 2, a
          * product that gcc fused into gt6's last sum, rounding s / 6 apart */
-        if (ay == 4 && ax == 6 && r == 1) gt6_rounded(w + 3, 1, col + ax, 1, 1);
+        if (ay == 4 && ax == 6 && r == 1) gt6_rounded(w + r * 3, 1, col + r * ax, 1, 1);
         else transform_gt(ax, w + r * 3, 1, col + r * ax, 1);
     }
 }

@@ -135,7 +135,7 @@ def compile_flags():
     else:  # the "#pragma omp" lines are then plain comments, on purpose,
         # but for "omp simd", a vectorization hint that needs no OpenMP runtime
         cflags.append("-Wno-unknown-pragmas")
-        if compiles(["-fopenmp-simd"]):
+        if compiles(["-fopenmp-simd"], link=False):
             cflags.append("-fopenmp-simd")
     if _flag("PYNN_PLAIN_C", "0"):
         cflags.append("-DPYNN_PLAIN_C")

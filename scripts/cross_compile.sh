@@ -29,4 +29,4 @@ for variant in "${variants[@]}"; do
         $CC $flags -Werror -I"$ROOT/csrc" -c "$f" -o /dev/null
     done
 done
-echo "every csrc/*.c compiles for $CC -march=$MARCH (${variants[*]}), warnings clean"
+echo "every csrc/*.c compiles for $CC -march=$MARCH ($(IFS=';'; echo "${variants[*]}")), warnings clean"
