@@ -35,8 +35,7 @@ static void pooled_row(float *restrict o, const float *restrict r0, const float 
             const float v1 = bn_relu(r0[at + C + c], scale[c], shift[c]);
             const float v2 = bn_relu(r1[at + c], scale[c], shift[c]);
             const float v3 = bn_relu(r1[at + C + c], scale[c], shift[c]);
-            const int a = pynn_window_argmax(v0, v1, v2, v3);
-            o[(size_t)x * C + c] = pynn_window_pick(a, v0, v1, v2, v3);
+            o[(size_t)x * C + c] = pynn_window_max(v0, v1, v2, v3);
         }
     }
 }

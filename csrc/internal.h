@@ -159,9 +159,14 @@ static inline int pynn_window_argmax(float v0, float v1, float v2, float v3) {
     const float m2 = s2 ? v2 : m1;
     return v3 > m2 ? 3 : s2 ? 2 : s1;
 }
-/* the value at index a of the window */
-static inline float pynn_window_pick(int a, float v0, float v1, float v2, float v3) {
-    return a == 0 ? v0 : a == 1 ? v1 : a == 2 ? v2 : v3;
+/* the value of that first maximum, by the same selects without the index
+ * (what the forward passes need: with the index, then a pick of its value,
+ * clang left their loops scalar, and the fused tails' forward took 4.6-4.9x
+ * gcc's time on one thread, scripts/bench.py --only layers) */
+static inline float pynn_window_max(float v0, float v1, float v2, float v3) {
+    const float m1 = v1 > v0 ? v1 : v0;
+    const float m2 = v2 > m1 ? v2 : m1;
+    return v3 > m2 ? v3 : m2;
 }
 
 /* ---- work buffers (runtime.c) ------------------------------------------------ */

@@ -26,8 +26,7 @@ void maxpool2x2_forward(float *restrict out, const float *restrict inp, int B, i
             const float *a0 = r0 + (size_t)2 * x * C, *a1 = r1 + (size_t)2 * x * C;
             for (int c = 0; c < C; c++) {
                 const float v0 = a0[c], v1 = a0[C + c], v2 = a1[c], v3 = a1[C + c];
-                const int a = pynn_window_argmax(v0, v1, v2, v3);
-                o[(size_t)x * C + c] = pynn_window_pick(a, v0, v1, v2, v3);
+                o[(size_t)x * C + c] = pynn_window_max(v0, v1, v2, v3);
             }
         }
     }
