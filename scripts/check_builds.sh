@@ -17,12 +17,15 @@
 #   plain-c     PYNN_PLAIN_C=1: the GEMM's plain-C micro-kernel: close
 #   no-openmp   PYNN_OPENMP=0: one thread; byte-identical (the results never
 #               depend on the thread count)
-#   clang       CC=clang, which finds out itself whether it has OpenMP (Apple's
-#               clang, and Debian's without libomp, have none): the whole test
-#               suite, and predictions on one thread, the CNN's and the MLP's
+#   clang       CC=clang, which finds out itself whether it has OpenMP (Debian's
+#               with libomp-dev, as CI installs it, and a Mac's after `brew
+#               install libomp` have it): the whole test suite, and predictions
+#               on as many threads as it has (1 or 2), the CNN's and the MLP's
 #               byte-identical to the native gcc build's on two (where a product
 #               rounds, the kernels name which one is fused: docs/design.md,
 #               "Determinism")
+#   clang-no-openmp  CC=clang PYNN_OPENMP=0: Apple's clang as it comes (no OpenMP
+#               runtime), the same checks on one thread
 # "close": predictions are allowed to differ on a few rows (without FMA every
 # product rounds twice, and training amplifies the difference); the share that
 # differs is printed and must stay below CLOSE_MAX_PERCENT.
@@ -88,6 +91,10 @@ short_runs() {  # short_runs DIR THREADS [PYTHONPATH]: the CNN and MLP runs' pre
 }
 
 NATIVE="$WORK/native-runs"
+threads_of() {  # threads_of NAME: 2 if build NAME has OpenMP, else 1
+    (cd "$WORK/$1" && PYTHONPATH="$WORK/$1" "$PY" -c \
+        "from pynn._kernels import lib; print(2 if lib.pynn_have_openmp() else 1)")
+}
 compare() {  # compare NAME CNN MLP THREADS: NAME's short runs against the normal build's,
     # the CNN's and the MLP's each held to "same" or "close"
     local name=$1 threads=$4 how
@@ -170,14 +177,20 @@ variant() {
     clang)
         build clang "ffi.string(lib.pynn_compiler()).startswith(b'clang')" CC=clang
         tests clang . --ignore="$ROOT/tests/test_setup.py"  # (that one tests run.sh)
-        compare clang same same 1 ;;
+        compare clang same same "$(threads_of clang)" ;;
+    clang-no-openmp)
+        build clang-no-openmp "ffi.string(lib.pynn_compiler()).startswith(b'clang') \
+and not lib.pynn_have_openmp()" CC=clang PYNN_OPENMP=0
+        tests clang-no-openmp . --ignore="$ROOT/tests/test_setup.py"
+        compare clang-no-openmp same same 1 ;;
     *) echo "unknown build $1" >&2; exit 2 ;;
     esac
 }
 
 if [ $# -eq 0 ]; then
     set -- no-openmp plain-c portable
-    if command -v clang >/dev/null; then set -- "$@" clang; else echo "(no clang: not built)"; fi
+    if command -v clang >/dev/null; then set -- "$@" clang clang-no-openmp
+    else echo "(no clang: not built)"; fi
     if [ "$(uname -m)" = x86_64 ]; then set -- avx2 "$@"; fi
 fi
 for name in "$@"; do variant "$name"; done
