@@ -103,6 +103,7 @@
  * products, by 2, 4, 8, 1/2 and 1/4, are exact: fused or not, the sum is
  * the same (barring overflow and subnormals). Two of gcc's choices cross from
  * one transform into the next (g6x4_middle_rows, gt6_rounded's `apart`). */
+
 /* Each transform maps a column or row of vectors of LANES channels to
  * another: out[i * os] = (matrix . in)[i], in[j] = in[j * is], lane by lane.
  * The suffix is the transform's side alpha: 6 for F(4, 3), 4 for F(2, 3).
