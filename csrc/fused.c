@@ -14,8 +14,12 @@
  * tensor, in turn: batch norm reads it twice and writes it, the ReLU again,
  * the pool reads it, and backward the same once more. Fused, the forward
  * reads it twice (statistics, then normalize, ReLU and pool on the fly) and
- * writes only the pooled quarter; the backward recomputes the normalized
- * values, the ReLU and the maxima from inp instead of storing them.
+ * writes only the pooled quarter, with each window's route: which input won
+ * and whether it got through the ReLU, and its value (as MaxPool2d keeps its
+ * argmax). The backward takes batch norm's sums from the routes alone, a
+ * quarter of the tensor, and reads inp once more for the gradient. (The
+ * first version recomputed the routes from inp in both passes: the first
+ * block's backward took 1.4x as long, docs/performance.md.)
  */
 #include "internal.h"
 
@@ -25,26 +29,69 @@ static inline float bn_relu(float z, float scale, float shift) {
     return v > 0.0f ? v : 0.0f;
 }
 
-/* one pooled row o (OW,C) from the two input rows r0, r1 (W,C) under it */
-static void pooled_row(float *restrict o, const float *restrict r0, const float *restrict r1,
+/* One window of the tail, from its four inputs z0..z3 (the conv's outputs):
+ * their y = max(scale z + shift, 0), the largest y (top, the pool's output),
+ * which input is the first maximum of the y (the pool's rule,
+ * pynn_window_argmax, spelled here as comparisons: "y1, y2, y3 took the lead
+ * in turn", so that loops over channels vectorize) and that input's z. The
+ * winner is a float, 0 to 3 (ints and an index array leave gcc's AVX2 target
+ * a scalar loop). */
+typedef struct {
+    float top, winner, z;
+} route;
+
+static inline route window_route(float z0, float z1, float z2, float z3, float scale,
+                                 float shift) {
+    const float v0 = bn_relu(z0, scale, shift), v1 = bn_relu(z1, scale, shift);
+    const float v2 = bn_relu(z2, scale, shift), v3 = bn_relu(z3, scale, shift);
+    const int s1 = v1 > v0;
+    const float m1 = s1 ? v1 : v0;
+    const int s2 = v2 > m1;
+    const float m2 = s2 ? v2 : m1;
+    const int s3 = v3 > m2;
+    const float z_so_far = s1 ? z1 : z0, z_before = s2 ? z2 : z_so_far;
+    const route r = {s3 ? v3 : m2, s3 ? 3.0f : s2 ? 2.0f : s1 ? 1.0f : 0.0f,
+                     s3 ? z3 : z_before};
+    return r;
+}
+
+/* one pooled row o (OW,C) from the two input rows r0, r1 (W,C) under it.
+ * With `way` and `zway` (training), each window's route is kept for the
+ * backward: way = the winner (0 to 3) when its y is > 0, where the gradient
+ * gets through the ReLU, else -1; zway = the winner's input z. */
+static void pooled_row(float *restrict o, float *restrict way, float *restrict zway,
+                       const float *restrict r0, const float *restrict r1,
                        const float *restrict scale, const float *restrict shift, int OW, int C) {
     for (int x = 0; x < OW; x++) {
         const size_t at = (size_t)2 * x * C;
+        if (!way) { /* evaluation: the value alone */
+            for (int c = 0; c < C; c++) {
+                const float v0 = bn_relu(r0[at + c], scale[c], shift[c]);
+                const float v1 = bn_relu(r0[at + C + c], scale[c], shift[c]);
+                const float v2 = bn_relu(r1[at + c], scale[c], shift[c]);
+                const float v3 = bn_relu(r1[at + C + c], scale[c], shift[c]);
+                o[(size_t)x * C + c] = pynn_window_max(v0, v1, v2, v3);
+            }
+            continue;
+        }
+        const size_t ox = (size_t)x * C;
         for (int c = 0; c < C; c++) {
-            const float v0 = bn_relu(r0[at + c], scale[c], shift[c]);
-            const float v1 = bn_relu(r0[at + C + c], scale[c], shift[c]);
-            const float v2 = bn_relu(r1[at + c], scale[c], shift[c]);
-            const float v3 = bn_relu(r1[at + C + c], scale[c], shift[c]);
-            o[(size_t)x * C + c] = pynn_window_max(v0, v1, v2, v3);
+            const route r = window_route(r0[at + c], r0[at + C + c], r1[at + c],
+                                         r1[at + C + c], scale[c], shift[c]);
+            o[ox + c] = r.top;
+            way[ox + c] = r.top > 0.0f ? r.winner : -1.0f;
+            zway[ox + c] = r.z;
         }
     }
 }
 
-void batchnorm_relu_maxpool_forward(float *out, float *mean, float *invstd, float *running_mean,
-                                    float *running_var, const float *inp, const float *gamma,
-                                    const float *beta, int B, int H, int W, int C,
-                                    float momentum, float eps, int training) {
-    /* out (B,H/2,W/2,C) = maxpool(max(gamma * (inp - mean) * invstd + beta, 0)) */
+void batchnorm_relu_maxpool_forward(float *out, float *way, float *zway, float *mean,
+                                    float *invstd, float *running_mean, float *running_var,
+                                    const float *inp, const float *gamma, const float *beta,
+                                    int B, int H, int W, int C, float momentum, float eps,
+                                    int training) {
+    /* out (B,H/2,W/2,C) = maxpool(max(gamma * (inp - mean) * invstd + beta, 0));
+     * way, zway (B,H/2,W/2,C): each window's route (pooled_row), or NULL */
     const int64_t N = (int64_t)B * H * W;
     pynn_bn_statistics(mean, invstd, running_mean, running_var, inp, N, C, momentum, eps,
                        training);
@@ -56,76 +103,48 @@ void batchnorm_relu_maxpool_forward(float *out, float *mean, float *invstd, floa
 #pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
     for (int64_t q = 0; q < (int64_t)B * OH; q++) {
         const float *r0 = inp + ((size_t)(q / OH) * H + 2 * (q % OH)) * row;
-        pooled_row(out + (size_t)q * OW * C, r0, r0 + row, scale, shift, OW, C);
+        const size_t oq = (size_t)q * OW * C;
+        pooled_row(out + oq, way ? way + oq : NULL, way ? zway + oq : NULL, r0, r0 + row, scale,
+                   shift, OW, C);
     }
 }
 
-/* One window of the tail, from its four inputs z0..z3 (the conv's outputs):
- * their y = max(scale z + shift, 0), which input is the first maximum of
- * the y (the pool's rule, pynn_window_argmax, spelled here as comparisons:
- * "y1, y2, y3 took the lead in turn", so that loops over channels
- * vectorize), and the gradient dy that the window passes to it through the
- * pool and the ReLU: g where that maximum is > 0, else 0. s1, s2, s3 say
- * whether y1, y2, y3 took the lead (the winner is the last that did, else
- * input 0); z is the winner's input. (Plain ints and float selects: a
- * winner array or an index leaves gcc's AVX2 target a scalar loop.) */
-typedef struct {
-    float dy, z;
-    int s1, s2, s3;
-} route;
-
-static inline route window_route(float z0, float z1, float z2, float z3, float scale,
-                                 float shift, float g) {
-    const float v0 = bn_relu(z0, scale, shift), v1 = bn_relu(z1, scale, shift);
-    const float v2 = bn_relu(z2, scale, shift), v3 = bn_relu(z3, scale, shift);
-    const int s1 = v1 > v0;
-    const float m1 = s1 ? v1 : v0;
-    const int s2 = v2 > m1;
-    const float m2 = s2 ? v2 : m1;
-    const int s3 = v3 > m2;
-    const float top = s3 ? v3 : m2;
-    const float z_so_far = v1 > v0 ? z1 : z0, z_before = v2 > m1 ? z2 : z_so_far;
-    const route r = {top > 0.0f ? g : 0.0f, v3 > m2 ? z3 : z_before, s1, s2, s3};
-    return r;
-}
-
 /* pass 1 over one pooled row: sb[c] = sum dy, sx[c] = sum dy * (z - mean) over
- * its windows; r0, r1 are the two input rows (W*C), g the pooled row's dout */
-static void pooled_sums(float *restrict sb, float *restrict sx, const float *restrict r0,
-                        const float *restrict r1, const float *restrict g,
-                        const float *restrict scale, const float *restrict shift,
+ * its windows, from the routes the forward kept (way, zway) and the pooled
+ * row's dout g: dy = g where the winner's y is > 0 (way >= 0), else 0 */
+static void pooled_sums(float *restrict sb, float *restrict sx, const float *restrict way,
+                        const float *restrict zway, const float *restrict g,
                         const float *restrict mean, int OW, int C) {
     for (int c = 0; c < C; c++) sb[c] = sx[c] = 0.0f;
     for (int x = 0; x < OW; x++) {
-        const float *p0 = r0 + (size_t)2 * x * C, *p1 = p0 + C, *p2 = r1 + (size_t)2 * x * C;
-        const float *p3 = p2 + C, *gx = g + (size_t)x * C;
+        const float *wx = way + (size_t)x * C, *zx = zway + (size_t)x * C;
+        const float *gx = g + (size_t)x * C;
         for (int c = 0; c < C; c++) {
-            const route r = window_route(p0[c], p1[c], p2[c], p3[c], scale[c], shift[c], gx[c]);
-            sb[c] += r.dy;
-            sx[c] += r.dy * (r.z - mean[c]);
+            const float dy = wx[c] >= 0.0f ? gx[c] : 0.0f;
+            sb[c] += dy;
+            sx[c] += dy * (zx[c] - mean[c]);
         }
     }
 }
 
 /* pass 2 over one pooled row: dinp = cd * dy + ca * z + cb at its two input
- * rows d0, d1 (dy = 0 off the windows' maxima and in an odd last column) */
+ * rows d0, d1 (dy = the pooled row's dout g at each window's winner, where
+ * way says, and 0 elsewhere and in an odd last column) */
 static void pooled_grad(float *restrict d0, float *restrict d1, const float *restrict r0,
-                        const float *restrict r1, const float *restrict g,
-                        const float *restrict scale, const float *restrict shift,
-                        const float *restrict ca, const float *restrict cb,
-                        const float *restrict cd, int OW, int W, int C) {
+                        const float *restrict r1, const float *restrict way,
+                        const float *restrict g, const float *restrict ca,
+                        const float *restrict cb, const float *restrict cd, int OW, int W,
+                        int C) {
     for (int x = 0; x < OW; x++) {
         const size_t at = (size_t)2 * x * C;
         const float *p0 = r0 + at, *p1 = p0 + C, *p2 = r1 + at, *p3 = p2 + C;
-        const float *gx = g + (size_t)x * C;
+        const float *gx = g + (size_t)x * C, *wx = way + (size_t)x * C;
         float *e0 = d0 + at, *e1 = e0 + C, *e2 = d1 + at, *e3 = e2 + C;
 #pragma omp simd /* gcc's alias check sends this loop down its scalar path */
         for (int c = 0; c < C; c++) {
-            const route r = window_route(p0[c], p1[c], p2[c], p3[c], scale[c], shift[c], gx[c]);
             /* t[i]: the dy that reaches input i (the winner's, else 0) */
-            const float t0 = r.s1 | r.s2 | r.s3 ? 0.0f : r.dy;
-            const float t1 = (r.s1 & !r.s2 & !r.s3) ? r.dy : 0.0f;
-            const float t2 = (r.s2 & !r.s3) ? r.dy : 0.0f, t3 = r.s3 ? r.dy : 0.0f;
+            const float t0 = wx[c] == 0.0f ? gx[c] : 0.0f, t1 = wx[c] == 1.0f ? gx[c] : 0.0f;
+            const float t2 = wx[c] == 2.0f ? gx[c] : 0.0f, t3 = wx[c] == 3.0f ? gx[c] : 0.0f;
             /* dinp = ca z + cb + cd t, with each rounding written out
              * (muladd, product: internal.h): the last input's cd t is
              * rounded apart. That is what gcc had made of the plain
@@ -150,36 +169,47 @@ static void windowless_row(float *restrict d, const float *restrict r, const flo
     for (size_t t = 0; t < (size_t)W * C; t++) d[t] = ca[t % C] * r[t] + cb[t % C];
 }
 
-void batchnorm_relu_maxpool_backward(float *dinp, float *dgamma, float *dbeta,
-                                     const float *dout, const float *inp, const float *mean,
-                                     const float *invstd, const float *gamma, const float *beta,
-                                     int B, int H, int W, int C) {
-    /* The pool passes dout to each window's first maximum and the ReLU lets
-     * it through where that maximum is > 0: dy is dout there, 0 elsewhere.
-     * Batch norm's backward (norm.c) then needs sum dy and sum dy * (inp -
-     * mean) per channel (pass 1, a block per pooled row, merged in order) and
-     * writes dinp = d * dy + a * inp + b everywhere (pass 2). */
+/* pass 1 of both backwards: each pooled row's sums (pooled_sums, in
+ * parallel, a block each), then batch norm's dgamma, dbeta and the
+ * coefficients ca, cb, cd of dinp = cd * dy + ca * inp + cb from them,
+ * merged in order (norm.c) */
+static void route_coefficients(float *ca, float *cb, float *cd, float *dgamma, float *dbeta,
+                               const float *dout, const float *way, const float *zway,
+                               const float *mean, const float *invstd, const float *gamma,
+                               int B, int H, int W, int C) {
     const int64_t N = (int64_t)B * H * W, nq = (int64_t)B * (H / 2);
-    const int OH = H / 2, OW = W / 2;
-    const size_t row = (size_t)W * C;
-    float *coef = pynn_work(PYNN_WORK_COEFFICIENTS, (size_t)C * 5);
+    const size_t prow = (size_t)(W / 2) * C;
     float *part = pynn_work(PYNN_WORK_BLOCK_SUMS, (size_t)(nq > 0 ? nq : 1) * C * 2);
-    float *ca = coef, *cb = coef + C, *cd = coef + 2 * C, *scale = coef + 3 * C;
-    float *shift = coef + 4 * C;
-    pynn_bn_coefficients(scale, shift, mean, invstd, gamma, beta, C);
 #pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
-    for (int64_t q = 0; q < nq; q++) {
-        const float *r0 = inp + ((size_t)(q / OH) * H + 2 * (q % OH)) * row;
-        pooled_sums(part + (size_t)q * C * 2, part + (size_t)q * C * 2 + C, r0, r0 + row,
-                    dout + (size_t)q * OW * C, scale, shift, mean, OW, C);
-    }
+    for (int64_t q = 0; q < nq; q++)
+        pooled_sums(part + (size_t)q * C * 2, part + (size_t)q * C * 2 + C, way + q * prow,
+                    zway + q * prow, dout + q * prow, mean, W / 2, C);
     pynn_bn_backward_coefficients(ca, cb, cd, dgamma, dbeta, part, nq, mean, invstd, gamma, N,
                                   C);
+}
+
+void batchnorm_relu_maxpool_backward(float *dinp, float *dgamma, float *dbeta,
+                                     const float *dout, const float *way, const float *zway,
+                                     const float *inp, const float *mean, const float *invstd,
+                                     const float *gamma, int B, int H, int W, int C) {
+    /* The pool passes dout to each window's first maximum and the ReLU lets
+     * it through where that maximum is > 0: dy is dout there, 0 elsewhere
+     * (the routes the forward kept, way and zway). Batch norm's backward
+     * (norm.c) then needs sum dy and sum dy * (inp - mean) per channel (pass
+     * 1, a block per pooled row, merged in order) and writes dinp = d * dy +
+     * a * inp + b everywhere (pass 2). */
+    const int64_t N = (int64_t)B * H * W, nq = (int64_t)B * (H / 2);
+    const int OW = W / 2, OH = H / 2;
+    const size_t row = (size_t)W * C, prow = (size_t)OW * C;
+    float *coef = pynn_work(PYNN_WORK_COEFFICIENTS, (size_t)C * 3);
+    float *ca = coef, *cb = coef + C, *cd = coef + 2 * C;
+    route_coefficients(ca, cb, cd, dgamma, dbeta, dout, way, zway, mean, invstd, gamma, B, H, W,
+                       C);
 #pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
     for (int64_t q = 0; q < nq; q++) {
         const size_t top = ((size_t)(q / OH) * H + 2 * (q % OH)) * row;
-        pooled_grad(dinp + top, dinp + top + row, inp + top, inp + top + row,
-                    dout + (size_t)q * OW * C, scale, shift, ca, cb, cd, OW, W, C);
+        pooled_grad(dinp + top, dinp + top + row, inp + top, inp + top + row, way + q * prow,
+                    dout + q * prow, ca, cb, cd, OW, W, C);
     }
     if (H % 2) /* an odd last row of each image (or H == 1): no window, dy = 0 */
         for (int64_t b = 0; b < B; b++) {
@@ -195,7 +225,9 @@ void batchnorm_relu_maxpool_backward(float *dinp, float *dgamma, float *dbeta,
  * gradient (as large) is written for the conv's weight gradient to read. But
  * the conv reads one channel, so each of its values costs only k*k = 9
  * multiply-adds of the image: these two kernels never store it. Each pass
- * recomputes the few rows it needs from the image (pynn_direct_pixels, conv.c)
+ * over it (the forward's two, the backward's gradient pass; its sums come
+ * from the routes) recomputes the few rows it needs from the image
+ * (pynn_direct_pixels, conv.c)
  * into a buffer that stays in L1 or L2, and the gradient of the conv's output
  * lives one image at a time, in L2 (recomputing instead of storing, as
  * activation checkpointing does across layers). Timed alone, the kernels
@@ -214,10 +246,9 @@ typedef struct {
     const float *inp, *wt; /* the images (B,H,W); the conv's weights, taps first */
     int H, W, C, OCP, k;   /* C: the conv's output channels, OCP of them stored per tap */
     size_t padn;           /* floats of a padded image */
-    const float *scale, *shift, *mean; /* batch norm's, as the passes use them */
-    float *out;                        /* the forward's pooled output */
-    const float *dout, *ca, *cb, *cd;  /* the backward's */
-    float *part;                       /* its per-pooled-row sums */
+    const float *scale, *shift;          /* the forward's: batch norm's coefficients, */
+    float *out, *way, *zway;             /* its pooled output and the windows' routes */
+    const float *dout, *bway, *ca, *cb, *cd; /* the backward's */
 } first_block;
 
 static first_block first_block_of(const float *inp, const float *weight, int H, int W, int C,
@@ -278,21 +309,15 @@ static void each_row_pair(const first_block *f, int B, row_pair_visit visit) {
     }
 }
 
-/* the forward's visit: pooled row q of the output */
+/* the forward's visit: pooled row q of the output (and its routes) */
 static void pool_row_pair(const first_block *f, int64_t q, const float *r0, const float *r1) {
-    const int OW = f->W / 2;
-    pooled_row(f->out + (size_t)q * OW * f->C, r0, r1, f->scale, f->shift, OW, f->C);
+    const size_t oq = (size_t)q * (f->W / 2) * f->C;
+    pooled_row(f->out + oq, f->way ? f->way + oq : NULL, f->way ? f->zway + oq : NULL, r0, r1,
+               f->scale, f->shift, f->W / 2, f->C);
 }
 
-/* the backward's first visit: pooled row q's sums (pass 1) */
-static void sums_row_pair(const first_block *f, int64_t q, const float *r0, const float *r1) {
-    const int OW = f->W / 2, C = f->C;
-    pooled_sums(f->part + (size_t)q * C * 2, f->part + (size_t)q * C * 2 + C, r0, r1,
-                f->dout + (size_t)q * OW * C, f->scale, f->shift, f->mean, OW, C);
-}
-
-void conv_batchnorm_relu_maxpool_forward(float *out, float *mean, float *invstd,
-                                         float *running_mean, float *running_var,
+void conv_batchnorm_relu_maxpool_forward(float *out, float *way, float *zway, float *mean,
+                                         float *invstd, float *running_mean, float *running_var,
                                          const float *inp, const float *weight,
                                          const float *gamma, const float *beta, int B, int H,
                                          int W, int C, int k, float momentum, float eps,
@@ -300,14 +325,15 @@ void conv_batchnorm_relu_maxpool_forward(float *out, float *mean, float *invstd,
     /* out (B,H/2,W/2,C) = maxpool(max(batchnorm(conv2d(inp, weight)), 0)),
      * inp (B,H,W,1), weight (C,k,k,1): statistics of the recomputed conv
      * output (training), then each pair of its rows recomputed, normalized,
-     * rectified and pooled */
+     * rectified and pooled; way, zway: the windows' routes, as
+     * batchnorm_relu_maxpool_forward's */
     first_block f = first_block_of(inp, weight, H, W, C, k);
     const int64_t N = (int64_t)B * H * W;
     pynn_bn_statistics_of(mean, invstd, running_mean, running_var, conv_output_rows, &f,
                           first_block_scratch(&f), N, C, momentum, eps, training);
     float *coef = pynn_work(PYNN_WORK_COEFFICIENTS, (size_t)C * 2);
     pynn_bn_coefficients(coef, coef + C, mean, invstd, gamma, beta, C);
-    f.scale = coef, f.shift = coef + C, f.out = out;
+    f.scale = coef, f.shift = coef + C, f.out = out, f.way = way, f.zway = zway;
     each_row_pair(&f, B, pool_row_pair);
 }
 
@@ -320,9 +346,9 @@ static const float *conv_output_grad(void *ctx, int b, const float *pad, float *
     float *dz = scratch, *rows = dz + (size_t)H * row;
     for (int y = 0; y < OH; y++) {
         conv_rows(rows, f, pad, 2 * y, 2 * y + 2);
-        pooled_grad(dz + 2 * y * row, dz + (2 * y + 1) * row, rows, rows + row,
-                    f->dout + ((size_t)b * OH + y) * OW * C, f->scale, f->shift, f->ca, f->cb,
-                    f->cd, OW, W, C);
+        const size_t oq = ((size_t)b * OH + y) * OW * C;
+        pooled_grad(dz + 2 * y * row, dz + (2 * y + 1) * row, rows, rows + row, f->bway + oq,
+                    f->dout + oq, f->ca, f->cb, f->cd, OW, W, C);
     }
     if (H % 2) { /* an odd last row: no window */
         conv_rows(rows, f, pad, H - 1, H);
@@ -332,25 +358,20 @@ static const float *conv_output_grad(void *ctx, int b, const float *pad, float *
 }
 
 void conv_batchnorm_relu_maxpool_backward(float *dweight, float *dgamma, float *dbeta,
-                                          const float *dout, const float *inp,
-                                          const float *weight, const float *mean,
-                                          const float *invstd, const float *gamma,
-                                          const float *beta, int B, int H, int W, int C, int k) {
-    /* batchnorm_relu_maxpool_backward's two passes on the recomputed conv
-     * output (the sums, then its gradient, image by image), the second one
-     * feeding the conv's weight gradient as each image's gradient is made */
+                                          const float *dout, const float *way, const float *zway,
+                                          const float *inp, const float *weight,
+                                          const float *mean, const float *invstd,
+                                          const float *gamma, int B, int H, int W, int C, int k) {
+    /* batchnorm_relu_maxpool_backward's two passes: the sums, from the
+     * routes the forward kept; then the conv output's gradient, image by
+     * image on its recomputed rows, each image's feeding the conv's weight
+     * gradient as it is made */
     first_block f = first_block_of(inp, weight, H, W, C, k);
-    const int64_t N = (int64_t)B * H * W, nq = (int64_t)B * (H / 2);
-    float *coef = pynn_work(PYNN_WORK_COEFFICIENTS, (size_t)C * 5);
-    float *part = pynn_work(PYNN_WORK_BLOCK_SUMS, (size_t)(nq > 0 ? nq : 1) * C * 2);
-    float *ca = coef, *cb = coef + C, *cd = coef + 2 * C, *scale = coef + 3 * C;
-    float *shift = coef + 4 * C;
-    pynn_bn_coefficients(scale, shift, mean, invstd, gamma, beta, C);
-    f.scale = scale, f.shift = shift, f.mean = mean, f.dout = dout, f.part = part;
-    each_row_pair(&f, B, sums_row_pair);
-    pynn_bn_backward_coefficients(ca, cb, cd, dgamma, dbeta, part, nq, mean, invstd, gamma, N,
-                                  C);
-    f.ca = ca, f.cb = cb, f.cd = cd;
+    float *coef = pynn_work(PYNN_WORK_COEFFICIENTS, (size_t)C * 3);
+    float *ca = coef, *cb = coef + C, *cd = coef + 2 * C;
+    route_coefficients(ca, cb, cd, dgamma, dbeta, dout, way, zway, mean, invstd, gamma, B, H, W,
+                       C);
+    f.dout = dout, f.bway = way, f.ca = ca, f.cb = cb, f.cd = cd;
     pynn_direct_dweight(dweight, conv_output_grad, &f, (size_t)(H + 2) * W * C, inp, B, H, W, C,
                         k);
 }

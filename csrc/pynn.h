@@ -251,40 +251,45 @@ void batchnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *d
  * three layers touch it six times (fused.c says which). inp is the conv's
  * output (B,H,W,C), out the pooled (B,H/2,W/2,C); the other arguments are
  * batchnorm_forward's. The same numbers as the three layers
- * one after another: out = maxpool(max(batchnorm(inp), 0)). */
-void batchnorm_relu_maxpool_forward(float *out, float *mean, float *invstd, float *running_mean,
-                                    float *running_var, const float *inp, const float *gamma,
-                                    const float *beta, int B, int H, int W, int C,
-                                    float momentum, float eps, int training);
+ * one after another: out = maxpool(max(batchnorm(inp), 0)).
+ * way, zway (B,H/2,W/2,C), written in training (NULL: not kept): each
+ * window's route for the backward, as MaxPool2d keeps its argmax: way = the
+ * index (0 to 3, reading order) of the window's first maximum when it is
+ * > 0, where the gradient gets through the ReLU, else -1 (a float); zway =
+ * that input's value. */
+void batchnorm_relu_maxpool_forward(float *out, float *way, float *zway, float *mean,
+                                    float *invstd, float *running_mean, float *running_var,
+                                    const float *inp, const float *gamma, const float *beta,
+                                    int B, int H, int W, int C, float momentum, float eps,
+                                    int training);
 /* Its backward (training mode): dinp (B,H,W,C), dgamma, dbeta (C,) written;
- * dout (B,H/2,W/2,C). The normalized values, the ReLU and each window's
- * maximum are recomputed from inp and the saved mean and invstd. */
+ * dout (B,H/2,W/2,C). way, zway, mean and invstd are the forward's. */
 void batchnorm_relu_maxpool_backward(float *dinp, float *dgamma, float *dbeta,
-                                     const float *dout, const float *inp, const float *mean,
-                                     const float *invstd, const float *gamma, const float *beta,
-                                     int B, int H, int W, int C);
+                                     const float *dout, const float *way, const float *zway,
+                                     const float *inp, const float *mean, const float *invstd,
+                                     const float *gamma, int B, int H, int W, int C);
 
 /* The first conv block fused: a one-channel Conv2d (no bias), then the three
  * above, with the conv's output never stored (fused.c says why and how).
  * inp is (B,H,W,1), weight (C,k,k,1), out (B,H/2,W/2,C): C is the conv's
  * output channels, batch norm's; the rest as batchnorm_relu_maxpool_forward's.
  * The same bits as conv2d_forward, then batchnorm_relu_maxpool_forward. */
-void conv_batchnorm_relu_maxpool_forward(float *out, float *mean, float *invstd,
-                                         float *running_mean, float *running_var,
+void conv_batchnorm_relu_maxpool_forward(float *out, float *way, float *zway, float *mean,
+                                         float *invstd, float *running_mean, float *running_var,
                                          const float *inp, const float *weight,
                                          const float *gamma, const float *beta, int B, int H,
                                          int W, int C, int k, float momentum, float eps,
                                          int training);
 /* Its backward (training mode; no dinp, as for a first layer): dweight
  * (C,k,k,1), dgamma, dbeta (C,) written; dout (B,H/2,W/2,C). The conv's output
- * is recomputed from inp and weight, so both must be the forward's (as mean
- * and invstd). The same bits as batchnorm_relu_maxpool_backward, then
- * conv2d_backward. */
+ * is recomputed from inp and weight, so both must be the forward's (as way,
+ * zway, mean and invstd). The same bits as batchnorm_relu_maxpool_backward,
+ * then conv2d_backward. */
 void conv_batchnorm_relu_maxpool_backward(float *dweight, float *dgamma, float *dbeta,
-                                          const float *dout, const float *inp,
-                                          const float *weight, const float *mean,
-                                          const float *invstd, const float *gamma,
-                                          const float *beta, int B, int H, int W, int C, int k);
+                                          const float *dout, const float *way, const float *zway,
+                                          const float *inp, const float *weight,
+                                          const float *mean, const float *invstd,
+                                          const float *gamma, int B, int H, int W, int C, int k);
 
 /* ---- optimizers (optim.c) ------------------------------------------------ */
 /* Both update n parameters, all arrays (n,); weight decay applies to the

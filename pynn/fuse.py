@@ -38,7 +38,7 @@ from .layers import (
     ReLU,
     Residual,
 )
-from .tensor import check
+from .tensor import cached, check
 
 
 class Fused(Module):
@@ -128,16 +128,42 @@ class BatchNormReLU(Fused):
         return dinp
 
 
+class Routes:
+    """Where each 2x2 window of a fused tail sent its gradient, kept by a
+    training forward for the backward (as MaxPool2d's argmax would be): ``way``
+    the index (0-3) of the window's first maximum when it is > 0, else -1;
+    ``zway`` that input's value, for batch norm's sums (csrc/fused.c)."""
+
+    def __init__(self):
+        self._way, self._zway, self.shape = {}, {}, None
+
+    def for_forward(self, training, shape):
+        """(way, zway) pointers for a forward of pooled ``shape``: buffers
+        in training, NULL otherwise (and nothing kept)"""
+        self.shape = tuple(shape) if training else None
+        if not training:
+            return ffi.NULL, ffi.NULL
+        return cached(self._way, shape).ptr, cached(self._zway, shape).ptr
+
+    def for_backward(self, shape, what):
+        """(way, zway) of the last forward, which must have been in training
+        and of this pooled shape"""
+        if self.shape != tuple(shape):
+            raise RuntimeError(f"{what}.backward needs a forward in training mode of {shape}")
+        return cached(self._way, shape).ptr, cached(self._zway, shape).ptr
+
+
 class BatchNormReLUMaxPool(Fused):
     """BatchNorm2d, ReLU, MaxPool2d: the tail of a conv block in one pass over
-    the conv's output; the backward recomputes the normalized values, the ReLU
-    and the window maxima instead of storing them (csrc/fused.c)."""
+    the conv's output; the forward keeps each window's route (Routes) and the
+    backward recomputes the normalized values from inp (csrc/fused.c)."""
 
     kernel, label = "batchnorm_relu_maxpool", "batchnorm_relu_maxpool (fused)"
 
     def __init__(self, norm, relu, pool):
         super().__init__(norm, relu, pool)
         self.norm, self._out, self._dinp, self._inp = norm, {}, {}, None
+        self.routes = Routes()
 
     def forward(self, inp):
         bn, (B, H, W, C) = self.norm, inp.shape
@@ -145,10 +171,11 @@ class BatchNormReLUMaxPool(Fused):
             raise ValueError(f"BatchNorm input: expected {bn.num_features} channels last, "
                              f"got {inp.shape}")
         out = self._buffer(self._out, (B, H // 2, W // 2, C))
+        way, zway = self.routes.for_forward(bn.training, out.shape)
         lib.batchnorm_relu_maxpool_forward(
-            out.ptr, bn.mean.ptr, bn.invstd.ptr, bn.running_mean.ptr, bn.running_var.ptr,
-            inp.ptr, bn.gamma.value.ptr, bn.beta.value.ptr, B, H, W, C, bn.momentum, bn.eps,
-            int(bn.training))
+            out.ptr, way, zway, bn.mean.ptr, bn.invstd.ptr, bn.running_mean.ptr,
+            bn.running_var.ptr, inp.ptr, bn.gamma.value.ptr, bn.beta.value.ptr, B, H, W, C,
+            bn.momentum, bn.eps, int(bn.training))
         self._inp = inp
         return out
 
@@ -158,10 +185,11 @@ class BatchNormReLUMaxPool(Fused):
             raise RuntimeError("BatchNorm.backward needs a forward in training mode")
         B, H, W, C = inp.shape
         check(dout, (B, H // 2, W // 2, C), what="BatchNormReLUMaxPool dout")
+        way, zway = self.routes.for_backward(dout.shape, "BatchNormReLUMaxPool")
         dinp = self._buffer(self._dinp, inp.shape)
         lib.batchnorm_relu_maxpool_backward(
-            dinp.ptr, bn.gamma.grad.ptr, bn.beta.grad.ptr, dout.ptr, inp.ptr, bn.mean.ptr,
-            bn.invstd.ptr, bn.gamma.value.ptr, bn.beta.value.ptr, B, H, W, C)
+            dinp.ptr, bn.gamma.grad.ptr, bn.beta.grad.ptr, dout.ptr, way, zway, inp.ptr,
+            bn.mean.ptr, bn.invstd.ptr, bn.gamma.value.ptr, B, H, W, C)
         return dinp
 
 
@@ -181,6 +209,7 @@ class Conv2dBatchNormReLUMaxPool(Fused):
     def __init__(self, conv, norm, relu, pool):
         super().__init__(conv, norm, relu, pool)
         self.conv, self.norm, self._out, self._inp = conv, norm, {}, None
+        self.routes = Routes()
 
     def forward(self, inp):
         conv, bn, (B, H, W, _) = self.conv, self.norm, inp.shape
@@ -189,10 +218,11 @@ class Conv2dBatchNormReLUMaxPool(Fused):
         if bn.num_features != C:
             raise ValueError(f"BatchNorm input: expected {bn.num_features} channels, got {C}")
         out = self._buffer(self._out, (B, H // 2, W // 2, C))
+        way, zway = self.routes.for_forward(bn.training, out.shape)
         lib.conv_batchnorm_relu_maxpool_forward(
-            out.ptr, bn.mean.ptr, bn.invstd.ptr, bn.running_mean.ptr, bn.running_var.ptr,
-            inp.ptr, conv.weight.value.ptr, bn.gamma.value.ptr, bn.beta.value.ptr, B, H, W, C,
-            conv.k, bn.momentum, bn.eps, int(bn.training))
+            out.ptr, way, zway, bn.mean.ptr, bn.invstd.ptr, bn.running_mean.ptr,
+            bn.running_var.ptr, inp.ptr, conv.weight.value.ptr, bn.gamma.value.ptr,
+            bn.beta.value.ptr, B, H, W, C, conv.k, bn.momentum, bn.eps, int(bn.training))
         self._inp = inp
         return out
 
@@ -203,10 +233,11 @@ class Conv2dBatchNormReLUMaxPool(Fused):
         B, H, W, _ = inp.shape
         C = conv.out_channels
         check(dout, (B, H // 2, W // 2, C), what="Conv2dBatchNormReLUMaxPool dout")
+        way, zway = self.routes.for_backward(dout.shape, "Conv2dBatchNormReLUMaxPool")
         lib.conv_batchnorm_relu_maxpool_backward(
-            conv.weight.grad.ptr, bn.gamma.grad.ptr, bn.beta.grad.ptr, dout.ptr, inp.ptr,
-            conv.weight.value.ptr, bn.mean.ptr, bn.invstd.ptr, bn.gamma.value.ptr,
-            bn.beta.value.ptr, B, H, W, C, conv.k)  # no dinp: a first layer has no use for it
+            conv.weight.grad.ptr, bn.gamma.grad.ptr, bn.beta.grad.ptr, dout.ptr, way, zway,
+            inp.ptr, conv.weight.value.ptr, bn.mean.ptr, bn.invstd.ptr, bn.gamma.value.ptr,
+            B, H, W, C, conv.k)  # no dinp: a first layer has no use for it
 
 
 # the runs fuse() looks for, the longest first: (layer types in a row, the fused layer)

@@ -200,6 +200,23 @@ def test_a_first_conv_fuses_only_without_bias_or_input_gradient():
         assert [type(layer) for layer in fuse(model).layers] == [Conv2d, BatchNormReLUMaxPool]
 
 
+@pytest.mark.parametrize("name", ["first-block-odd", "batchnorm-relu-pool-odd"])
+def test_a_fused_pool_backward_needs_the_routes_of_a_training_forward(name):
+    """The backward reads the windows' routes that the last forward kept:
+    after a forward in evaluation mode it refuses instead of using stale
+    ones."""
+    plan = fuse(make(name))
+    loss_fn = CrossEntropyLoss(0.0)
+    x, y = batch(random.Random(2), 5, math.prod(plan.input_shape), 3)
+    loss_fn.forward(plan.forward(x), y)
+    dout = loss_fn.backward()
+    plan.train(False)
+    plan.forward(x)
+    plan.train(True)
+    with pytest.raises(RuntimeError, match="needs a forward in training mode"):
+        plan.backward(dout)
+
+
 def test_the_default_network_fuses_into_eight_kernel_pairs():
     model = build(configure().arch, 784, 10, "relu", random.Random(0), 0.3, "all")
     kinds = [type(layer).__name__ for layer in fuse(model).layers]

@@ -106,17 +106,18 @@ def test_fuzz_fused_batchnorm_relu_pool(case):
     gamma, beta = [0.5 + 0.1 * c for c in range(C)], [0.2 - 0.05 * c for c in range(C)]
     mean, invstd, rm, rv = Tensor((C,)), Tensor((C,)), Tensor((C,)), Tensor((C,)).fill_(1.0)
     out = Tensor((max(1, len(dout)),))
-    lib.batchnorm_relu_maxpool_forward(out.ptr, mean.ptr, invstd.ptr, rm.ptr, rv.ptr,
-                                       t(inp).ptr, t(gamma).ptr, t(beta).ptr, B, H, W, C,
-                                       0.1, 1e-5, 1)
+    way, zway = Tensor((max(1, len(dout)),)), Tensor((max(1, len(dout)),))
+    lib.batchnorm_relu_maxpool_forward(out.ptr, way.ptr, zway.ptr, mean.ptr, invstd.ptr, rm.ptr,
+                                       rv.ptr, t(inp).ptr, t(gamma).ptr, t(beta).ptr, B, H, W,
+                                       C, 0.1, 1e-5, 1)
     y, *_ = cref.batchnorm_forward(inp, gamma, beta, N, C, [0.0] * C, [1.0] * C, 0.1, 1e-5,
                                    True, relu=True)
     want = cref.maxpool2x2_forward(y, B, H, W, C)
     assert all(abs(g - w) <= 1e-3 * (1 + abs(w)) for g, w in zip(out.tolist(), want))
     dinp, dg, db = Tensor((len(inp),)), Tensor((C,)), Tensor((C,))
-    lib.batchnorm_relu_maxpool_backward(dinp.ptr, dg.ptr, db.ptr, t(dout).ptr, t(inp).ptr,
-                                        mean.ptr, invstd.ptr, t(gamma).ptr, t(beta).ptr,
-                                        B, H, W, C)
+    lib.batchnorm_relu_maxpool_backward(dinp.ptr, dg.ptr, db.ptr, t(dout).ptr, way.ptr,
+                                        zway.ptr, t(inp).ptr, mean.ptr, invstd.ptr,
+                                        t(gamma).ptr, B, H, W, C)
     for v in dinp.tolist() + dg.tolist() + db.tolist():
         assert math.isfinite(v)  # (near-ties make exact comparison moot)
 
