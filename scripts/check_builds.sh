@@ -140,18 +140,19 @@ zmm_check() {  # the native build uses zmm registers (if the CPU has AVX-512), t
 vector_check() {  # the fused tail's window code compares 8 channels at a time on AVX2: its
     # functions (fused.c: pooled_row, pooled_sums, pooled_grad, which the first block's
     # kernels call too), or, where gcc inlined them, its outlined parallel regions
-    # (batchnorm_relu_maxpool_*._omp_fn.N): the window's comparisons on ymm registers
+    # (batchnorm_relu_maxpool_*._omp_fn.N, route_coefficients._omp_fn.N for pooled_sums):
+    # the window's comparisons on ymm registers
     # (vcmp*ps, or vmaxps for pynn_window_max's selects). Its backward's second pass once
     # ran scalar on AVX2 only (a select gcc could not if-convert without AVX-512's masks).
     local avx2 report
     avx2=$(ls "$WORK"/avx2/pynn/_kernels*.so)
     report=$(objdump -d --no-show-raw-insn "$avx2" | awk '
-        /^[0-9a-f]+ <(pooled_(row|sums|grad)|batchnorm_relu_maxpool_(forward|backward)\._omp_fn\.[0-9]+)>:/ {f = $2; n[f] = 0}
+        /^[0-9a-f]+ <(pooled_(row|sums|grad)|(batchnorm_relu_maxpool_(forward|backward)|route_coefficients)\._omp_fn\.[0-9]+)>:/ {f = $2; n[f] = 0}
         /^$/ {f = ""}
         f && /v(cmp[a-z]*|max)ps.*%ymm/ {n[f]++}
         END {for (g in n) print g, n[g]}' | sort)
     if echo "$report" | grep -q '^<pooled_'; then  # not inlined: the functions are the passes
-        report=$(echo "$report" | grep '^<pooled_')
+        report=$(echo "$report" | grep -E '^<(pooled_|route_coefficients)')
     fi
     [ -n "$report" ] || { echo "avx2 build: no window code of the fused tail found (not gcc?): not checked"; return; }
     if echo "$report" | awk '$2 == 0 {bad = 1} END {exit !bad}'; then
