@@ -14,12 +14,15 @@
  * tensor, in turn: batch norm reads it twice and writes it, the ReLU again,
  * the pool reads it, and backward the same once more. Fused, the forward
  * reads it twice (statistics, then normalize, ReLU and pool on the fly) and
- * writes only the pooled quarter, with each window's route: which input won
- * and whether it got through the ReLU, and its value (as MaxPool2d keeps its
- * argmax). The backward takes batch norm's sums from the routes alone, a
- * quarter of the tensor, and reads inp once more for the gradient. (The
- * first version recomputed the routes from inp in both passes: the first
- * block's backward took 1.4x as long, docs/performance.md.)
+ * writes only the pooled quarter; in training, also each window's route:
+ * which input won and whether it got through the ReLU, and its value (as
+ * PyTorch's max-pool keeps its indices; pool.c's MaxPool2d, the plain
+ * version, finds them again in its backward). The backward takes batch
+ * norm's sums from the routes (three arrays of the pooled size: way, zway
+ * and dout) and reads inp once more for the gradient. (The first version
+ * recomputed the routes from inp in both passes: the first block's backward
+ * took 1.4x as long; the tail alone is faster that way, but whole training
+ * steps 0.96x as long this way, docs/performance.md, 2026-12-07.)
  */
 #include "internal.h"
 
@@ -64,7 +67,7 @@ static void pooled_row(float *restrict o, float *restrict way, float *restrict z
                        const float *restrict scale, const float *restrict shift, int OW, int C) {
     for (int x = 0; x < OW; x++) {
         const size_t at = (size_t)2 * x * C;
-        if (!way) { /* evaluation: the value alone */
+        if (!way || !zway) { /* evaluation: the value alone */
             for (int c = 0; c < C; c++) {
                 const float v0 = bn_relu(r0[at + c], scale[c], shift[c]);
                 const float v1 = bn_relu(r0[at + C + c], scale[c], shift[c]);
@@ -203,6 +206,7 @@ void batchnorm_relu_maxpool_backward(float *dinp, float *dgamma, float *dbeta,
     const size_t row = (size_t)W * C, prow = (size_t)OW * C;
     float *coef = pynn_work(PYNN_WORK_COEFFICIENTS, (size_t)C * 3);
     float *ca = coef, *cb = coef + C, *cd = coef + 2 * C;
+    (void)N; /* read only by the clause below, which a build without OpenMP ignores */
     route_coefficients(ca, cb, cd, dgamma, dbeta, dout, way, zway, mean, invstd, gamma, B, H, W,
                        C);
 #pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)

@@ -252,18 +252,19 @@ void batchnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *d
  * output (B,H,W,C), out the pooled (B,H/2,W/2,C); the other arguments are
  * batchnorm_forward's. The same numbers as the three layers
  * one after another: out = maxpool(max(batchnorm(inp), 0)).
- * way, zway (B,H/2,W/2,C), written in training (NULL: not kept): each
- * window's route for the backward, as MaxPool2d keeps its argmax: way = the
- * index (0 to 3, reading order) of the window's first maximum when it is
- * > 0, where the gradient gets through the ReLU, else -1 (a float); zway =
- * that input's value. */
+ * way, zway (B,H/2,W/2,C), written in training (both NULL: not kept): each
+ * window's route for the backward, as PyTorch's max-pool keeps its indices:
+ * way = the index (0 to 3, reading order) of the window's first maximum
+ * when it is > 0, where the gradient gets through the ReLU, else -1 (a
+ * float); zway = that input's value. */
 void batchnorm_relu_maxpool_forward(float *out, float *way, float *zway, float *mean,
                                     float *invstd, float *running_mean, float *running_var,
                                     const float *inp, const float *gamma, const float *beta,
                                     int B, int H, int W, int C, float momentum, float eps,
                                     int training);
 /* Its backward (training mode): dinp (B,H,W,C), dgamma, dbeta (C,) written;
- * dout (B,H/2,W/2,C). way, zway, mean and invstd are the forward's. */
+ * dout (B,H/2,W/2,C). inp, way, zway (not NULL), mean and invstd must be
+ * those of a forward in training. */
 void batchnorm_relu_maxpool_backward(float *dinp, float *dgamma, float *dbeta,
                                      const float *dout, const float *way, const float *zway,
                                      const float *inp, const float *mean, const float *invstd,

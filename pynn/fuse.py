@@ -13,7 +13,8 @@ per layer (--no-fuse keeps the layers one by one):
 Why: the fused kernel reads and writes the large activation tensors fewer
 times (the ReLU is applied as the product or the normalization stores its
 values; batch norm, ReLU and pool make one pass over the conv's output and
-write only the pooled quarter; the first block never stores the conv's
+write only the pooled quarter, and in training where each window's gradient
+will go; the first block never stores the conv's
 output at all, but recomputes it, 9 multiply-adds a value). What it computes
 is the same: the forward values are those of the layers one after another,
 bit for bit, and the gradients equal theirs up to the order of a few sums
@@ -129,9 +130,10 @@ class BatchNormReLU(Fused):
 
 
 class Routes:
-    """Where each 2x2 window of a fused tail sent its gradient, kept by a
-    training forward for the backward (as MaxPool2d's argmax would be): ``way``
-    the index (0-3) of the window's first maximum when it is > 0, else -1;
+    """Where each 2x2 window of a fused tail sends its gradient, kept by a
+    training forward for the backward (as PyTorch's max-pool keeps its
+    indices; MaxPool2d here finds them again from its input): ``way`` the
+    index (0-3) of the window's first maximum when it is > 0, else -1;
     ``zway`` that input's value, for batch norm's sums (csrc/fused.c)."""
 
     def __init__(self):
@@ -150,7 +152,9 @@ class Routes:
         and of this pooled shape"""
         if self.shape != tuple(shape):
             raise RuntimeError(f"{what}.backward needs a forward in training mode of {shape}")
-        return cached(self._way, shape).ptr, cached(self._zway, shape).ptr
+        way, zway = cached(self._way, shape), cached(self._zway, shape)
+        return (check(way, shape, what=f"{what} way").ptr,
+                check(zway, shape, what=f"{what} zway").ptr)
 
 
 class BatchNormReLUMaxPool(Fused):
@@ -196,8 +200,10 @@ class BatchNormReLUMaxPool(Fused):
 class Conv2dBatchNormReLUMaxPool(Fused):
     """The first conv block: Conv2d(1, C) without bias, BatchNorm2d, ReLU,
     MaxPool2d. The conv's output, the network's largest tensor, is never
-    stored: each pass recomputes the rows it needs from the one-channel image
-    (csrc/fused.c). Only for a first layer (no input gradient)."""
+    stored: each pass over it (the forward's two, the backward's gradient
+    pass) recomputes the rows it needs from the one-channel image; the
+    backward's sums come from the windows' Routes (csrc/fused.c). Only for a
+    first layer (no input gradient)."""
 
     kernel, label = "conv_batchnorm_relu_maxpool", "conv_batchnorm_relu_maxpool (fused)"
 

@@ -200,6 +200,29 @@ def test_a_first_conv_fuses_only_without_bias_or_input_gradient():
         assert [type(layer) for layer in fuse(model).layers] == [Conv2d, BatchNormReLUMaxPool]
 
 
+@pytest.mark.parametrize("name", ["first-block-odd", "first-block-even",
+                                  "batchnorm-relu-pool-odd", "batchnorm-relu-pool-even"])
+def test_ties_in_the_windows_go_where_the_layers_send_them(name):
+    """Images of a few distinct values (flat regions, as the background
+    of Fashion-MNIST): many windows hold equal maxima, or only values the
+    ReLU closes. The fused routes send each gradient where the plain layers
+    do (MaxPool2d's first maximum, the ReLU's mask): the same bits forward,
+    the same gradients up to the order of the sums."""
+    plain, twin = make(name), make(name)
+    plan = fuse(twin)
+    width = math.prod(plain.input_shape)
+    rng = random.Random(4)
+    values = (0.0,) * 12 + (-1.0, 0.5, 1.0)  # mostly background: flat patches, equal outputs
+    x = Tensor.from_list([rng.choice(values) for _ in range(7 * width)], (7, width))
+    y = Tensor.from_list([rng.randrange(3) for _ in range(7)], (7,), "int32")
+    (p_out, p_buf, p_eval, p_grad), (f_out, f_buf, f_eval, f_grad) = step(plain, x, y), \
+        step(plan, x, y)
+    assert p_out == f_out and p_buf == f_buf and p_eval == f_eval
+    for a, b in zip(p_grad, f_grad):
+        diff = math.sqrt(sum((u - v) ** 2 for u, v in zip(a, b)))
+        assert diff <= REL * math.sqrt(sum(u * u for u in a)), (name, diff)
+
+
 @pytest.mark.parametrize("name", ["first-block-odd", "batchnorm-relu-pool-odd"])
 def test_a_fused_pool_backward_needs_the_routes_of_a_training_forward(name):
     """The backward reads the windows' routes that the last forward kept:

@@ -1,0 +1,27 @@
+"""scripts/ab_steps.py, whole training steps of two builds taking turns: a
+build set beside itself trains the same losses in both workers; a folder
+without a pynn package is a one-line error."""
+import subprocess
+import sys
+
+from conftest import SCRIPTS_DIR
+
+SCRIPT = SCRIPTS_DIR / "ab_steps.py"
+
+
+def test_a_build_beside_itself_trains_the_same_losses():
+    root = SCRIPTS_DIR.parent
+    r = subprocess.run([sys.executable, str(SCRIPT), str(root), str(root), "--arch", "c8,p,f16",
+                        "--rounds", "2", "--steps", "2", "--threads", "1"],
+                       check=False, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    last = r.stdout.splitlines()[-1]
+    assert "new/old" in last and last.endswith("same losses"), r.stdout
+
+
+def test_a_folder_without_pynn_is_an_error(tmp_path):
+    r = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), str(tmp_path)],
+                       check=False, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert r.stderr.strip() == (f"error: {tmp_path}: no pynn package in it (a checkout, or "
+                                "scripts/build_variant.sh's folder)")
