@@ -59,15 +59,15 @@ static inline route window_route(float z0, float z1, float z2, float z3, float s
 }
 
 /* one pooled row o (OW,C) from the two input rows r0, r1 (W,C) under it.
- * With `way` and `zway` (training), each window's route is kept for the
- * backward: way = the winner (0 to 3) when its y is > 0, where the gradient
- * gets through the ReLU, else -1; zway = the winner's input z. */
+ * With `way` and `zway` (training; both or neither), each window's route is
+ * kept for the backward: way = the winner (0 to 3) when its y is > 0, where
+ * the gradient gets through the ReLU, else -1; zway = the winner's input z. */
 static void pooled_row(float *restrict o, float *restrict way, float *restrict zway,
                        const float *restrict r0, const float *restrict r1,
                        const float *restrict scale, const float *restrict shift, int OW, int C) {
-    for (int x = 0; x < OW; x++) {
-        const size_t at = (size_t)2 * x * C;
-        if (!way || !zway) { /* evaluation: the value alone */
+    if (!way || !zway) { /* evaluation: the values alone */
+        for (int x = 0; x < OW; x++) {
+            const size_t at = (size_t)2 * x * C;
             for (int c = 0; c < C; c++) {
                 const float v0 = bn_relu(r0[at + c], scale[c], shift[c]);
                 const float v1 = bn_relu(r0[at + C + c], scale[c], shift[c]);
@@ -75,9 +75,11 @@ static void pooled_row(float *restrict o, float *restrict way, float *restrict z
                 const float v3 = bn_relu(r1[at + C + c], scale[c], shift[c]);
                 o[(size_t)x * C + c] = pynn_window_max(v0, v1, v2, v3);
             }
-            continue;
         }
-        const size_t ox = (size_t)x * C;
+        return;
+    }
+    for (int x = 0; x < OW; x++) {
+        const size_t at = (size_t)2 * x * C, ox = (size_t)x * C;
         for (int c = 0; c < C; c++) {
             const route r = window_route(r0[at + c], r0[at + C + c], r1[at + c],
                                          r1[at + C + c], scale[c], shift[c]);
@@ -96,6 +98,7 @@ void batchnorm_relu_maxpool_forward(float *out, float *way, float *zway, float *
     /* out (B,H/2,W/2,C) = maxpool(max(gamma * (inp - mean) * invstd + beta, 0));
      * way, zway (B,H/2,W/2,C): each window's route (pooled_row), or NULL */
     const int64_t N = (int64_t)B * H * W;
+    const int keep = way && zway;
     pynn_bn_statistics(mean, invstd, running_mean, running_var, inp, N, C, momentum, eps,
                        training);
     float *coef = pynn_work(PYNN_WORK_COEFFICIENTS, (size_t)C * 3);
@@ -107,8 +110,8 @@ void batchnorm_relu_maxpool_forward(float *out, float *way, float *zway, float *
     for (int64_t q = 0; q < (int64_t)B * OH; q++) {
         const float *r0 = inp + ((size_t)(q / OH) * H + 2 * (q % OH)) * row;
         const size_t oq = (size_t)q * OW * C;
-        pooled_row(out + oq, way ? way + oq : NULL, way ? zway + oq : NULL, r0, r0 + row, scale,
-                   shift, OW, C);
+        pooled_row(out + oq, keep ? way + oq : NULL, keep ? zway + oq : NULL, r0, r0 + row,
+                   scale, shift, OW, C);
     }
 }
 
@@ -316,7 +319,8 @@ static void each_row_pair(const first_block *f, int B, row_pair_visit visit) {
 /* the forward's visit: pooled row q of the output (and its routes) */
 static void pool_row_pair(const first_block *f, int64_t q, const float *r0, const float *r1) {
     const size_t oq = (size_t)q * (f->W / 2) * f->C;
-    pooled_row(f->out + oq, f->way ? f->way + oq : NULL, f->way ? f->zway + oq : NULL, r0, r1,
+    const int keep = f->way && f->zway;
+    pooled_row(f->out + oq, keep ? f->way + oq : NULL, keep ? f->zway + oq : NULL, r0, r1,
                f->scale, f->shift, f->W / 2, f->C);
 }
 
