@@ -14,8 +14,8 @@ Why: the fused kernel reads and writes the large activation tensors fewer
 times (the ReLU is applied as the product or the normalization stores its
 values; batch norm, ReLU and pool make one pass over the conv's output and
 write only the pooled quarter, and in training where each window's gradient
-will go; the first block never stores the conv's
-output at all, but recomputes it, 9 multiply-adds a value). What it computes
+will go; the first block never stores the conv's output at all, but
+recomputes it, 9 multiply-adds a value). What it computes
 is the same: the forward values are those of the layers one after another,
 bit for bit, and the gradients equal theirs up to the order of a few sums
 (tests/test_fuse.py). The first block's gradients are bit for bit those of
@@ -149,12 +149,11 @@ class Routes:
 
     def for_backward(self, shape, what):
         """(way, zway) of the last forward, which must have been in training
-        and of this pooled shape"""
+        and of this pooled shape (dout's, checked by the caller: the size the
+        kernel reads)"""
         if self.shape != tuple(shape):
             raise RuntimeError(f"{what}.backward needs a forward in training mode of {shape}")
-        way, zway = cached(self._way, shape), cached(self._zway, shape)
-        return (check(way, shape, what=f"{what} way").ptr,
-                check(zway, shape, what=f"{what} zway").ptr)
+        return cached(self._way, shape).ptr, cached(self._zway, shape).ptr
 
 
 class BatchNormReLUMaxPool(Fused):
