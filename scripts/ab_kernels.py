@@ -84,18 +84,14 @@ def kernels(module, B, H, W, C, OC, first, block=False):
         r_var = random_floats(ffi, OC, 7)
         dgamma, dbeta, dw_block = ffi.new("float[]", OC), ffi.new("float[]", OC), \
             ffi.new("float[]", OC * 9)
-        # before the windows' routes (way, zway) were kept, the kernels took no
-        # route and the backward took beta: both signatures, by argument count
-        routed = len(ffi.typeof(lib.conv_batchnorm_relu_maxpool_forward).args) == 19
-        n_pooled = B * H * W * OC // 4
+        n_pooled = B * H * W * OC // 4  # the windows' routes (fused.c)
         way, zway = ffi.new("float[]", n_pooled), ffi.new("float[]", n_pooled)
-        routes, bwd_beta = ((way, zway), ()) if routed else ((), (beta,))
         fns["block fwd"] = lambda: lib.conv_batchnorm_relu_maxpool_forward(
-            pooled, *routes, mean, invstd, r_mean, r_var, inp, weight, gamma, beta, B, H, W,
+            pooled, way, zway, mean, invstd, r_mean, r_var, inp, weight, gamma, beta, B, H, W,
             OC, k, 0.1, 1e-5, 1)
         fns["block bwd"] = lambda: lib.conv_batchnorm_relu_maxpool_backward(
-            dw_block, dgamma, dbeta, dout, *routes, inp, weight, mean, invstd, gamma,
-            *bwd_beta, B, H, W, OC, k)
+            dw_block, dgamma, dbeta, dout, way, zway, inp, weight, mean, invstd, gamma,
+            B, H, W, OC, k)
         outs.update({"block fwd": pooled, "block bwd": dw_block})
     return fns, outs
 
