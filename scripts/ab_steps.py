@@ -92,10 +92,17 @@ def worker(build, args):
     return p, int(ready[1])
 
 
-def ask(p, what):
-    p.stdin.write(what + "\n")
-    p.stdin.flush()
-    return p.stdout.readline().strip()
+def ask(p, build, what):
+    """the worker's answer to one line, or a one-line error if it has stopped"""
+    try:
+        p.stdin.write(what + "\n")
+        p.stdin.flush()
+        answer = p.stdout.readline().strip()
+    except BrokenPipeError:
+        answer = ""
+    if not answer:
+        sys.exit(f"error: the worker of {build} stopped (its error is above)")
+    return answer
 
 
 def main(argv=None):
@@ -114,11 +121,14 @@ def main(argv=None):
     try:
         for r in range(args.rounds):
             for i in ((0, 1) if r % 2 == 0 else (1, 0)):
-                times[i].append(float(ask(workers[i], "go")) / args.steps)
-        same = ask(workers[0], "losses") == ask(workers[1], "losses")
+                times[i].append(float(ask(workers[i], builds[i], "go")) / args.steps)
+        same = ask(workers[0], builds[0], "losses") == ask(workers[1], builds[1], "losses")
     finally:
         for p in workers:
-            p.stdin.close()
+            try:
+                p.stdin.close()
+            except BrokenPipeError:
+                pass
             p.wait()
     med = [statistics.median(t) * 1e3 for t in times]
     wins = sum(n < o for o, n in zip(*times))

@@ -1,10 +1,12 @@
 """scripts/ab_steps.py, whole training steps of two builds taking turns: a
 build set beside itself trains the same losses in both workers; a folder
-without a pynn package is a one-line error."""
+without a pynn package, or a worker that stops, is a one-line error."""
 import subprocess
 import sys
 
-from conftest import SCRIPTS_DIR
+import pytest
+
+from conftest import SCRIPTS_DIR, load_script
 
 SCRIPT = SCRIPTS_DIR / "ab_steps.py"
 
@@ -25,3 +27,18 @@ def test_a_folder_without_pynn_is_an_error(tmp_path):
     assert r.returncode != 0
     assert r.stderr.strip() == (f"error: {tmp_path}: no pynn package in it (a checkout, or "
                                 "scripts/build_variant.sh's folder)")
+
+
+def test_a_worker_that_stopped_is_an_error():
+    ab_steps = load_script("ab_steps")
+    p = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    p.wait()  # it has stopped, as a worker whose kernel crashed would
+    with pytest.raises(SystemExit) as stop:
+        ab_steps.ask(p, "/tmp/some-build", "go")
+    assert stop.value.code == "error: the worker of /tmp/some-build stopped (its error is above)"
+    p.stdout.close()
+    try:
+        p.stdin.close()
+    except BrokenPipeError:
+        pass
