@@ -18,7 +18,7 @@ from . import arch, html_report, metrics, options, serialize
 from ._kernels import ffi, lib
 from .budget import Budget
 from .config import ALLOWED_SEEDS, configure
-from .cpu import default_threads
+from .cpu import SharedCores
 from .data import (
     Normalizer,
     check_labels,
@@ -76,7 +76,8 @@ def run(cfg, reporter=None, budget=None):
     budget = budget or Budget(cfg.time_budget)
     check_options(cfg, reporter)
     loaded = serialize.load(cfg.load) if cfg.load else None  # (model, Normalizer)
-    lib.pynn_set_threads(cfg.threads or default_threads())
+    cores = SharedCores() if not cfg.threads and lib.pynn_have_openmp() else None
+    lib.pynn_set_threads(cfg.threads or (cores.threads if cores else 1))
     rng = random.Random(cfg.seed)
     data = load_data(cfg, loaded, rng, reporter)
     if loaded:
@@ -86,7 +87,7 @@ def run(cfg, reporter=None, budget=None):
     else:
         cfg = fit_to_data(cfg, data.width, reporter)
         budget.to_predict = (data.x.shape[0] + data.test_rows) * (2 if cfg.tta == "flip" else 1)
-        model, fitted = train(cfg, data, rng, reporter, budget)
+        model, fitted = train(cfg, data, rng, reporter, budget, cores)
     trained = budget.now()
     train_pred, test_pred = predict_and_write(cfg, model, data)
     seconds = budget.now() - budget.start
@@ -195,8 +196,10 @@ def fused_or_plain(model, cfg):
     return fuse(model) if cfg.fuse else model
 
 
-def train(cfg, data, rng, reporter, budget):
-    """A new model of cfg.arch, trained on data.rows: (what ran, fit's result)."""
+def train(cfg, data, rng, reporter, budget, cores=None):
+    """A new model of cfg.arch, trained on data.rows: (what ran, fit's result).
+    ``cores``: a pynn.cpu.SharedCores that fits the thread count to the free
+    cores after each epoch, or None (--threads given)."""
     model = fused_or_plain(build(cfg.arch, data.width, data.classes, cfg.activation, rng, cfg.dropout,
                        cfg.batchnorm, cfg.sigmoid_steepness), cfg)
     optimizer = build_optimizer(cfg, model.parameters())
@@ -205,7 +208,7 @@ def train(cfg, data, rng, reporter, budget):
     x_val, y_val = ((gather(data.x, data.val_rows), gather(data.y, data.val_rows))
                     if data.val_rows else (None, None))
     fitted = fit(model, optimizer, data.x, data.y, data.rows, x_val, y_val, cfg, reporter, rng,
-                 budget, fill=data.norm.normalized(0.0))
+                 budget, fill=data.norm.normalized(0.0), cores=cores)
     return model, fitted
 
 

@@ -77,6 +77,13 @@ def busy_cores(interval=0.1):
     return busy if after else None
 
 
+def free_threads(others, limit=MAX_DEFAULT_THREADS):
+    """All available cores up to ``limit``, minus ``others``: the cores other
+    processes keep busy (a float, rounded)."""
+    cores = min(limit, available_cores())
+    return max(1, min(cores, available_cores() - round(others)))
+
+
 def default_threads(limit=MAX_DEFAULT_THREADS):
     """All available cores up to ``limit``, minus the ones other jobs keep busy now.
 
@@ -87,8 +94,46 @@ def default_threads(limit=MAX_DEFAULT_THREADS):
     0.6 s). So the cores busy during a 0.1 s look at /proc/stat are left out.
     (The load average would also count this user's previous run.)
     """
-    cores = min(limit, available_cores())
     busy = busy_cores()
-    if busy is None:
-        return cores
-    return max(1, min(cores, available_cores() - round(busy)))
+    return free_threads(busy or 0.0, limit)
+
+
+class SharedCores:
+    """The thread count of a run on a shared machine, looked at again after
+    each epoch: a job that ends frees its core for the epochs after it, and
+    one that starts takes it (on cores it shares, each of the step's waits
+    lasts as long as the thread that was descheduled, default_threads above).
+    The others' load of an epoch is what the CPUs were busy less what this
+    process used, from /proc/stat and os.times(), without a pause to look.
+    The thread count moves no bit of the results (docs/design.md,
+    "Determinism")."""
+
+    def __init__(self, limit=MAX_DEFAULT_THREADS):
+        self.limit = limit
+        self.threads = default_threads(limit)
+        self._cpus = set(allowed_cpus() or range(os.cpu_count() or 1))
+        self._last = self._sample()
+
+    def _sample(self):
+        """(wall seconds, busy seconds of the CPUs or None, this process's CPU seconds)"""
+        try:
+            busy = sum(b for b, _ in _cpu_times(self._cpus).values()) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError, AttributeError):
+            busy = None
+        own = os.times()
+        return time.perf_counter(), busy, own.user + own.system
+
+    def check(self):
+        """The thread count for what comes next, from the others' load since
+        the last check (or the start); the same count where /proc/stat does
+        not exist."""
+        now = self._sample()
+        (w0, b0, o0), (w1, b1, o1) = self._last, now
+        if w1 - w0 < 0.5:  # too short to tell: the next look covers this one's time too
+            return self.threads
+        self._last = now
+        if b0 is None or b1 is None:
+            return self.threads
+        others = max(0.0, (b1 - b0) - (o1 - o0)) / (w1 - w0)
+        self.threads = free_threads(others, self.limit)
+        return self.threads

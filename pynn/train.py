@@ -6,6 +6,7 @@
             gather a batch -> forward -> loss -> backward -> update   (train_step)
         validate: accuracy and loss on the validation rows  (validate)
         keep the best weights; fit the plan to the time budget   (replan)
+        and the threads to the cores other processes leave free  (fit_threads)
 
 Python picks rows and calls kernels; the numbers never pass through Python
 one by one.
@@ -338,6 +339,16 @@ def validate(model, x_val, y_val, loss_fn, flip, weights, budget, average=None):
     return acc, loss
 
 
+def fit_threads(cores, reporter):
+    """Set the thread count to the cores other processes left free during
+    the last epoch (pynn/cpu.py), and say so when it changes."""
+    before, now = cores.threads, cores.check()
+    if now != before:
+        lib.pynn_set_threads(now)
+        reporter.note(f"threads {before} -> {now}: the cores other processes left free "
+                      "during the last epoch (the results do not depend on it)")
+
+
 class _Run:
     """What every epoch of one fit() uses: reporter, rng, budget, the base
     learning rate, and (batch gradient descent) the buffer of summed gradients."""
@@ -349,10 +360,12 @@ class _Run:
         self.train_seconds = 0.0  # in training steps so far (validation passes not counted)
 
 
-def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, budget, fill=0.0):
+def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, budget, fill=0.0,
+        cores=None):
     """Train on the given rows of x (N, D) / y (N,) for cfg.epochs epochs (or
     until the time budget or Ctrl-C); leave the model at its best validation
-    accuracy (always finite weights). ``budget``: a pynn.budget.Budget.
+    accuracy (always finite weights). ``budget``: a pynn.budget.Budget;
+    ``cores``: a pynn.cpu.SharedCores, or None to keep the thread count.
 
     After each epoch, when the steps left would not fit before the budget's
     training deadline at the pace so far, the plan shrinks to the steps that
@@ -397,6 +410,8 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, budget, 
                                    budget)
                 if note:
                     reporter.note(note)
+                if cores:
+                    fit_threads(cores, reporter)
     except KeyboardInterrupt:
         stopped = "interrupted"
         reporter.note("interrupted: predicting with the best weights so far")

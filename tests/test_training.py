@@ -4,12 +4,23 @@ import random
 
 import pytest
 
-from pynn import SGD, Adam, CrossEntropyLoss, Linear, Sequential, Tanh, mlp
+from pynn import (
+    SGD,
+    Adam,
+    CrossEntropyLoss,
+    Linear,
+    Sequential,
+    Tanh,
+    get_threads,
+    mlp,
+    set_threads,
+)
 from pynn.budget import Budget
 from pynn.config import configure
 from pynn.tensor import Tensor
 from pynn.train import accuracy, fit, lr_factor
 
+from conftest import needs_threads
 from reference import blobs
 
 XOR_X = [0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0]
@@ -169,6 +180,46 @@ def test_fit_gives_up_after_repeated_divergence():
         fit(model, Adam(model.parameters(), lr=1e30), x, y, rows=range(32), x_val=x,
             y_val=y, cfg=cfg, reporter=reporter, rng=rng, budget=Budget(60))
     assert len(reporter.notes) == 3  # MAX_RECOVERIES notes, then the error
+
+
+class _Cores:
+    """A pynn.cpu.SharedCores whose looks at the machine give ``counts`` in turn"""
+
+    def __init__(self, threads, counts):
+        self.threads, self.counts, self.looks = threads, list(counts), 0
+
+    def check(self):
+        self.looks += 1
+        self.threads = self.counts.pop(0)
+        return self.threads
+
+
+@needs_threads
+def test_fit_fits_the_threads_to_the_free_cores_between_epochs():
+    rng = random.Random(9)
+    x, y = blobs(rng, 64, 4, 2)
+    cfg = configure("mlp", batch_size=8, epochs=4, warmup_epochs=0, schedule="constant")
+
+    def run(cores):
+        model = mlp([4, 8, 2], "relu", random.Random(3))
+        reporter = _Reporter()
+        history, _, _, _ = fit(model, SGD(model.parameters(), lr=0.05), x, y, rows=range(64),
+                               x_val=None, y_val=None, cfg=cfg, reporter=reporter,
+                               rng=random.Random(4), budget=Budget(60), cores=cores)
+        return [h["train_loss"] for h in history], reporter.notes
+
+    before = get_threads()
+    try:
+        set_threads(2)
+        cores = _Cores(2, [1, 1, 2])
+        losses, notes = run(cores)
+        assert cores.looks == 3  # after each epoch but the last
+        assert get_threads() == 2
+        assert notes == [f"threads {a} -> {b}: the cores other processes left free during the "
+                         "last epoch (the results do not depend on it)" for a, b in ((2, 1), (1, 2))]
+        assert losses == run(None)[0]  # the same losses, bit for bit, on a fixed count
+    finally:
+        set_threads(before)
 
 
 # ---- learning-rate schedule -------------------------------------------------------
