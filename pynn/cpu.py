@@ -80,8 +80,7 @@ def busy_cores(interval=0.1):
 def free_threads(others, limit=MAX_DEFAULT_THREADS):
     """All available cores up to ``limit``, minus ``others``: the cores other
     processes keep busy (a float, rounded)."""
-    cores = min(limit, available_cores())
-    return max(1, min(cores, available_cores() - round(others)))
+    return max(1, min(limit, available_cores() - round(others)))
 
 
 def default_threads(limit=MAX_DEFAULT_THREADS):
