@@ -57,12 +57,17 @@ def _cpu_times(cpus):
     return times
 
 
+def _my_cpus():
+    """The CPUs this process may run on, as a set (all of them where unknown)."""
+    return set(allowed_cpus() or range(os.cpu_count() or 1))
+
+
 def busy_cores(interval=0.1):
     """How many of this process's CPUs other processes keep busy right now
     (this process is idle while it looks), or None where /proc/stat does not
     exist. Only the CPUs it may run on count: the load on other CPUs of the
     machine does not slow it."""
-    cpus = set(allowed_cpus() or range(os.cpu_count() or 1))
+    cpus = _my_cpus()
     try:
         before = _cpu_times(cpus)
         time.sleep(interval)
@@ -78,9 +83,11 @@ def busy_cores(interval=0.1):
 
 
 def free_threads(others, limit=MAX_DEFAULT_THREADS):
-    """All available cores up to ``limit``, minus ``others``: the cores other
-    processes keep busy (a float, rounded)."""
-    return max(1, min(limit, available_cores() - round(others)))
+    """The threads to run: this process's CPUs minus ``others``, the cores
+    other processes keep busy on them (a float, halves rounded up), and no
+    more than a cgroup quota allows or ``limit``; at least one."""
+    free = len(_my_cpus()) - math.floor(others + 0.5)
+    return max(1, min(limit, available_cores(), free))
 
 
 def default_threads(limit=MAX_DEFAULT_THREADS):
@@ -98,33 +105,33 @@ def default_threads(limit=MAX_DEFAULT_THREADS):
 
 
 class SharedCores:
-    """The thread count of a run on a shared machine, looked at again after
-    each epoch: a job that ends frees its core for the epochs after it, and
-    one that starts takes it (on cores it shares, each of the step's waits
-    lasts as long as the thread that was descheduled, default_threads above).
-    The others' load of an epoch is what the CPUs were busy less what this
-    process used, from /proc/stat and os.times(), without a pause to look.
-    The thread count moves no bit of the results (docs/design.md,
-    "Determinism")."""
+    """The thread count of a run on a shared machine, updated after each
+    epoch: a job that ends frees its core for the epochs after it, and one
+    that starts takes it (other jobs on our cores stall every barrier,
+    default_threads above). The others' load is the CPU time they got since
+    the last update: what the CPUs were busy (/proc/stat) less what this
+    process used (os.times()), so no pause is needed to look. The thread
+    count moves no bit of the results (docs/design.md, "Determinism")."""
 
     def __init__(self, limit=MAX_DEFAULT_THREADS):
         self.limit = limit
         self.threads = default_threads(limit)
-        self._cpus = set(allowed_cpus() or range(os.cpu_count() or 1))
+        self._cpus = _my_cpus()
         self._last = self._sample()
 
     def _sample(self):
         """(wall seconds, busy seconds of the CPUs or None, this process's CPU seconds)"""
         try:
-            busy = sum(b for b, _ in _cpu_times(self._cpus).values()) / os.sysconf("SC_CLK_TCK")
+            ticks = _cpu_times(self._cpus)
+            busy = sum(b for b, _ in ticks.values()) / os.sysconf("SC_CLK_TCK") if ticks else None
         except (OSError, ValueError, IndexError, AttributeError):
             busy = None
         own = os.times()
         return time.perf_counter(), busy, own.user + own.system
 
-    def check(self):
+    def update(self):
         """The thread count for what comes next, from the others' load since
-        the last check (or the start); the same count where /proc/stat does
+        the last update (or the start); the same count where /proc/stat does
         not exist."""
         now = self._sample()
         (w0, b0, o0), (w1, b1, o1) = self._last, now

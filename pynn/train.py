@@ -342,7 +342,7 @@ def validate(model, x_val, y_val, loss_fn, flip, weights, budget, average=None):
 def fit_threads(cores, reporter):
     """Set the thread count to the cores other processes left free during
     the last epoch (pynn/cpu.py), and say so when it changes."""
-    before, now = cores.threads, cores.check()
+    before, now = cores.threads, cores.update()
     if now != before:
         lib.pynn_set_threads(now)
         reporter.note(f"threads {before} -> {now}: the cores other processes left free "
