@@ -24,6 +24,7 @@ Nothing here asserts anything.
 """
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -101,7 +102,13 @@ def ask(p, build, what):
     except BrokenPipeError:
         answer = ""
     if not answer:
-        sys.exit(f"error: the worker of {build} stopped (its error is above)")
+        try:
+            code = p.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # its output closed, itself still running
+            p.kill()
+            code = p.wait()
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+        sys.exit(f"error: the worker of {build} stopped ({how}; its error, if any, is above)")
     return answer
 
 

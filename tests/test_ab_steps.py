@@ -29,14 +29,22 @@ def test_a_folder_without_pynn_is_an_error(tmp_path):
                                 "scripts/build_variant.sh's folder)")
 
 
-def test_a_worker_that_stopped_is_an_error():
+@pytest.mark.parametrize("code, how", [
+    ("pass", "exit status 0"),  # gone before it is asked: the pipe is broken
+    # asked, then killed before it answers, as by a kernel's crash
+    ("import os, signal, sys; sys.stdin.readline(); os.kill(os.getpid(), signal.SIGKILL)",
+     "killed by SIGKILL"),
+])
+def test_a_worker_that_stopped_is_an_error(code, how):
     ab_steps = load_script("ab_steps")
-    p = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE,
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True)
-    p.wait()  # it has stopped, as a worker whose kernel crashed would
+    if code == "pass":
+        p.wait()
     with pytest.raises(SystemExit) as stop:
         ab_steps.ask(p, "/tmp/some-build", "go")
-    assert stop.value.code == "error: the worker of /tmp/some-build stopped (its error is above)"
+    assert stop.value.code == (f"error: the worker of /tmp/some-build stopped ({how}; its "
+                               "error, if any, is above)")
     p.stdout.close()
     try:
         p.stdin.close()
