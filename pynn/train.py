@@ -271,9 +271,19 @@ class Plan:
         return lr_factor(step, self.total, self.warmup, self.schedule)
 
     def replan(self, done, step_seconds, val_seconds, budget):
-        """Fit the steps left to the time left; a note-worthy text when it shrank."""
-        total = planned_steps(self.total, done, self.per_epoch, step_seconds, val_seconds,
+        """Fit the steps left to the time left, at the last epoch's pace: fewer
+        when the rest would not fit, and more again, up to those asked, when
+        the pace has recovered by an epoch or more (other jobs left the
+        machine). A note-worthy text when the plan changed."""
+        asked = self.epochs_asked * self.per_epoch
+        total = planned_steps(asked, done, self.per_epoch, step_seconds, val_seconds,
                               budget.deadline() - budget.now())
+        if total > self.total and (total == asked or total - self.total >= self.per_epoch):
+            self.total = total
+            self.why = None if total == asked else self.why
+            return (f"the pace recovered: training {_epochs(self.total / self.per_epoch)} "
+                    f"epochs ({self.total} steps) again, the learning-rate schedule fitted "
+                    "to them")
         if total >= self.total:
             return None
         needed = (self.total - done) * step_seconds + (self.epochs() - done // self.per_epoch) \
@@ -357,7 +367,6 @@ class _Run:
         self.reporter, self.rng, self.budget, self.lr, self.summed = (reporter, rng, budget,
                                                                        lr, summed)
         self.average = average  # the weights' average (--ema), or None
-        self.train_seconds = 0.0  # in training steps so far (validation passes not counted)
 
 
 def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, budget, fill=0.0,
@@ -368,10 +377,12 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, budget, 
     ``cores``: a pynn.cpu.SharedCores, or None to keep the thread count.
 
     After each epoch, when the steps left would not fit before the budget's
-    training deadline at the pace so far, the plan shrinks to the steps that
-    do (the last epoch may then be partial), and the learning-rate schedule
-    is fitted to them: it still ends at a low learning rate instead of being
-    cut off high. Should a step still pass the deadline, training stops there.
+    training deadline at the last epoch's pace, the plan shrinks to the steps
+    that do (the last epoch may then be partial), and the learning-rate
+    schedule is fitted to them: it still ends at a low learning rate instead
+    of being cut off high. When the pace recovers (a job that held a core has
+    ended), the plan grows back, up to the epochs asked. Should a step still
+    pass the deadline, training stops there.
 
     Returns Fitted(history, best validation accuracy or None, why it stopped,
     the plan)."""
@@ -388,11 +399,10 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, budget, 
                Average(model, cfg.ema) if cfg.ema else None)
     try:
         while epoch < plan.epochs():
-            epoch, t0 = epoch + 1, budget.now()
+            epoch, t0, first = epoch + 1, budget.now(), step
             loss, acc, _, step, stopped = train_epoch(model, loss_fn, optimizer, batches, plan,
                                                          weights, epoch, step, ctx)
             t1 = budget.now()
-            ctx.train_seconds += t1 - t0
             val_acc, val_loss = validate(model, x_val, y_val, val_loss_fn, cfg.tta == "flip",
                                          weights, budget, ctx.average)
             history.append({"epoch": epoch, "train_loss": loss, "train_acc": acc,
@@ -406,7 +416,7 @@ def fit(model, optimizer, x, y, rows, x_val, y_val, cfg, reporter, rng, budget, 
                 plan.why = plan.why or f"the {budget.seconds:g}s time budget was reached"
                 break
             if epoch < plan.epochs():  # re-planned after every epoch: machines slow down too
-                note = plan.replan(step, ctx.train_seconds / max(1, step), budget.now() - t1,
+                note = plan.replan(step, (t1 - t0) / max(1, step - first), budget.now() - t1,
                                    budget)
                 if note:
                     reporter.note(note)

@@ -28,7 +28,7 @@ from pynn.budget import AFTER_TRAINING, Budget
 from pynn.config import configure
 from pynn.fuse import Conv2dBatchNormReLUMaxPool, fuse, without
 from pynn.tensor import Tensor
-from pynn.train import accuracy, fit, planned_steps
+from pynn.train import Plan, accuracy, fit, planned_steps
 
 from conftest import THREAD_COUNTS, needs_threads
 from reference import blobs
@@ -444,9 +444,24 @@ class StepClock:
         return self.t
 
 
-def blob_fit(epochs, budget):
+class SlowStartClock(StepClock):
+    """A StepClock whose first ``slow`` optimizer steps take three times as
+    long: another job held a core when the run started, then left."""
+
+    def __init__(self, model, optimizer, slow):
+        self.steps, self.slow = 0, slow
+        super().__init__(model, optimizer)
+
+    @property
+    def STEP(self):  # read once per optimizer step
+        self.steps += 1
+        return StepClock.STEP * (3 if self.steps <= self.slow else 1)
+
+
+def blob_fit(epochs, budget, slow=0):
     """fit() on blobs with a budget of ``budget`` seconds for training (the
-    allowance for what follows training is added), on a StepClock."""
+    allowance for what follows training is added), on a StepClock (whose
+    first ``slow`` steps take three times as long)."""
     rng = random.Random(2)
     x, y = blobs(rng, 2000, 16, 4, spread=3.0)
     xv, yv = blobs(random.Random(3), 400, 16, 4, spread=3.0)
@@ -454,7 +469,7 @@ def blob_fit(epochs, budget):
     cfg = configure("mlp", batch_size=16, epochs=epochs, schedule="cosine")
     reporter = Quiet()
     optimizer = Adam(model.parameters(), lr=0.01)
-    clock = StepClock(model, optimizer)
+    clock = SlowStartClock(model, optimizer, slow) if slow else StepClock(model, optimizer)
     history, best, stopped, plan = fit(model, optimizer, x, y, range(2000), xv, yv, cfg,
                                        reporter, rng, Budget(budget + AFTER_TRAINING, clock=clock))
     return history, best, stopped, reporter.notes, accuracy(model, xv, yv), plan
@@ -471,3 +486,32 @@ def test_half_the_time_completes_a_shorter_schedule():
     assert any("learning-rate schedule fitted" in n for n in notes), notes
     assert half[-1]["lr"] < 0.05 * 0.01       # the cosine reached its end
     assert half_best >= full_best - 0.03      # and the accuracy is close
+
+
+def test_a_slow_start_shrinks_the_plan_and_the_recovered_pace_grows_it_back():
+    full, _, _, _, _, _ = blob_fit(12, 600.0)
+    needed = sum(m["seconds"] for m in full)
+    # the first epoch (125 steps) three times as slow; the budget holds the rest with 30 % to spare
+    history, _, stopped, notes, _, plan = blob_fit(12, needed * 1.3, slow=125)
+    assert history[0]["seconds"] > 2.5 * history[1]["seconds"]
+    assert "12 epochs would take" in notes[0] and "training" in notes[0], notes
+    again = ("the pace recovered: training 12 epochs (1500 steps) again, the learning-rate "
+             "schedule fitted to them")
+    assert notes[1:] == [again], notes
+    assert stopped == "done" and len(history) == 12
+    assert plan["epochs_planned"] == 12 and plan["why"] is None
+
+
+def test_the_plan_grows_back_by_whole_epochs_or_to_what_was_asked():
+    # 10 epochs of 10 steps asked; no validation pass; the clock stands at 0
+    now = [0.0]
+    budget = Budget(1000.0 + AFTER_TRAINING, start=0.0, clock=lambda: now[0])
+    plan = Plan(10, 10, 0, "cosine")
+    assert plan.replan(10, 20.0, 0.0, budget) is not None  # 20 s a step: 5 more epochs fit
+    assert plan.total == 10 + 50
+    assert plan.replan(20, 22.0, 0.0, budget) is None      # 20 + 45 fit: 5 more are no epoch
+    assert plan.total == 60
+    assert "again" in plan.replan(20, 15.0, 0.0, budget)   # 20 + 66 fit: 26 more
+    assert plan.total == 20 + 66 and plan.why is not None  # still short of the 100 asked
+    assert "10 epochs (100 steps) again" in plan.replan(30, 1.0, 0.0, budget)
+    assert plan.total == 100 and plan.why is None
