@@ -21,8 +21,9 @@
  * kernel turned by 180 degrees and its channel axes swapped,
  *     dinp[b, y, x, c] = sum_{i,j,o} dout[b, y+i-k/2, x+j-k/2, o] * wflip[c, i, j, o],
  *     wflip[c, i, j, o] = weight[o, k-1-i, k-1-j, c],
- * so the forward code computes it (index check: y' = y + i - k/2 reads
- * weight[o, k-1-i, .] at y' - (k-1-i) + k/2 = y).
+ * so the forward code computes it (index check: dout's row y' = y + i - k/2
+ * meets weight[o, k-1-i, ., .], which in the forward read the input at
+ * y' + (k-1-i) - k/2 = y, as it should, since k - 1 = 2 (k/2) for odd k).
  *
  * col never exists for a whole batch (for 128 images of 28x28 and k*k*C = 288
  * it would be 115 MB): it is built CHUNK rows at a time into a small buffer
@@ -363,8 +364,6 @@ void pynn_direct_dweight(float *dweight, pynn_image_grad grad_of, void *ctx, siz
 #undef DX_FWD
 #undef DO
 
-/* out (N,OC) = im2col(inp) . weight^T (+ bias), N = B*H*W rows, each thread
- * taking whole chunks; inp (B,H,W,C), weight (OC, k*k*C) */
 /* Which road a convolution of C > 1 input channels takes: the one its
  * shape asks for (pynn_winograd_fits: 3x3 kernels with enough channels go
  * through winograd.c, the rest through im2col), or the one a test or a
@@ -380,6 +379,10 @@ static int use_winograd(int C, int OC, int k) {
     return conv_path == PYNN_CONV_WINOGRAD;
 }
 
+/* out (N,OC) = im2col(inp) . weight^T (+ bias), N = B*H*W rows, inp
+ * (B,H,W,C), weight (OC, k*k*C), by one of three roads with the same result:
+ * direct loops for one input channel, Winograd (use_winograd), or im2col
+ * chunks with each thread taking whole chunks */
 static void conv_product(float *out, const float *inp, const float *weight, const float *bias,
                          int B, int H, int W, int C, int OC, int k) {
     if (C == 1) {
