@@ -26,8 +26,10 @@ HELP = {
     "sigmoid_steepness": "the steepness lambda of the sigmoid: 1 / (1 + e^(-lambda x))",
     "loss": "cross_entropy (softmax outputs) or mse (the lecture's mean squared error "
             "against one-hot targets, identity outputs)",
-    "fuse": "run Linear+ReLU, BatchNorm+ReLU and BatchNorm+ReLU+MaxPool2d through fused "
-            "kernels (the same numbers, faster); --no-fuse runs each layer as written",
+    "fuse": "run the first Conv2d+BatchNorm+ReLU+MaxPool2d, BatchNorm+ReLU+MaxPool2d, "
+            "Linear+ReLU and BatchNorm+ReLU through fused kernels (faster; the same forward "
+            "values, gradients equal up to the order of a few sums, so training ends on "
+            "other last bits); --no-fuse runs each layer as written",
     "batchnorm": "batch norm after: conv (each convolution), all (and each hidden dense "
                  "layer) or off",
     "dropout": "dropout probability after each hidden dense activation (0: none)",

@@ -6,8 +6,9 @@ backward pass needs. Output buffers are allocated once per batch size and
 reused, so a training step allocates nothing.
 
 These are the layers that run with --no-fuse, each as written here; by
-default pynn/fuse.py runs some of them in pairs and triples through fused
-kernels, which compute the same numbers.
+default pynn/fuse.py runs some of them in runs of two to four through fused
+kernels, which compute the same forward values and the same gradients up to
+the order of a few sums.
 
 Adding a layer: the README's checklist ("Adding a layer").
 """
