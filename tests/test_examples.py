@@ -47,7 +47,7 @@ def test_xor_lines_separate_the_points():
 
 
 def test_regression_fits_sin_and_draws_it(tmp_path, capsys):
-    svg = tmp_path / "fit.svg"
+    svg = tmp_path / "runs" / "fit.svg"  # its folder made as the default runs/ is
     assert example("regression").main(["--out", str(svg)]) == 0
     out = capsys.readouterr().out
     error, worst = re.search(r"E = ([0-9.e+-]+), largest \|y - d\| = ([0-9.]+)", out).groups()

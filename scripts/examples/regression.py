@@ -6,9 +6,9 @@ error E = 1/p sum_k 1/2 (y_k - d_k)^2 over the p training points, gradients
 by backpropagation. A 1-32-32-1 network with tanh hidden units is trained by
 Adam on minibatches; it prints E as it goes, then the error on 200 points
 of another grid than the training points, and writes an SVG of target against
-fit.
+fit (into runs/, which git ignores, as it does pynn's run folders).
 
-    python scripts/examples/regression.py [--out regression.svg] [--steps N]
+    python scripts/examples/regression.py [--out runs/regression.svg] [--steps N]
 """
 import argparse
 import math
@@ -78,7 +78,7 @@ def svg(xs, want, got, width=480, height=280, pad=30):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="regression.svg", help="the SVG file to write")
+    p.add_argument("--out", default="runs/regression.svg", help="the SVG file to write")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -88,6 +88,7 @@ def main(argv=None):
     error = sum(0.5 * (g - w) ** 2 for g, w in zip(got, want)) / len(grid)
     worst = max(abs(g - w) for g, w in zip(got, want))
     print(f"\nerror on 200 new points: E = {error:.2e}, largest |y - d| = {worst:.4f}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text(Path(args.out), svg(grid, want, got))
     print(f"wrote {args.out}")
     return 0
