@@ -7,6 +7,13 @@
  * mean and (biased) variance of each column:
  *     xhat = (x - mu) / sqrt(var + eps),   y = gamma * xhat + beta
  * and, when relu is set, y = max(y, 0) (the activation after it, fused).
+ * Backward, given dy (the ReLU's mask applied first, when fused):
+ *     dbeta = sum_r dy,   dgamma = sum_r dy * xhat,
+ *     dx = gamma / sqrt(var + eps) * (dy - (dbeta + xhat * dgamma) / N)
+ * (the batch's mean and variance depend on every row, hence the two sums).
+ *
+ * The plain versions they must equal: tests/cnn_reference.py batchnorm_forward
+ * and batchnorm_backward (tests/test_cnn_kernels.py).
  *
  * The column sums are taken in fixed blocks of BLOCK rows, in parallel, and
  * the blocks' results are then merged one after another in double (Chan et

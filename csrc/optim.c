@@ -1,4 +1,21 @@
-/* optim.c - parameter updates over flat arrays; param, grad, state are (n,). */
+/* optim.c - parameter updates over flat arrays; param, grad, state are (n,).
+ *
+ * The lecture's gradient descent, w -= lr * dE/dw, with two improvements:
+ *
+ *   SGD with momentum:  v = momentum * v + g;  w -= lr * v
+ *   Adam (AdamW):       m = b1 m + (1-b1) g;           v = b2 v + (1-b2) g^2
+ *                       mhat = m / (1 - b1^t);          vhat = v / (1 - b2^t)
+ *                       w -= lr * (mhat / (sqrt(vhat) + eps) + wd * w)
+ *
+ * m and v are running means of the gradient and of its square; dividing by
+ * (1 - b^t) undoes their start at zero (t is the 1-based step count), and
+ * the division by sqrt(vhat) gives each weight a step of about lr whatever
+ * its gradient's scale. SGD's weight decay is L2 (added to g), AdamW's is
+ * decoupled (wd * w, outside the moments).
+ *
+ * The plain versions they must equal: tests/reference.py sgd and adam
+ * (tests/test_kernels.py).
+ */
 #include <float.h>
 #include <math.h>
 

@@ -301,6 +301,7 @@ void sgd_update(float *param, const float *grad, float *velocity, int64_t n, int
                 float lr, float momentum, float weight_decay);
 /* Adam with decoupled weight decay (AdamW); t is the 1-based step count:
  *   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+ *   mhat = m / (1 - b1^t);  vhat = v / (1 - b2^t)
  *   param -= lr * (mhat / (sqrt(vhat) + eps) + wd * param) */
 void adam_update(float *param, const float *grad, float *m, float *v, int64_t n,
                  int64_t n_decay, float lr, float beta1, float beta2, float eps,

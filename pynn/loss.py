@@ -7,11 +7,18 @@ from .tensor import cached, check
 
 class CrossEntropyLoss:
     """Mean cross-entropy of softmax(logits) against integer targets, with
-    optional label smoothing: the target distribution is then
-    (1 - label_smoothing) on the label plus label_smoothing / V on every class.
+    optional label smoothing: the target distribution q is then
+    (1 - label_smoothing) on the label plus label_smoothing / V on every class
+    (one-hot without it):
+
+        p_j = exp(z_j) / sum_k exp(z_k)            (softmax of a row's logits z)
+        L = 1/B sum over rows of -sum_j q_j log p_j
+        dL/dz_j = (p_j - q_j) / B                  (softmax and log cancel)
 
     ``forward`` returns (mean loss, number of correct argmax predictions);
-    ``backward`` returns dL/dlogits of the mean loss.
+    ``backward`` returns dL/dlogits of the mean loss. The plain versions:
+    tests/reference.py softmax_ce (one-hot), tests/cnn_reference.py
+    softmax_ce_smooth (smoothed).
     """
 
     def __init__(self, label_smoothing=0.0):
@@ -49,7 +56,10 @@ class MSELoss:
     Targets are either float (B, V), for regression, or int32 class labels
     (B,), which become one-hot vectors d (with label smoothing eps:
     (1 - eps) on the label plus eps / V everywhere); then ``forward`` also
-    counts the rows whose largest output is the label.
+    counts the rows whose largest output is the label. The gradient of the
+    mean over the batch's B rows is
+
+        dE/dy_kj = (y_kj - d_kj) / B
     """
 
     def __init__(self, label_smoothing=0.0):

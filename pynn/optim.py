@@ -20,7 +20,11 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """SGD with momentum (PyTorch's form) and L2 weight decay on weights."""
+    """SGD with momentum (PyTorch's form) and L2 weight decay on weights:
+
+        g = dE/dw + weight_decay * w;   v = momentum * v + g;   w -= lr * v
+
+    (momentum 0 is the lecture's plain gradient descent, w -= lr * dE/dw)."""
 
     def __init__(self, params, lr, momentum=0.9, weight_decay=0.0):
         self.momentum = momentum
@@ -35,7 +39,12 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam with decoupled weight decay (AdamW) on weights."""
+    """Adam with decoupled weight decay (AdamW) on weights; t counts steps from 1:
+
+        m = b1 m + (1 - b1) g;           v = b2 v + (1 - b2) g^2     (g = dE/dw)
+        mhat = m / (1 - b1^t);           vhat = v / (1 - b2^t)
+        w -= lr * (mhat / (sqrt(vhat) + eps) + weight_decay * w)
+    """
 
     def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         self.betas, self.eps = betas, eps
