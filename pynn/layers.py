@@ -106,6 +106,12 @@ class Linear(Module):
         return out
 
     def backward(self, dout):
+        """Backpropagation through xi = x W^T + b, given dout = dL/dxi (B, OC):
+
+            dL/dW = dout^T x   (OC, C): dE/dw_ji = sum over rows of delta_j x_i
+            dL/db = dout summed over the rows
+            dL/dx = dout W     (B, C):  the deltas passed to the layer below
+        """
         inp = self._inp
         B, C, OC = inp.shape[0], self.in_features, self.out_features
         check(dout, (B, OC), what="Linear dout")

@@ -126,7 +126,7 @@ class Sequential:
         """Class indices (int32 Tensor (N,)) for the rows of x (N, D), in
         evaluation mode (training mode is restored afterwards). Batches of
         1000 rows, or of 128 images for a CNN: its activations are larger, and
-        128 (the training batch the kernels are tuned for) predicted 12000
+        128 (the batch the kernels were tuned for) predicted 12000
         images with flips in 0.73 s where 250 took 0.77 s (Intel Xeon, 2
         threads, medians of 8; faster in each of the 8 pairs). The logits
         do not depend on the batch size.
@@ -296,7 +296,9 @@ def build(arch, width, classes, activation, rng, dropout=0.0, batchnorm="conv", 
 
     Each token's layers come from TOKEN_LAYERS, in order; then [Flatten]
     Linear(classes). A first Linear or Conv2d does not compute dL/d(input
-    pixels), which nobody needs (input_grad=False)."""
+    pixels), which nobody needs (input_grad=False). ``batchnorm`` is one of
+    config.BATCHNORM; a run passes its --batchnorm (Config's default "all"),
+    the "conv" here keeps a library call without dense batch norms."""
     tokens = arch_tokens.parse(arch)
     if batchnorm not in BATCHNORM:
         raise PynnError(f"--batchnorm {batchnorm}: not one of {', '.join(BATCHNORM)}")

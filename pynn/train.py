@@ -16,6 +16,7 @@ import math
 from collections import namedtuple
 
 from ._kernels import lib
+from .config import Config
 from .errors import PynnError
 from .layers import BatchNorm1d
 from .loss import LOSSES
@@ -79,8 +80,8 @@ class Batches:
     is the normalized background value for pixels moved in from outside and
     for the erased ones."""
 
-    def __init__(self, x, y, rows, batch_size, image=None, augment="off", fill=0.0, shift=2,
-                 erase=0.0):
+    def __init__(self, x, y, rows, batch_size, image=None, augment="off", fill=0.0,
+                 shift=Config.shift, erase=0.0):
         n = self.n_rows = len(rows)
         self.full = batch_size == 0
         self.rows_per_pass = min(FULL_BATCH_CHUNK if self.full else batch_size, n)
@@ -267,7 +268,8 @@ class Plan:
         """Steps of epoch ``epoch`` (1-based): all, but maybe in the last one."""
         return min(self.per_epoch, self.total - (epoch - 1) * self.per_epoch)
 
-    def lr(self, step):
+    def lr_factor(self, step):
+        """The factor of the base learning rate at ``step`` (warm-up, then schedule)."""
         return lr_factor(step, self.total, self.warmup, self.schedule)
 
     def replan(self, done, step_seconds, val_seconds, budget):
@@ -310,7 +312,7 @@ def train_epoch(model, loss_fn, optimizer, batches, plan, weights, epoch, step, 
     loss_sum, hits, seen, stopped = 0.0, 0, 0, "done"
     every = max(1, batches.steps // 50)  # the progress line is redrawn ~50 times an epoch
     for b in range(plan.steps_in(epoch)):
-        optimizer.lr = ctx.lr * weights.lr_scale * plan.lr(step)
+        optimizer.lr = ctx.lr * weights.lr_scale * plan.lr_factor(step)
         loss, correct = train_step(model, loss_fn, optimizer, batches.step(b, ctx.rng),
                                    ctx.summed)
         if not math.isfinite(loss):
