@@ -15,9 +15,8 @@ pixels, batch norm's backward the textbook chain rule of Ioffe & Szegedy
 import math
 import operator
 
-from reference import argmax, f32
+from reference import argmax, draw, f32
 
-_MASK64 = (1 << 64) - 1
 _mul = operator.mul
 
 
@@ -242,18 +241,9 @@ def batchnorm_backward(dout, x, gamma, N, C, eps, out=None):
 
 # ---- the augmenting gather ---------------------------------------------------------------
 
-def sample_draw(seed, i):
-    """csrc/data.c's sample_draw, bit for bit: splitmix64's finalizer of
-    (seed + i * 0x9E3779B97F4A7C15) mod 2^64."""
-    z = (seed + i * 0x9E3779B97F4A7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
-
-
 def augment_draw(seed, i, shift, flip):
     """(dy, dx, mirror) of sample i: three bit fields of its draw."""
-    z = sample_draw(seed, i)
+    z = draw(seed, i)
     span = 2 * shift + 1
     dy = (z & 0xFFFF) % span - shift
     dx = ((z >> 16) & 0xFFFF) % span - shift
@@ -267,7 +257,7 @@ ERASE_STREAM = 0x5DEECE66D
 def erase_draw(seed, i, H, W, erase):
     """(y0, x0, h, w) of sample i's erased rectangle, or None: csrc/data.c's
     erase_draw, from the draws of seed ^ ERASE_STREAM."""
-    z = sample_draw(seed ^ ERASE_STREAM, i)
+    z = draw(seed ^ ERASE_STREAM, i)
     threshold = min(65536, max(0, int(erase * 65536.0)))
     if (z >> 48) >= threshold or H < 2 or W < 2:
         return None

@@ -290,12 +290,32 @@ def argmax_rows(x, B, V):
     return [argmax(x[b * V:(b + 1) * V]) for b in range(B)]
 
 
-def dropout_keep(seed, i, p):
-    """The dropout mask of csrc/dropout.c, bit for bit: splitmix64's finalizer
-    of (seed + i * golden ratio), top 32 bits compared with p * 2^32."""
+def draw(seed, i):
+    """Draw i of the seed's stream, csrc/internal.h's pynn_draw bit for bit:
+    splitmix64's finalizer of (seed + i * 0x9E3779B97F4A7C15) mod 2^64. Every
+    random choice of the kernels is a draw: no state, so any thread may
+    make any draw in any order."""
     mask = (1 << 64) - 1
     z = (seed + i * 0x9E3779B97F4A7C15) & mask
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
-    z ^= z >> 31
-    return (z >> 32) >= int(p * 4294967296.0)
+    return z ^ (z >> 31)
+
+
+def dropout_keep(seed, i, p):
+    """The dropout mask of csrc/dropout.c, bit for bit: draw i's top 32 bits
+    compared with p * 2^32 (p as the float32 the kernel gets, so 0.3 is
+    0.30000001192...)."""
+    return (draw(seed, i) >> 32) >= min(int(f32(p) * 4294967296.0), 4294967295)
+
+
+def shuffle(idx, seed):
+    """csrc/data.c's pynn_shuffle, bit for bit: Fisher-Yates from the top
+    down, position i swapped with j = draw t mod (i + 1), t = 1, 2, ...
+    Returns a new list."""
+    idx, t = list(idx), 1
+    for i in range(len(idx) - 1, 0, -1):
+        j = draw(seed, t) % (i + 1)
+        idx[i], idx[j] = idx[j], idx[i]
+        t += 1
+    return idx

@@ -410,10 +410,10 @@ def test_elementwise_in_place_aliasing():
     assert t.tolist() == ref.relu(x)
 
 
-# ---- softmax + cross-entropy ---------------------------------------------------
+# ---- dropout --------------------------------------------------------------------
 
 @pytest.mark.parametrize("n,threads", [(1, 1), (37, 1), (PAR, 2)])
-@pytest.mark.parametrize("p", [0.0, 0.25, 0.5])
+@pytest.mark.parametrize("p", [0.0, 0.25, 0.3, 0.5])  # 0.3: the presets', not exact in float
 def test_dropout(n, threads, p):
     lib.pynn_set_threads(threads)
     rng = random.Random(n + int(p * 100))
@@ -437,6 +437,8 @@ def test_dropout_other_seed_other_mask():
     lib.dropout_forward(b.ptr, x.ptr, 0.5, 2, 1000)
     assert a.tolist() != b.tolist()
 
+
+# ---- softmax + cross-entropy ---------------------------------------------------
 
 def ce_run(logits, targets, B, V, with_losses=True):
     probs = ref.tensor([NAN] * (B * V))
@@ -712,6 +714,28 @@ def test_scale_shift(n, threads):
     # one float32 multiply-add (fused or not): within 2 ulp of the exact value
     want = [v * scale + shift for v in x]
     ref.assert_close(t.tolist(), want, rel=2.5e-7, abs_=4e-7, what="scale_shift")
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 1000])
+@pytest.mark.parametrize("seed", [0, 42, 2**64 - 1])
+def test_shuffle_matches_reference(n, seed):
+    # the epoch's order of the rows: Fisher-Yates on draws 1, 2, ... of the seed
+    start = [3 * i + 1 for i in range(n)]  # not 0..n-1: the values move, not positions
+    idx = ref.ints(start)
+    lib.pynn_shuffle(idx.ptr, n, seed)
+    assert idx.tolist() == ref.shuffle(start, seed)
+    assert sorted(idx.tolist()) == start  # a permutation
+
+
+def test_shuffle_every_position_reachable():
+    # each of 5 values lands in each of 5 places under some of 200 seeds (a j
+    # drawn from [0, i) instead of [0, i] would leave the last place's value home)
+    seen = set()
+    for seed in range(200):
+        idx = ref.ints(list(range(5)))
+        lib.pynn_shuffle(idx.ptr, 5, seed)
+        seen |= {(v, pos) for pos, v in enumerate(idx.tolist())}
+    assert seen == {(v, pos) for v in range(5) for pos in range(5)}
 
 
 def test_gather_rows_and_labels():
