@@ -91,7 +91,9 @@ static void im2col(float *restrict col, const float *restrict inp, int64_t r0, i
  * a few taps (TAPS, below) and DO channels while the pixels of an image go
  * by. Each image's dw is its own (scratch), and the images' are added in
  * image order: as everywhere, the bits do not depend on the thread count. */
-#define DX_DW 4      /* pixels of a weight-gradient block (its sums' order depends on it) */
+#define DX_DW 4      /* pixels of a weight-gradient block (its sums' order depends on it;
+                      * the sums of its 4 partial results are written out below) */
+_Static_assert(DX_DW == 4, "direct_dweight's sums add exactly 4 partial results");
 #define DO (2 * VEC) /* channels of a block: two vecs (internal.h) */
 /* pixels of a forward block: 2 * DX_FWD accumulators, 16 of AVX-512's 32
  * registers, 8 of AVX2's 16. (Each output is its own sum over the taps, so
@@ -380,9 +382,10 @@ static int use_winograd(int C, int OC, int k) {
 }
 
 /* out (N,OC) = im2col(inp) . weight^T (+ bias), N = B*H*W rows, inp
- * (B,H,W,C), weight (OC, k*k*C), by one of three roads with the same result:
- * direct loops for one input channel, Winograd (use_winograd), or im2col
- * chunks with each thread taking whole chunks */
+ * (B,H,W,C), weight (OC, k*k*C), by one of three roads, equal up to rounding
+ * (Winograd's about 1e-6 relative, winograd.c): direct loops for one input
+ * channel, Winograd (use_winograd), or im2col chunks, each thread taking
+ * whole chunks */
 static void conv_product(float *out, const float *inp, const float *weight, const float *bias,
                          int B, int H, int W, int C, int OC, int k) {
     if (C == 1) {

@@ -9,6 +9,11 @@
  * every write inside the (rows, cols) output the caller allocated from the
  * first pass (or none: out == NULL only checks the file), and numbers pass our
  * own grammar before strtof sees them (no locale, no nan/inf/hex).
+ *
+ * The plain version it must equal: tests/csv_reference.py (number, shape,
+ * parse_floats, parse_labels), the same grammar and errors written with
+ * Python's strings (tests/test_csv.py, on valid and broken files and by
+ * fuzzing).
  */
 #include <math.h>
 #include <stdio.h>

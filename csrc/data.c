@@ -1,4 +1,9 @@
-/* data.c - small helpers on whole datasets and batches. */
+/* data.c - small helpers on whole datasets and batches: the normalization's
+ * moments, the epoch's shuffle, the batch's gather (with augmentation), argmax.
+ *
+ * The plain versions they must equal: tests/reference.py moments, shuffle and
+ * argmax_rows; tests/cnn_reference.py gather_augment (with augment_draw and
+ * erase_draw, the draws bit for bit). */
 #include <math.h>
 #include <string.h>
 
@@ -47,7 +52,8 @@ void pynn_scale_shift(float *x, int64_t n, float scale, float shift) {
 
 void pynn_shuffle(int32_t *idx, int64_t n, uint64_t seed) {
     /* Fisher-Yates: i from the top down, swap with a uniform j in [0, i]; draw
-     * t of the stream (pynn_draw) picks j; the modulo bias of a 64-bit draw is
+     * t of the stream (pynn_draw) picks j, t = 1, 2, ... (any fixed start
+     * would do; draw 0 is left unused); the modulo bias of a 64-bit draw is
      * below 2^-32 for any n that fits in int32 */
     int64_t t = 1;
     for (int64_t i = n - 1; i > 0; i--, t++) {
@@ -135,7 +141,9 @@ static void augment_draw(uint64_t seed, int i, int shift, int flip, int *dy, int
  * cutout form): with probability erase, rows [y0, y0+h) x columns [x0, x0+w)
  * with h in [1, H/2], w in [1, W/2], placed uniformly inside the image; from a
  * second stream of draws, so that erase = 0 leaves every other draw as it was.
- * Returns 0 (and h = w = 0) for no rectangle. */
+ * Returns 0 (and h = w = 0) for no rectangle. The second stream is the seed
+ * xor ERASE_STREAM: any constant that is not 0 would do (this one is
+ * drand48's multiplier). */
 #define ERASE_STREAM 0x5DEECE66DULL
 static int erase_draw(uint64_t seed, int i, int H, int W, uint32_t threshold, int *y0, int *x0,
                       int *h, int *w) {

@@ -183,6 +183,8 @@ static void route_coefficients(float *ca, float *cb, float *cd, float *dgamma, f
                                const float *dout, const float *way, const float *zway,
                                const float *mean, const float *invstd, const float *gamma,
                                int B, int H, int W, int C) {
+    /* ca, cb, cd, dgamma, dbeta, mean, invstd, gamma are (C,); dout, way,
+     * zway are (B,H/2,W/2,C); the block sums part are (B*H/2, 2, C) */
     const int64_t N = (int64_t)B * H * W, nq = (int64_t)B * (H / 2);
     const size_t prow = (size_t)(W / 2) * C;
     float *part = pynn_work(PYNN_WORK_BLOCK_SUMS, (size_t)(nq > 0 ? nq : 1) * C * 2);

@@ -29,6 +29,10 @@
  * products in one parallel region (dense.c); pynn_gemm_solo is all of a
  * product on the calling thread, for a caller whose threads each take their
  * own products (conv.c); pynn_gemm opens a region for one.
+ *
+ * The plain version it must equal: tests/reference.py matmul, the three
+ * loops of the definition (tests/test_kernels.py, on odd shapes, every
+ * layout, several thread counts).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +52,8 @@
 #endif
 #endif
 #ifndef KC
-#define KC 1024 /* a packed B panel, KC x NR floats (128 KB), stays in L2 */
+#define KC 1024 /* a packed B panel, KC x NR floats (128 KB with AVX-512's NR = 32,
+                 * 64 KB with AVX2's 16), stays in L2 */
 #endif
 
 /* ---- packing ------------------------------------------------------------- */
@@ -145,9 +150,9 @@ static inline float finish(float sum, float bias, const float *c, int load_c, in
 /* ---- the micro-kernel ---------------------------------------------------- */
 /* c(mr,nr) (+)= a(MR,kc) . b(kc,NR) (+ bias(nr)); c has row stride ldc.
  * a[i][p] is at a[i * ars + p * aks]: straight from op(A)'s storage, or from
- * a packed edge panel (ars = 1, aks = MR); b is a packed panel, b[p][j] at
- * b[p][j] is at b[p * bks + j]: a packed panel (bks = NR) or, when op(B) is
- * stored (K,N), a full panel where it lies (bks = N). load_c adds the existing
+ * a packed edge panel (ars = 1, aks = MR); b[p][j] is at b[p * bks + j]: a
+ * packed panel (bks = NR) or, when op(B) is stored (K,N), a full panel where
+ * it lies (bks = its row stride). load_c adds the existing
  * C; mr <= MR, nr <= NR. */
 #if GNU_VECTORS
 static void micro_kernel(int kc, const float *restrict a, size_t ars, size_t aks,
@@ -309,7 +314,8 @@ static void gemm_share(int ta, int tb, int M, int N, int K, const float *A, size
     const int n_panels = (N + NR - 1) / NR, m_panels = (M + MR - 1) / MR;
     float *const Bp = work + (size_t)slot * (B_SLOT + A_SLOT), *const Ap = Bp + B_SLOT;
     /* a full MR-row panel of op(A) is read where it lies: element (i, p) of
-     * the panel starting at row i0 is A[(i0 + i) * K + p], or A[p * M + i0 + i] */
+     * the panel starting at row i0, in the K block from pc, is
+     * A[(i0 + i) * lda + pc + p], or A[(pc + p) * lda + i0 + i] when ta */
     const size_t ars = ta ? 1 : lda, aks = ta ? lda : 1;
     /* an equal share of the MR x NR tiles, column panel by column panel,
      * so each B panel is packed once by each thread that needs it */

@@ -83,7 +83,9 @@ static inline float product(float a, float b) {
  * loops (the GEMM's micro-kernel, the one-channel convolution) compute in
  * `vec`s: GNU C vectors where the compiler has them, or a plain-C stand-in
  * with the same operations (PYNN_PLAIN_C builds and tests it). Each lane's
- * arithmetic is the same in both, and the same for every VEC. */
+ * arithmetic is the same in both, and the same for every VEC (among targets
+ * with FMA; without it a product is rounded before the add: docs/design.md,
+ * "Determinism"). */
 #if defined(__AVX512F__)
 #define VEC 16
 #elif defined(__AVX__)

@@ -6,8 +6,8 @@
  *
  * Ties go to the first maximum in the window's reading order
  * (pynn_window_argmax, internal.h: the one rule of pool.c and fused.c). The
- * plain version it must equal: tests/cnn_reference.py maxpool2x2_forward /
- * maxpool2x2_backward.
+ * plain versions they must equal: tests/cnn_reference.py maxpool2x2_forward /
+ * maxpool2x2_backward, and avgpool_global_forward / avgpool_global_backward.
  */
 #include "internal.h"
 

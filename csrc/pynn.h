@@ -21,7 +21,7 @@
  *    comes, never in the steady state.
  *
  * Determinism: no result depends on the thread count (or on the vector width
- * of the build). Parallel loops split OUTPUT elements among the threads, and
+ * of the build, among builds with FMA: docs/design.md, "Determinism"). Parallel loops split OUTPUT elements among the threads, and
  * where a result is a sum over many rows (a weight gradient, batch norm's
  * statistics), the sum is cut into parts fixed by the problem size - blocks of
  * rows, chunks, images - never by the number of threads; each part is summed
@@ -118,7 +118,7 @@ void pynn_axpy(float *y, float a, const float *x, int64_t n);
 void pynn_gather_labels(int32_t *out, const int32_t *inp, const int32_t *idx, int B);
 /* out[b] = argmax_v inp[b,v], first index on ties; inp is (B,V) */
 void pynn_argmax(int32_t *out, const float *inp, int B, int V);
-/* number of b with a[b] == b[b]; a, b are (n,) */
+/* number of i with a[i] == b[i]; a, b are (n,) */
 int64_t pynn_count_equal(const int32_t *a, const int32_t *b, int64_t n);
 /* 1 if every x[i] is finite, else 0 */
 int pynn_all_finite(const float *x, int64_t n);

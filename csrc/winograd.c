@@ -30,7 +30,8 @@
  * The transforms themselves are additions and small multiples.
  *
  * The edges. A side of 4q + 1 or 4q + 2 pixels (the 14 of a pooled
- * Fashion-MNIST image) would leave its last 4-pixel tile half empty: 16
+ * Fashion-MNIST image) would leave its last 4-pixel tile three quarters or
+ * half empty: 16
  * tiles of 36 products for a 14x14 image. Its last 2 pixels are taken by
  * F(2, 3) instead, whose 1-D matrices are (4 inputs, 2 outputs)
  *
@@ -70,7 +71,8 @@
  * less exact than a direct float32 sum: errors of 1e-6 to 6e-6 of the sum of
  * |terms|, where the direct road's are about 2e-7 (tests/test_winograd.py,
  * against the double-precision reference tests/cnn_reference.py
- * conv2d_forward and against the im2col road). F(2, 3)'s halves are exact
+ * conv2d_forward, and conv2d_backward for the weight gradient, and against
+ * the im2col road). F(2, 3)'s halves are exact
  * in float. Training does not notice.
  */
 /* The transforms are loops of LANES (16) channels that gcc vectorizes. Its
@@ -563,6 +565,13 @@ static void weight_transform(float *restrict U, const float *restrict weight, co
     BY_SIZE(k, weight_transform_sized, U, weight, o0, C, OC);
 }
 
+/* 3x3 kernels with at least 8 channels each way: with fewer, the transforms'
+ * cost is not repaid by the cheaper products (a GEMM with K or N under 8 is
+ * mostly edge). Measured (docs/performance.md, 2026-12-04 late): from 16
+ * channels in, Winograd wins everywhere; at 8-12 its forward and input
+ * gradient tie with im2col (0.83-1.09x) but its weight gradient takes 1.6x
+ * as long. No preset has such a layer; a finer rule would move the bits of
+ * the networks that do. */
 int pynn_winograd_fits(int C, int OC, int k) { return k == 3 && C >= 8 && OC >= 8; }
 
 void pynn_winograd_forward(float *out, const float *inp, const float *weight, const float *bias,
@@ -665,7 +674,11 @@ void pynn_winograd_dweight(float *dweight, const float *dout, const float *inp, 
                            int W, int C, int OC) {
     /* dweight (OC,3,3,C) = the gradient of the forward above: the sum over
      * the kinds of G^T dU G, with dU[xi] (OC, C) = the sum over the kind's
-     * tiles of Yhat[xi]^T . V[xi] */
+     * tiles of Yhat[xi]^T . V[xi]. dout (B,H,W,OC), inp (B,H,W,C). Three steps:
+     *   1. each chunk of tiles: transform inp to V and dout to Yhat, and add
+     *      Yhat[xi]^T . V[xi] into its slot (the GEMM, accumulating);
+     *   2. add each kind's slots, in slot order, into its first;
+     *   3. dweight = the kinds' G^T dU G, in kind order. */
     kind ks[4];
     const int nk = tile_kinds(ks, B, H, W);
     /* kind i: chunks of tc[i] tiles, n_chunks[i] of them, summed in
