@@ -29,8 +29,10 @@ from pynn import (
     mlp,
 )
 from pynn._kernels import lib
+from pynn.fuse import LinearReLU, fuse
 from pynn.tensor import Tensor
 
+import cnn_reference as cnn_ref
 import reference as ref
 
 EPS = 1e-2
@@ -296,16 +298,20 @@ class _FixedSeed:
         return 0x1234_5678_9ABC_DEF0
 
 
-def test_dropout_network_gradients():
-    # Linear+ReLU (fused), Dropout, Linear, Tanh, Dropout, Linear: the mask is
-    # fixed by the seed, so the network is an ordinary function to check
+@pytest.mark.parametrize("fused", [False, True])
+def test_dropout_network_gradients(fused):
+    # Linear, ReLU (fused: LinearReLU, dense_relu_forward/_backward), Dropout,
+    # Linear, Tanh, Dropout, Linear: the mask is fixed by the seed, so the
+    # network is an ordinary function to check
     rng = random.Random(7)
     model = Sequential(Linear(5, 9, rng), ReLU(), Dropout(0.3, _FixedSeed()), Linear(9, 6, rng),
                        Tanh(), Dropout(0.5, _FixedSeed()), Linear(6, 3, rng))
     x, y = make_batch(rng, 6, 5, 3)
     inputs, _ = activation_inputs(model, x)
     assert all(abs(v) >= 0.02 for values in inputs for v in values), "pick another seed"
-    bad, checked, _ = gradcheck(model, x, y)
+    net = fuse(model) if fused else model
+    assert any(isinstance(layer, LinearReLU) for layer in net.layers) == fused
+    bad, checked, _ = gradcheck(net, x, y)
     assert checked == 5 * 9 + 9 + 9 * 6 + 6 + 6 * 3 + 3
     assert not bad, "\n".join(bad)
     # the masks really drop (and scale) in training mode...
@@ -344,6 +350,23 @@ def test_mse_value_is_the_lectures():
     assert abs(loss - want) < 1e-6 and correct == 1  # row 2's argmax is class 0
     with pytest.raises(ValueError, match="targets"):
         MSELoss().forward(y, Tensor.from_list([1, 3], (2,), "int32"))
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_mse_value_with_smoothed_targets(smoothing):
+    """With class labels, the targets are d = (1 - eps) onehot + eps / V
+    (cnn_reference.smoothed_target), and E is the lecture's against them."""
+    B, V, rng = 5, 7, random.Random(11)
+    ys = [rng.uniform(-1, 2) for _ in range(B * V)]
+    labels = [rng.randrange(V) for _ in range(B)]
+    loss_fn = MSELoss(smoothing)
+    loss, _ = loss_fn.forward(Tensor.from_list(ys, (B, V)), Tensor.from_list(labels, (B,), "int32"))
+    d = [q for t in labels for q in cnn_ref.smoothed_target(t, V, smoothing)]
+    assert loss_fn._d.tolist() == pytest.approx(d, rel=1e-6, abs=1e-7)  # float32 targets
+    want = math.fsum(0.5 * (y - q) ** 2 for y, q in zip(ys, d)) / B
+    assert loss == pytest.approx(want, rel=1e-5)  # a float32 sum of 35 squares
+    dy = loss_fn.backward().tolist()
+    assert dy == pytest.approx([(y - q) / B for y, q in zip(ys, d)], rel=1e-5, abs=1e-7)
 
 
 def test_sigmoid_is_safe_for_any_input():
