@@ -16,6 +16,7 @@ from pynn._kernels import ffi, lib
 from pynn.tensor import Tensor
 
 import reference as ref
+from conftest import THREAD_COUNTS, needs_threads
 from reference import bits
 
 NAN = float("nan")
@@ -88,7 +89,15 @@ def run_gemm(case, threads, A, B, bias, C0):
 
 
 def gemm_tolerance(K):
-    return 1e-5 * math.sqrt(K + 1)
+    """The largest error allowed, relative to the sum of |terms| of each element
+    (max_rel_err). Not the worst case of a K-term float32 sum, (K + 1) u: the
+    test data have random signs, so the partial sums, and the rounding errors
+    with them, stay small next to sum |terms| whatever K is. Measured: at most
+    3.7 u over every case here (K up to 2049, 1 and 2 threads), u = 2^-24. The
+    bound is 32 u: room for other compilers and targets, while a product on
+    float16 inputs (u = 2^-11) or one that drops a term fails it."""
+    del K  # the same for every K (see above); the callers name theirs
+    return 32 * 2.0 ** -24
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -100,8 +109,11 @@ def test_gemm_matches_reference(case, threads):
     assert err <= gemm_tolerance(case[2]), f"max normalized error {err:.3g}"
 
 
-@pytest.mark.parametrize("case", [c for c in GEMM_CASES if 2 * c[0] * c[1] * c[2] >= 200000],
-                         ids=_case_id)
+PAR_MIN_FLOPS = 50000  # csrc/internal.h: a product opens a parallel region from here
+
+
+@pytest.mark.parametrize("case", [c for c in GEMM_CASES
+                                  if 2 * c[0] * c[1] * c[2] >= PAR_MIN_FLOPS], ids=_case_id)
 def test_gemm_bit_identical_across_threads(case):
     # only the cases large enough to actually open a parallel region
     A, B, bias, C0, _, _ = gemm_data(case)
@@ -188,7 +200,6 @@ def test_dense_forward(B, C, OC, threads):
         lib.dense_forward(out.ptr, ref.tensor(inp).ptr, ref.tensor(w).ptr,
                           tb.ptr if tb else ffi.NULL, B, C, OC)
         want, mag = ref.matmul(0, 1, B, OC, C, inp, w, bias)
-        assert want == pytest.approx(ref.dense_forward(inp, w, bias, B, C, OC))
         assert ref.max_rel_err(out.tolist(), want, mag) <= gemm_tolerance(C)
 
 
@@ -242,7 +253,7 @@ def test_dense_relu_forward_backward(B, C, OC, threads):
     lib.dense_relu_backward(dinp.ptr, dw.ptr, db.ptr, tdout.ptr, out.ptr, ref.tensor(inp).ptr,
                             ref.tensor(w).ptr, B, C, OC)
     dz = [d if y > 0 else 0.0 for d, y in zip(dout, got)]
-    assert tdout.tolist() == pytest.approx(dz, abs=0)  # masked in place, as documented
+    assert tdout.tolist() == dz  # masked in place, as documented: exactly
     want_dinp, want_dw, want_db = ref.dense_backward(dz, inp, w, B, C, OC)
     _, mag_dw = ref.matmul(1, 0, OC, C, B, dz, inp)
     assert ref.max_rel_err(dw.tolist(), want_dw, mag_dw) <= gemm_tolerance(B)
@@ -251,7 +262,9 @@ def test_dense_relu_forward_backward(B, C, OC, threads):
     ref.assert_close(db.tolist(), want_db, rel=1e-5, abs_=1e-6 * B, what="dbias")
 
 
-def test_dense_relu_backward_bit_identical_across_threads():
+@needs_threads
+@pytest.mark.parametrize("relu", [False, True])
+def test_dense_backward_bit_identical_across_threads(relu):
     # one parallel region shares the products and the bias sums among the
     # threads; no element may depend on how many there are
     B, C, OC = 64, 70, 130
@@ -259,14 +272,17 @@ def test_dense_relu_backward_bit_identical_across_threads():
     inp, w = ref.tensor(ref.rand_list(rng, B * C)), ref.tensor(ref.rand_list(rng, OC * C))
     out, dout = ref.rand_list(rng, B * OC), ref.rand_list(rng, B * OC)
     results = []
-    for threads in (1, 2, 3):
+    for threads in THREAD_COUNTS:
         lib.pynn_set_threads(threads)
         d = ref.tensor(dout)
         dinp, dw, db = Tensor((B, C)), Tensor((OC, C)), Tensor((OC,))
-        lib.dense_relu_backward(dinp.ptr, dw.ptr, db.ptr, d.ptr, ref.tensor(out).ptr, inp.ptr,
-                                w.ptr, B, C, OC)
+        if relu:
+            lib.dense_relu_backward(dinp.ptr, dw.ptr, db.ptr, d.ptr, ref.tensor(out).ptr,
+                                    inp.ptr, w.ptr, B, C, OC)
+        else:
+            lib.dense_backward(dinp.ptr, dw.ptr, db.ptr, d.ptr, inp.ptr, w.ptr, B, C, OC)
         results.append(bits(dinp.tolist() + dw.tolist() + db.tolist() + d.tolist()))
-    assert results[0] == results[1] == results[2]
+    assert all(r == results[0] for r in results)
 
 
 @pytest.mark.parametrize("ta,tb,M,N,K", [
