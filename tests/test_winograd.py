@@ -75,13 +75,16 @@ def big(shape, seed=1):
 
 
 def both_roads(shape, path):
-    """The forward and backward of the im2col road and of Winograd's."""
+    """The forward and backward of the im2col road and of Winograd's, and
+    the sizes of their terms: the im2col road's results on |values| (not
+    Winograd's, the road under test: a scale it made could hide its error)."""
     inp, w, bias, dout = big(shape)
     results = []
     for road in (lib.PYNN_CONV_IM2COL, lib.PYNN_CONV_WINOGRAD):
         path(road)
         results.append((run_conv_forward(shape, inp, w, bias),
                         *run_conv_backward(shape, dout, inp, w)))
+    path(lib.PYNN_CONV_IM2COL)
     mags = (run_conv_forward(shape, cref.absl(inp), cref.absl(w), cref.absl(bias)),
             *run_conv_backward(shape, cref.absl(dout), cref.absl(inp), cref.absl(w)))
     return results, mags
