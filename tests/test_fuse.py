@@ -6,7 +6,8 @@ bits (in training and in evaluation mode, with the same running statistics),
 and one training step's gradients agree to 1e-5 (relative, over each whole
 gradient: the fused backward adds a few sums in another order). Then the
 whole run: predicting with a saved model under --no-fuse gives the same
-files as with fusion, and the model table names what runs."""
+files as with fusion, and the model table names what runs. The fused kernel
+pairs alone, at odd sizes, give the same bits on any thread count."""
 import io
 import math
 import random
@@ -28,6 +29,7 @@ from pynn import (
     Tanh,
     build,
 )
+from pynn._kernels import lib
 from pynn.config import configure
 from pynn.fuse import (
     BatchNormReLU,
@@ -40,7 +42,8 @@ from pynn.io import PREDICTION_NAMES
 from pynn.report import Reporter
 from pynn.tensor import Tensor
 
-from conftest import HAVE_DATA
+from conftest import HAVE_DATA, THREAD_COUNTS, needs_threads
+from reference import bits, rand_list
 
 REL = 1e-5
 
@@ -65,7 +68,8 @@ def networks():
         "first-block-odd": first_block(7, 7, 33),
         "first-block-even": first_block(6, 10, 5),
         "first-block-wide": first_block(9, 30, 16),
-        # 7 x 16 x 16 x 48 values: above PAR_MIN, the kernels' parallel branches
+        # 7 x 16 x 16 x 48 values: above PAR_MIN, the kernels' parallel branches, run on
+        # each of THREAD_COUNTS (thread_counts)
         "first-block-threads": first_block(16, 16, 48),
         "first-block-k5-tiny": first_block(2, 3, 5, k=5),
         "linear-relu": (lambda rng: [Linear(9, 33, rng), ReLU(), Linear(33, 4, rng)],
@@ -110,22 +114,36 @@ def batch(rng, B, width, classes):
     return x, y
 
 
+def thread_counts(name):
+    """The thread counts a case runs at: each of THREAD_COUNTS for a case
+    named "-threads" (its sizes open the kernels' parallel regions, which
+    must then give the same bits on any count), the current one otherwise."""
+    return THREAD_COUNTS if name.endswith("-threads") else (lib.pynn_get_threads(),)
+
+
 @pytest.mark.parametrize("name", sorted(networks()))
 def test_a_fused_pattern_computes_what_its_layers_compute(name):
-    plain, twin = make(name), make(name)
-    plan = fuse(twin)
-    expected = networks()[name][2]
-    assert sum(isinstance(layer, expected) for layer in plan.layers) == 1
-    assert len(plan.layers) < len(plain.layers) and plan.parameters() is twin.parameters()
-    width = math.prod(plain.input_shape) if plain.input_shape else 9
-    x, y = batch(random.Random(1), 7, width, 4 if not plain.input_shape else 3)
-    (p_out, p_buf, p_eval, p_grad), (f_out, f_buf, f_eval, f_grad) = step(plain, x, y), \
-        step(plan, x, y)
-    assert p_out == f_out and p_buf == f_buf and p_eval == f_eval  # the same bits
-    for a, b in zip(p_grad, f_grad):
-        diff = math.sqrt(sum((u - v) ** 2 for u, v in zip(a, b)))
-        size = math.sqrt(sum(u * u for u in a))
-        assert diff <= REL * size, (name, diff, size)
+    counts, fused_steps = thread_counts(name), []
+    for threads in counts:
+        lib.pynn_set_threads(threads)
+        plain, twin = make(name), make(name)
+        plan = fuse(twin)
+        expected = networks()[name][2]
+        assert sum(isinstance(layer, expected) for layer in plan.layers) == 1
+        assert len(plan.layers) < len(plain.layers) and plan.parameters() is twin.parameters()
+        width = math.prod(plain.input_shape) if plain.input_shape else 9
+        x, y = batch(random.Random(1), 7, width, 4 if not plain.input_shape else 3)
+        fused_step = step(plan, x, y)
+        (p_out, p_buf, p_eval, p_grad), (f_out, f_buf, f_eval, f_grad) = step(plain, x, y), \
+            fused_step
+        assert p_out == f_out and p_buf == f_buf and p_eval == f_eval  # the same bits
+        for a, b in zip(p_grad, f_grad):
+            diff = math.sqrt(sum((u - v) ** 2 for u, v in zip(a, b)))
+            size = math.sqrt(sum(u * u for u in a))
+            assert diff <= REL * size, (name, threads, diff, size)
+        fused_steps.append(fused_step)
+    for threads, other in zip(counts[1:], fused_steps[1:]):  # the same bits on any count
+        assert other == fused_steps[0], (name, threads)
 
 
 def test_fuse_leaves_other_runs_alone():
@@ -182,12 +200,80 @@ def test_the_first_block_is_the_same_bits_as_conv_then_its_fused_tail(name, B):
     """Conv2dBatchNormReLUMaxPool recomputes the conv's output where
     Conv2d + BatchNormReLUMaxPool store it: the same bits in everything,
     the gradients too (the same sums in the same order)."""
-    plain, twin = make(name), make(name)
-    conv, norm, relu, pool, *rest = plain.layers
-    stored = Sequential(conv, BatchNormReLUMaxPool(norm, relu, pool), *rest,
-                        input_shape=plain.input_shape, parameters=plain.parameters())
-    x, y = batch(random.Random(3), B, math.prod(plain.input_shape), 3)
-    assert step(stored, x, y) == step(fuse(twin), x, y)
+    counts, steps = thread_counts(name), []
+    for threads in counts:
+        lib.pynn_set_threads(threads)
+        plain, twin = make(name), make(name)
+        conv, norm, relu, pool, *rest = plain.layers
+        stored = Sequential(conv, BatchNormReLUMaxPool(norm, relu, pool), *rest,
+                            input_shape=plain.input_shape, parameters=plain.parameters())
+        x, y = batch(random.Random(3), B, math.prod(plain.input_shape), 3)
+        steps.append(step(fuse(twin), x, y))
+        assert step(stored, x, y) == steps[-1], threads
+    for threads, other in zip(counts[1:], steps[1:]):  # the same bits on any count
+        assert other == steps[0], threads
+
+
+# The kernel pairs alone, at odd sizes: 19 images of 15 x 13 pixels (an odd last
+# row and column, in no window), 21 channels (norm.c sums 16 at a time, the
+# direct conv's blocks are 2 vecs of channels: a partial one), 19 images in
+# conv.c's 16 weight-gradient slots, 3705 rows in batch norm's blocks of 256
+# (the last partial); 19 x 15 x 13 x 21 = 77805 values >= PAR_MIN (65536,
+# csrc/internal.h): every parallel region of the pairs opens (checked under gdb:
+# each of their GOMP_parallel calls asks for all threads, none for one)
+ODD_BLOCK = (19, 15, 13, 21, 3)  # B, H, W, C, k
+
+
+def fused_pair(first, B, H, W, C, k):
+    """Everything one training forward and its backward of a fused pair
+    write (the first block's when first, else the tail's), as bits"""
+    rng = random.Random(7)
+    inp = Tensor.from_list(rand_list(rng, B * H * W * (1 if first else C)))
+    gamma, beta = Tensor.from_list(rand_list(rng, C)), Tensor.from_list(rand_list(rng, C))
+    P = B * (H // 2) * (W // 2) * C
+    dout = Tensor.from_list(rand_list(rng, P))
+    out, way, zway = Tensor((P,)), Tensor((P,)), Tensor((P,))
+    mean, invstd, rm, rv = Tensor((C,)), Tensor((C,)), Tensor((C,)), Tensor((C,)).fill_(1.0)
+    dgamma, dbeta = Tensor((C,)), Tensor((C,))
+    if first:
+        weight = Tensor.from_list(rand_list(rng, C * k * k))
+        lib.conv_batchnorm_relu_maxpool_forward(
+            out.ptr, way.ptr, zway.ptr, mean.ptr, invstd.ptr, rm.ptr, rv.ptr, inp.ptr,
+            weight.ptr, gamma.ptr, beta.ptr, B, H, W, C, k, 0.1, 1e-5, 1)
+        grad = Tensor((C * k * k,))
+        lib.conv_batchnorm_relu_maxpool_backward(
+            grad.ptr, dgamma.ptr, dbeta.ptr, dout.ptr, way.ptr, zway.ptr, inp.ptr, weight.ptr,
+            mean.ptr, invstd.ptr, gamma.ptr, B, H, W, C, k)
+    else:
+        lib.batchnorm_relu_maxpool_forward(
+            out.ptr, way.ptr, zway.ptr, mean.ptr, invstd.ptr, rm.ptr, rv.ptr, inp.ptr,
+            gamma.ptr, beta.ptr, B, H, W, C, 0.1, 1e-5, 1)
+        grad = Tensor((B * H * W * C,))
+        lib.batchnorm_relu_maxpool_backward(
+            grad.ptr, dgamma.ptr, dbeta.ptr, dout.ptr, way.ptr, zway.ptr, inp.ptr, mean.ptr,
+            invstd.ptr, gamma.ptr, B, H, W, C)
+    return {name: bits(t.tolist()) for name, t in (
+        ("out", out), ("way", way), ("zway", zway), ("mean", mean), ("invstd", invstd),
+        ("running_mean", rm), ("running_var", rv), ("dinp or dweight", grad),
+        ("dgamma", dgamma), ("dbeta", dbeta))}
+
+
+@needs_threads
+@pytest.mark.parametrize("first", [False, True], ids=["tail", "first-block"])
+def test_the_fused_kernels_are_the_same_bits_on_any_thread_count(first):
+    """route_coefficients' per-row sums, batch norm's block statistics
+    (recomputed from the image for the first block: pynn_bn_statistics_of)
+    and the first block's weight-gradient slots (pynn_direct_dweight) are
+    merged in a fixed order: the same bits on every thread count."""
+    B, H, W, C, k = ODD_BLOCK
+    assert B * H * W * C >= 65536 and B % 16 and C % 16 and H % 2 and W % 2
+    results = []
+    for threads in THREAD_COUNTS:
+        lib.pynn_set_threads(threads)
+        results.append(fused_pair(first, B, H, W, C, k))
+    for threads, other in zip(THREAD_COUNTS[1:], results[1:]):
+        for name, value in results[0].items():
+            assert other[name] == value, (name, threads)
 
 
 def test_a_first_conv_fuses_only_without_bias_or_input_gradient():
