@@ -19,7 +19,8 @@ double crossentropy_softmax_forward(float *probs, float *losses, int32_t *correc
      * probs[b,:] = exp(logits[b,:] - max) / sum exp(logits[b,:] - max)
      * loss[b]    = -sum_v q[v] log probs[b,v],  q = (1 - eps) onehot(target) + eps / V
      *            = logsumexp(logits[b,:]) - (1 - eps) logits[b,target] - eps mean_v logits[b,v]
-     * (eps = smoothing; with eps = 0 only the first term's -log p[target] is computed) */
+     * (eps = smoothing; with eps = 0 the loss is -log probs[b,target] alone: the
+     * smoothing branch is skipped) */
     double total = 0.0;
     int32_t hits = 0;
     for (int b = 0; b < B; b++) {

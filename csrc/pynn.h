@@ -20,8 +20,8 @@
  *    the GEMM's packing workspace, both grown the first time a larger problem
  *    comes, never in the steady state.
  *
- * Determinism: no result depends on the thread count (or on the vector width
- * of the build, among builds with FMA: docs/design.md, "Determinism"). Parallel loops split OUTPUT elements among the threads, and
+ * Determinism: no result depends on the thread count (or on the vector
+ * width of the build, among builds with FMA: docs/design.md, "Determinism"). Parallel loops split OUTPUT elements among the threads, and
  * where a result is a sum over many rows (a weight gradient, batch norm's
  * statistics), the sum is cut into parts fixed by the problem size - blocks of
  * rows, chunks, images - never by the number of threads; each part is summed

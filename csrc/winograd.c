@@ -567,11 +567,12 @@ static void weight_transform(float *restrict U, const float *restrict weight, co
 
 /* 3x3 kernels with at least 8 channels each way: with fewer, the transforms'
  * cost is not repaid by the cheaper products (a GEMM with K or N under 8 is
- * mostly edge). Measured (docs/performance.md, 2026-12-04 late): from 16
- * channels in, Winograd wins everywhere; at 8-12 its forward and input
- * gradient tie with im2col (0.83-1.09x) but its weight gradient takes 1.6x
- * as long. No preset has such a layer; a finer rule would move the bits of
- * the networks that do. */
+ * mostly edge). Measured (docs/performance.md, "the new cnn-large's network
+ * against PyTorch"): from 16 channels in, the forward and input gradient win
+ * (1.15-1.94x im2col's speed) and the weight gradient about ties
+ * (0.96-1.25x); at 8-12 the forward and input gradient tie (0.83-1.09x) and
+ * the weight gradient takes 1.6x as long. No preset has such a layer; a
+ * finer rule would move the bits of the networks that do. */
 int pynn_winograd_fits(int C, int OC, int k) { return k == 3 && C >= 8 && OC >= 8; }
 
 void pynn_winograd_forward(float *out, const float *inp, const float *weight, const float *bias,

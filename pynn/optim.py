@@ -24,7 +24,8 @@ class SGD(Optimizer):
 
         g = dE/dw + weight_decay * w;   v = momentum * v + g;   w -= lr * v
 
-    (momentum 0 is the lecture's plain gradient descent, w -= lr * dE/dw)."""
+    (momentum 0 and weight_decay 0: the lecture's plain gradient descent,
+    w -= lr * dE/dw)."""
 
     def __init__(self, params, lr, momentum=0.9, weight_decay=0.0):
         self.momentum = momentum

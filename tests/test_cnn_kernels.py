@@ -736,20 +736,28 @@ def _across_threads(run):
 
 
 @needs_threads
+@pytest.mark.parametrize("road", ["by-shape", "im2col"])
 @pytest.mark.parametrize("shape", [CHUNKED[0], DW_CHUNKED[1], (4, 28, 28, 1, 8, 5),
                                    (5, 12, 12, 1, 32, 3)],
                          ids=_shape_id)
-def test_conv_bit_identical_across_threads(shape):
+def test_conv_bit_identical_across_threads(shape, road):
+    # CHUNKED[0] takes Winograd's road by shape, im2col's when forced; the
+    # one-channel shapes take the direct loops either way
     B, H, W, C, OC, k = shape
     assert 2.0 * B * H * W * k * k * C * OC >= 50000.0  # a parallel region opens
     inp, w, bias, dout = conv_data(shape)
+    if road == "im2col":
+        lib.pynn_set_conv_path(lib.PYNN_CONV_IM2COL)
 
     def run():
         out = run_conv_forward(shape, inp, w, bias)
         dinp, dw, db = run_conv_backward(shape, dout, inp, w)
         return bits(out) + bits(dinp) + bits(dw) + bits(db)
 
-    one, *others = _across_threads(run)
+    try:
+        one, *others = _across_threads(run)
+    finally:
+        lib.pynn_set_conv_path(lib.PYNN_CONV_BY_SHAPE)
     assert all(other == one for other in others)
 
 

@@ -364,7 +364,7 @@ def test_mse_value_with_smoothed_targets(smoothing):
     d = [q for t in labels for q in cnn_ref.smoothed_target(t, V, smoothing)]
     assert loss_fn._d.tolist() == pytest.approx(d, rel=1e-6, abs=1e-7)  # float32 targets
     want = math.fsum(0.5 * (y - q) ** 2 for y, q in zip(ys, d)) / B
-    assert loss == pytest.approx(want, rel=1e-5)  # a float32 sum of 35 squares
+    assert loss == pytest.approx(want, rel=1e-5)  # mse_forward sums in double: float32 inputs
     dy = loss_fn.backward().tolist()
     assert dy == pytest.approx([(y - q) / B for y, q in zip(ys, d)], rel=1e-5, abs=1e-7)
 

@@ -745,7 +745,8 @@ def test_shuffle_matches_reference(n, seed):
 
 def test_shuffle_every_position_reachable():
     # each of 5 values lands in each of 5 places under some of 200 seeds (a j
-    # drawn from [0, i) instead of [0, i] would leave the last place's value home)
+    # drawn from [0, i) instead of [0, i], Sattolo's shuffle, never leaves a
+    # value in its place)
     seen = set()
     for seed in range(200):
         idx = ref.ints(list(range(5)))
