@@ -19,6 +19,7 @@ or model is kept from one run to the next.
 """
 import gc
 import io
+import os
 import re
 import sys
 import tempfile
@@ -27,18 +28,32 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+def loaded_pynn():
+    """pynn, imported before anything that puts the checkout first on
+    sys.path (bad_inputs does): under scripts/sanitize.sh, PYTHONPATH names
+    the sanitizer build, and that is the one the leak check must run. Exits
+    with an error when PYNN_SANITIZED names another than the one loaded."""
+    import pynn
+
+    want = os.environ.get("PYNN_SANITIZED")
+    got = os.path.dirname(os.path.abspath(pynn.__file__))  # its files may be symlinks
+    if want and got != os.path.abspath(want):
+        sys.exit(f"leakcheck: loaded pynn from {got}, not the sanitizer build {want}")
+    return pynn
+
+
 def workload(folder, runs=2):
+    pynn = loaded_pynn()  # first: bad_inputs puts the checkout's pynn first on sys.path
     from bad_inputs import synthetic
 
-    import pynn
     from pynn.report import Reporter
 
     data = synthetic(Path(folder) / "data")
     for i in range(runs):
         out = Path(folder) / f"out{i}"
         out.mkdir(exist_ok=True)
-        # an MLP with either optimizer, and a CNN (conv, fused batch norm + pool,
-        # augmenting gather, label smoothing) that also saves and loads itself
+        # an MLP with adam, and a CNN with sgd (conv, fused batch norm + pool,
+        # augmenting gather, label smoothing); each saves and loads itself
         arch = ("f256,f128", "c4,p,c8,p,f16")[i % 2]
         cfg = pynn.Config(data_dir=str(data), out_dir=str(out), arch=arch, epochs=2,
                           batch_size=8, threads=2, runs_dir="", augment="on",
@@ -104,9 +119,13 @@ def main(argv):
         return verdict(paths)
     if argv[:1] == ["--steady"]:
         return steady()
+    if argv:
+        print(__doc__.split("\n\n")[1], file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory() as tmp:
         workload(tmp)
-    print("leak check workload done")
+    import pynn
+    print(f"leak check workload done (pynn from {os.path.dirname(os.path.abspath(pynn.__file__))})")
     return 0
 
 
