@@ -55,7 +55,7 @@ class Data:
     y: object              # (N,) int32 labels
     rows: list             # the rows trained on
     val_rows: list         # the rows held out for validation
-    norm: Normalizer       # statistics of the training rows only
+    norm: Normalizer       # statistics of the training rows only (--load: the saved ones)
     classes: int
     test_rows: int         # lines of the test vectors (their format checked, values unread)
     test_labels: bool      # whether the test labels passed their check (used after writing)
@@ -185,6 +185,9 @@ def kernels():
 
 
 def build_optimizer(cfg, params):
+    """The --optimizer over the model's parameters: SGD with momentum, whose
+    --weight-decay is L2 (added to the gradient, so momentum carries it too),
+    or AdamW, whose decay is decoupled (w -= lr * wd * w beside the step)."""
     if cfg.optimizer == "sgd":
         return OPTIMIZERS["sgd"](params, cfg.lr, cfg.momentum, cfg.weight_decay)
     return OPTIMIZERS["adam"](params, cfg.lr, weight_decay=cfg.weight_decay)
@@ -303,7 +306,7 @@ PICTURE_IMAGES, PICTURE_MAPS = 3, 8  # validation images and filters shown as fe
 def weight_pictures(model, x_val, norm):
     """Plain data for report.html's "weights as pictures"
     (html_report.weight_pictures), or None when the inputs are not square
-    one-channel images. MLP: the first Linear's weights into its first
+    one-channel images or the first layer is neither Linear nor Conv2d. MLP: the first Linear's weights into its first
     PICTURE_UNITS hidden units. CNN: the first convolution's filters and
     its output maps of the first PICTURE_IMAGES validation images."""
     first, width = model.plain.layers[0], model.input_width()

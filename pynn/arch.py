@@ -15,7 +15,7 @@ IMAGE_TOKENS = ("c", "p", "g", "r")  # the tokens that read the vectors as image
 
 
 def parse(text):
-    """[("c", channels, k), ("p",), ("r", channels), ("f", units), ("d", p), ...]
+    """[("c", channels, k), ("p",), ("g",), ("r", channels), ("f", units), ("d", p), ...]
     from "c32,p,r32,f128";
     a PynnError naming a token that is not one of these, or an empty token
     inside the list. An empty (or blank) text is no layer at all."""

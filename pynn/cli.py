@@ -43,7 +43,9 @@ HELP = {
     "label_smoothing": "label smoothing eps: targets (1 - eps) on the label + eps / classes "
                        "on every class (0: none)",
     "augment": "on: random shifts by up to --shift pixels and horizontal flips of training "
-               "images (never of validation or test images); flip: flips only; off",
+               "images (never of validation or test images); flip: flips only; off. For "
+               "networks with a conv, pool or residual token only (a dense-only --arch "
+               "trains on the rows as they are)",
     "shift": "the largest shift of --augment on, in pixels",
     "erase": "random erasing: the chance that a training image loses a random rectangle "
              "(at most half its height and width) to the background",

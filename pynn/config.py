@@ -28,7 +28,8 @@ class Config:
     optimizer: str = "adam"
     lr: float = 2e-3
     momentum: float = 0.9          # SGD only
-    weight_decay: float = 0.05     # AdamW: decoupled, weights only
+    weight_decay: float = 0.05     # AdamW: decoupled, weights only (sgd: L2, added to the
+                                   # gradient, where momentum 0.9 makes it ~10x stronger)
     label_smoothing: float = 0.1   # target (1 - eps) on the label + eps / classes on all
     augment: str = "on"            # "on": random shifts by up to `shift` pixels and flips
     shift: int = 1                 # (of training images); "flip": flips only; "off"

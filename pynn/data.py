@@ -1,7 +1,8 @@
 """Data: CSV files -> Tensors (C parser), validation split, normalization.
 
-The training set stays one (N, D) Tensor; the split is a pair of row lists,
-and training batches are gathered from it by row index (no copies).
+The training set stays one (N, D) Tensor; the split is a pair of row lists
+(splitting copies nothing), and each training batch, like the validation
+rows, is gathered from it by row index into a buffer of its own.
 
 The test set's values enter only through ``load_vectors``/``load_labels``,
 called by the final prediction step (see app.py); before training, app.py

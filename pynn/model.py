@@ -29,7 +29,8 @@ class Parameters(list):
     one block of memory and their gradients in another of the same layout
     (llm.c's params_memory and grads_memory): ``values``, ``grads``, flat
     Tensors. The weights come first (they get weight decay: the first
-    ``n_decay`` values), then the biases and batch-norm scales (they do not).
+    ``n_decay`` values), then the biases and batch norm's gamma and beta
+    (they do not).
 
     Made once, when the model is made: each Parameter's value and grad
     become views of the blocks (its values copied in) and stay so, so that
@@ -81,6 +82,7 @@ class Sequential:
         return self._plain or self
 
     def forward(self, x):
+        """Each layer's forward in turn (x viewed as images first, for a CNN)."""
         if self.input_shape and x.shape[1:] != self.input_shape:
             x = x.view((x.shape[0],) + self.input_shape)
         for layer in self.layers:
@@ -88,6 +90,10 @@ class Sequential:
         return x
 
     def backward(self, dout):
+        """Backpropagation: each layer's backward in reverse order, from
+        dout = dL/d(outputs); the layers write their parameters' gradients.
+        Returns dL/d(inputs), or None when the first layer skips it
+        (input_grad=False, as build() makes it: nobody needs it)."""
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
         return dout

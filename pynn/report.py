@@ -1,4 +1,5 @@
-"""What the user sees. The only module that prints."""
+"""What the user sees. The only module that prints (but for the traceback
+of a bug, which cli.py prints)."""
 import shutil
 import sys
 
@@ -130,7 +131,8 @@ class Reporter:
     def summary(self, val_acc, test_acc, seconds):
         self.line()
         if val_acc is not None:
-            self.line(f"final validation accuracy {val_acc * 100:.2f}%")
+            self.line(f"validation accuracy of the weights kept (the best epoch) "
+                      f"{val_acc * 100:.2f}%")
         if test_acc is not None:
             self.line(f"test accuracy {test_acc * 100:.2f}%")
         self.line(f"total time {seconds:.1f}s")

@@ -1,6 +1,7 @@
 """Tensor: a contiguous float32 (or int32) buffer in C memory, with a shape.
 
-This is the only module that allocates cffi memory. A Tensor is deliberately
+Every buffer of numbers is a Tensor (a few scalars for C to fill are ffi.new
+where they are used). A Tensor is deliberately
 tiny: no arithmetic (that is the kernels' job), just a pointer, a shape and
 the checks that keep a wrong size from ever reaching C.
 """
@@ -70,7 +71,7 @@ class Tensor:
         return Tensor._wrap(self.ptr, shape, self.dtype, self)
 
     def copy_(self, other):
-        """Copy ``other``'s values into this tensor (same size and dtype)."""
+        """Copy ``other``'s values into this tensor (same shape and dtype)."""
         check(other, self.shape, self.dtype, "copy source")
         ffi.memmove(self.ptr, other.ptr, self.nbytes)
         return self
@@ -97,9 +98,12 @@ def cached(cache, shape, dtype="float32"):
 
 
 def check(t, shape, dtype="float32", what="tensor"):
-    """Raise ValueError unless ``t`` is a Tensor of exactly this shape and dtype.
+    """Raise TypeError unless ``t`` is a Tensor, ValueError unless it has
+    exactly this shape and dtype.
 
-    Every call into C goes through here first: a kernel trusts its sizes.
+    The layers and losses check their buffers here before each kernel call:
+    a kernel trusts its sizes. (Where the caller made the buffers itself, of
+    sizes it has just computed, it may call C directly.)
     """
     if not isinstance(t, Tensor):
         raise TypeError(f"{what}: expected a Tensor, got {type(t).__name__}")

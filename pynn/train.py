@@ -8,8 +8,9 @@
         keep the best weights; fit the plan to the time budget   (replan)
         and the threads to the cores other processes leave free  (fit_threads)
 
-Python picks rows and calls kernels; the numbers never pass through Python
-one by one.
+Python picks rows and calls kernels; in a training step no number passes
+through Python one by one (batch gradient descent zeroes its summed gradient
+from Python, once a step).
 """
 import contextlib
 import math
@@ -50,7 +51,8 @@ def accuracy(model, x, y):
 def accuracy_and_loss(model, x, y, loss_fn, flip=False):
     """(accuracy, mean loss) on the rows of x with labels y, in evaluation
     mode: the loss of the images as they are (the gap between the training
-    and the validation loss is how over-fitting shows), the accuracy with
+    and the validation loss is how over-fitting shows; with label smoothing
+    it is the smoothed loss, so its minimum is above 0), the accuracy with
     test-time flips when ``flip``."""
     total = 0.0
 
@@ -72,13 +74,17 @@ class Batches:
     partial batch is dropped; the shuffle varies it); 1: the online algorithm,
     one row a step; 0: batch gradient descent, one step an epoch on all rows,
     computed in nearly equal chunks of at most FULL_BATCH_CHUNK rows (each
-    chunk's gradient weighted by its share of the rows).
+    chunk's gradient weighted by its share of the rows; with batch norm each
+    chunk is normalized by its own statistics, so this is the full batch's
+    gradient only without batch norm).
 
     ``image`` (H, W) with ``augment`` "on" or "flip": training images are
-    gathered shifted by up to ``shift`` pixels and flipped (or flipped only),
-    and with probability ``erase`` lose a rectangle (random erasing); ``fill``
-    is the normalized background value for pixels moved in from outside and
-    for the erased ones."""
+    gathered shifted by up to ``shift`` pixels and mirrored left-right with
+    probability 1/2 (or mirrored only), and with probability ``erase`` lose a
+    rectangle (random erasing); ``fill`` is the normalized background value
+    for pixels moved in from outside and for the erased ones. Without
+    ``image`` (a network of dense layers only, not read as images) the rows
+    are gathered as they are, whatever ``augment`` and ``erase`` say."""
 
     def __init__(self, x, y, rows, batch_size, image=None, augment="off", fill=0.0,
                  shift=Config.shift, erase=0.0):
@@ -97,6 +103,7 @@ class Batches:
         self.yb = Tensor((self.rows_per_pass,), "int32")
 
     def shuffle(self, rng):
+        """A new random order of the rows for the next epoch (Fisher-Yates in C)."""
         lib.pynn_shuffle(self.idx.ptr, self.n_rows, rng.getrandbits(64))  # in C: 0.3 ms, not 30
 
     def step(self, s, rng):
@@ -262,6 +269,7 @@ class Plan:
         self.why = None
 
     def epochs(self):
+        """The epochs planned, the last one maybe partial (when the budget cut it)."""
         return -(-self.total // self.per_epoch)
 
     def steps_in(self, epoch):
@@ -306,7 +314,8 @@ class Plan:
 def train_epoch(model, loss_fn, optimizer, batches, plan, weights, epoch, step, ctx):
     """One epoch of minibatch steps (train_step) in a new order of the rows.
     Returns (mean loss, accuracy, rows seen, the step count, why it stopped).
-    ``ctx``: the run's reporter, rng, budget and base learning rate."""
+    ``ctx``: the run's _Run (reporter, rng, budget, base learning rate, the
+    summed gradient of batch gradient descent, the weights' average)."""
     t0 = ctx.budget.now()
     batches.shuffle(ctx.rng)
     loss_sum, hits, seen, stopped = 0.0, 0, 0, "done"
@@ -325,7 +334,7 @@ def train_epoch(model, loss_fn, optimizer, batches, plan, weights, epoch, step, 
         seen += batches.rows_per_step
         now = ctx.budget.now()
         if b % every == 0:
-            ctx.reporter.progress(epoch, b + 1, batches.steps, now - t0)
+            ctx.reporter.progress(epoch, b + 1, plan.steps_in(epoch), now - t0)
         ctx.budget.measure_training(seen, now - t0)
         if now > ctx.budget.deadline():
             stopped = "time budget"
