@@ -4,7 +4,9 @@
     python scripts/ab_steps.py OLD NEW [--arch A] [--rounds R] [--steps S] [--threads N]
 
 OLD and NEW are folders with a pynn package in them (a checkout, or what
-scripts/build_variant.sh made: the kernels and the Python of one build).
+scripts/build_variant.sh made: the kernels of one build beside links to
+this checkout's Python, so that only the kernels differ; both workers use
+this checkout's scripts/bench.py).
 Each runs in its own worker process (a process imports one pynn), which
 builds the network of --arch as scripts/bench.py's CNN step does (the same
 layers as the PyTorch side-by-side, Adam, batch 128, random images and

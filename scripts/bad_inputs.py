@@ -5,11 +5,13 @@
 
 Each case starts from a small valid data folder (synthetic, 784 values a line)
 and damages it. pynn must answer with exit code 2 and one line
-``error: <file>[:<line>]: <reason>`` on stderr, no traceback, and write no
-prediction file. Bad test labels (``NOTED``) are only noted: they feed
-nothing but the printed test accuracy. The ``BENIGN`` variations must be
-accepted silently. tests/test_faults.py runs the same cases (``CASES``,
-``NOTED``, ``BENIGN``).
+``error: <file>[:<line>]: <reason>`` on stderr and no traceback; this script
+checks those. Bad test labels (``NOTED``) are only noted: they feed nothing
+but the printed test accuracy; here the run must exit 0 with the note and
+write its predictions. tests/test_faults.py runs the same cases and checks
+more: that a bad case writes no prediction file, that a noted case's
+predictions equal those of the plain files, and that the ``BENIGN``
+variations are accepted silently.
 """
 import os
 import random
@@ -261,6 +263,11 @@ def run_case(name, folder):
 
 
 def main(names):
+    unknown = [n for n in names if n not in CASES and n not in NOTED]
+    if unknown:
+        print(f"unknown case(s): {' '.join(unknown)}\n{__doc__.split(chr(10) * 2)[1]}\n"
+              f"cases: {' '.join([*CASES, *NOTED])}", file=sys.stderr)
+        return 2
     bad = 0
     for name in names or [*CASES, *NOTED]:
         with tempfile.TemporaryDirectory() as tmp:

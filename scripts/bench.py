@@ -13,9 +13,9 @@ importable; never a dependency):
     network and batch size (pynn.config: the mlp preset);
   - CSV parse time and MB/s of the course CSVs (when data/ has them);
   - per conv layer of the cnn presets' networks (CONV_PRESETS), or of each
-    --cnn-arch given (batch 128, 28x28x1 input): GFLOP/s of conv2d_forward
-    and conv2d_backward, beside the GEMM's own at the equivalent products
-    (what the convolution costs over its matrix products) and
+    --cnn-arch given (batch 128, 28x28x1 input): effective GFLOP/s (the
+    direct convolution's flops over the time) of conv2d_forward and
+    conv2d_backward on both roads, im2col and Winograd, beside
     torch.nn.functional.conv2d on NCHW tensors;
   - ms per CNN training step (the networks of the cnn presets,
     or each --cnn-arch given; batch 128, Adam: gather, forward, loss,

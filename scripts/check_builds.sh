@@ -31,7 +31,10 @@
 # product rounds twice, and training amplifies the difference); the share that
 # differs is printed and must stay below CLOSE_MAX_PERCENT.
 #
-#   PYTHON=/tmp/v/bin/python scripts/check_builds.sh [NAME ...]   # default: all
+#   PYTHON=.venv/bin/python scripts/check_builds.sh [NAME ...]   # default: all
+#
+# PYTHON must have this checkout's pynn installed (./run.sh's .venv, the default):
+# the native build's reference runs and the zmm check use it.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-$ROOT/.venv/bin/python}

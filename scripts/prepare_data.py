@@ -14,7 +14,8 @@ unless ``--force`` is given.  Every file is written to a temporary file in
 the same folder first and then renamed, so an interrupted run never leaves
 a half-written CSV behind.
 
-Standard library only.
+The standard library and pynn's own io and errors modules: run it with the
+Python that has pynn (.venv/bin/python, which ./run.sh makes).
 """
 
 import argparse

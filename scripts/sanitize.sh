@@ -7,8 +7,10 @@
 # 2. Runs the whole test suite against it (pytest args replace "tests"), with
 #    libasan preloaded into the uninstrumented python; a sanitizer report ends
 #    the test process (and so fails the run). tests/test_sanitize.py checks
-#    that the instrumented build is the one loaded and that ASan and LSan fire. The fuzz tests run PYNN_FUZZ_EXAMPLES inputs each
-#    (default here 2500: 10 000 in all, plus the 100-example smoke runs).
+#    that the instrumented build is the one loaded and that ASan and LSan fire.
+#    The CSV parser's fuzz tests (tests/test_fuzz.py) run PYNN_FUZZ_EXAMPLES
+#    inputs each (default here 2500: 12 500 in all); the CNN kernels' fuzz tests
+#    (tests/test_fuzz_cnn.py) a tenth of that each, the fused tail's half.
 # 3. Leak check: a small training run (scripts/leakcheck.py) under
 #    LeakSanitizer; any leak whose stack passes through pynn's C code fails.
 #
