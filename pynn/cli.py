@@ -85,7 +85,9 @@ def hidden_sizes(text):
     return ",".join(f"f{s}" for s in sizes)
 
 
-def parser(prog=None):
+def parser(prog=None, root=None):
+    """The options, one per Config field; ``root``: the folder whose data/
+    and which prediction files are the defaults (None: the current folder)."""
     p = argparse.ArgumentParser(
         prog=prog,
         description="Train pynn on Fashion-MNIST and write predictions. The defaults shown "
@@ -98,6 +100,8 @@ def parser(prog=None):
             continue
         default = getattr(defaults, f.name)
         shown = "none" if default == "" else default
+        if root is not None and f.name in ("data_dir", "out_dir"):  # as main() resolves them
+            shown = Path(root) / default
         text = HELP[f.name]
         # no default here: only what the user gives reaches configure()
         kind = ({"action": argparse.BooleanOptionalAction} if isinstance(default, bool) else
@@ -118,7 +122,7 @@ def main(argv=None, root=None, prepare=None, prog=None):
     makes missing course CSVs in a data folder from the shipped IDX files
     (scripts/prepare_data.py), or None."""
     started = run_started()  # the run's start: before anything is parsed or read
-    given = vars(parser(prog).parse_args(argv))
+    given = vars(parser(prog, root).parse_args(argv))
     root = Path(root) if root is not None else Path(".")
     given.setdefault("data_dir", str(root / "data"))
     given.setdefault("out_dir", str(root))

@@ -344,13 +344,19 @@ def test_a_missing_out_dir_is_created_with_a_note(subset_dir, tmp_path):
 
 
 def test_python_dash_m_pynn_is_the_same_command_line(subset_dir, tmp_path):
-    """python -m pynn: the parser of scripts/run.py, the current folder's files."""
+    """python -m pynn: the parser of scripts/run.py, the current folder's files
+    (run.py's help names the checkout's data/ and root as its defaults)."""
     proc = subprocess.run([sys.executable, "-m", "pynn", "--help"], capture_output=True,
                           text=True, env=subprocess_env(), timeout=60, check=False)
     ours = cli("--help", cwd=tmp_path)
     assert proc.returncode == 0 and ours.returncode == 0, proc.stderr
+    root = SCRIPTS_DIR.parent
+    assert f"(default: {root / 'data'})" in " ".join(ours.stdout.split())
+
     def words(text):  # argparse wraps the usage after the program's name
-        return text.replace("python -m pynn", "run.py").split()
+        text = " ".join(text.replace("python -m pynn", "run.py").split())
+        return text.replace(f"(default: {root / 'data'})", "(default: data)") \
+            .replace(f"(default: {root})", "(default: .)").split()
 
     assert words(proc.stdout) == words(ours.stdout)
     proc = subprocess.run([sys.executable, "-m", "pynn", "--data-dir", str(subset_dir),

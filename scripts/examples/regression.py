@@ -8,7 +8,7 @@ Adam on minibatches; it prints E as it goes, then the error on 200 points
 of another grid than the training points, and writes an SVG of target against
 fit (into runs/, which git ignores, as it does pynn's run folders).
 
-    python scripts/examples/regression.py [--out runs/regression.svg] [--steps N]
+    python scripts/examples/regression.py [--out runs/regression.svg] [--steps N] [--seed S]
 """
 import argparse
 import math
@@ -16,7 +16,8 @@ import random
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))  # this checkout's pynn
+ROOT = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's pynn
 
 from pynn import Adam, Linear, MSELoss, Sequential, Tanh, Tensor
 from pynn.io import write_text
@@ -78,7 +79,8 @@ def svg(xs, want, got, width=480, height=280, pad=30):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="runs/regression.svg", help="the SVG file to write")
+    p.add_argument("--out", default=str(ROOT / "runs" / "regression.svg"),
+                   help="the SVG file to write (default: the checkout's runs/regression.svg)")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
