@@ -82,4 +82,5 @@ def set_threads(n):
 
 
 def get_threads():
+    """The kernels' thread count now."""
     return _lib.pynn_get_threads()

@@ -99,9 +99,11 @@ class Sequential:
         return dout
 
     def parameters(self):
+        """The model's Parameters block (values and gradients, one each)."""
         return self.params
 
     def buffers(self):
+        """The layers' non-trained state (batch norm's running statistics)."""
         return [b for layer in self.layers for b in layer.buffers()]
 
     def modules(self):
@@ -179,6 +181,7 @@ class Sequential:
         return [self.params.values.clone()] + [b.clone() for b in self.buffers()]
 
     def load_state(self, state):
+        """Put back what state() copied (the values, not the Tensors)."""
         for t, saved in zip([self.params.values] + self.buffers(), state):
             t.copy_(saved)
 

@@ -105,6 +105,9 @@ class Reporter:
             self._drawn = 0
 
     def epoch(self, m):
+        """One line an epoch. loss and train are the training batches' own
+        figures (with label smoothing, dropout and augmentation, as trained);
+        val loss and val are the validation rows' (evaluation mode)."""
         val = f"{m['val_acc'] * 100:6.2f}%" if m["val_acc"] is not None else "   n/a "
         val_loss = f"{m['val_loss']:.4f}" if m.get("val_loss") is not None else "  n/a "
         self.line(f"epoch {m['epoch']:3d}  loss {m['train_loss']:.4f}  val loss {val_loss}  "

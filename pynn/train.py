@@ -185,6 +185,7 @@ class Weights:
         self.last_finite, self.best, self.best_acc = model.state(), None, None
 
     def finite(self):
+        """Whether every weight is a finite number (no NaN, no infinity)."""
         return all(lib.pynn_all_finite(p.value.ptr, p.value.size)
                    for p in self.model.parameters())
 
@@ -199,6 +200,9 @@ class Weights:
             self.best_acc, self.best = val_acc, self.model.state()
 
     def recover(self, epoch, what):
+        """Training diverged (``what``: a non-finite loss or weights): back to
+        the last finite weights, the optimizer's state reset, the learning rate
+        halved from here on; a PynnError after MAX_RECOVERIES such falls."""
         self.recoveries += 1
         if self.recoveries > MAX_RECOVERIES:
             raise PynnError(f"training diverged ({what}) {self.recoveries} times; "
@@ -232,6 +236,7 @@ class Average:
         self.saved = model.state()  # [the parameter block, then the buffers]
 
     def update(self):
+        """After a step: move the average towards the weights (pynn_ema_update)."""
         self.t += 1
         decay = min(self.decay, (1 + self.t) / (10 + self.t))
         live = [self.model.parameters().values] + self.model.buffers()
@@ -239,6 +244,7 @@ class Average:
             lib.pynn_ema_update(avg.ptr, now.ptr, avg.size, decay)
 
     def state(self):
+        """The averaged weights and buffers, as Sequential.state lays them out."""
         return self.saved
 
     @contextlib.contextmanager
@@ -307,6 +313,7 @@ class Plan:
                 f"({self.total} steps), the learning-rate schedule fitted to them")
 
     def record(self):
+        """The plan as Fitted.plan and the run folder's summary.json keep it."""
         return {"epochs_asked": self.epochs_asked, "epochs_planned": self.total / self.per_epoch,
                 "steps_planned": self.total, "why": self.why}
 
