@@ -75,6 +75,14 @@ needs_threads = pytest.mark.skipif(not lib.pynn_have_openmp(),
                                           "count to compare with")
 
 
+@pytest.fixture
+def conv_path():
+    """Set the convolution road for one test (lib.pynn_set_conv_path: by
+    shape, im2col or Winograd); back to 'by shape' afterwards."""
+    yield lib.pynn_set_conv_path
+    lib.pynn_set_conv_path(lib.PYNN_CONV_BY_SHAPE)
+
+
 @pytest.fixture(autouse=True)
 def _restore_threads():
     """Every test leaves the kernels' thread count as it found it."""

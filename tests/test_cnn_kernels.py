@@ -243,18 +243,10 @@ def test_chunk_shapes_cross_the_chunk_edges():
     assert 2 * dw_rows(k * k * C) < B * H * W < 3 * dw_rows(k * k * C)
 
 
-@pytest.fixture
-def im2col():
-    """Force the im2col road for one test (3x3 layers of 8+ channels would
-    take Winograd's by shape); back to 'by shape' afterwards."""
-    lib.pynn_set_conv_path(lib.PYNN_CONV_IM2COL)
-    yield
-    lib.pynn_set_conv_path(lib.PYNN_CONV_BY_SHAPE)
-
-
 @pytest.mark.parametrize("shape", CHUNKED, ids=_shape_id)
-def test_conv_chunked_forward_backward(shape, im2col):
-    # the chunks counted above are im2col's: CHUNKED[0] would go to winograd.c
+def test_conv_chunked_forward_backward(shape, conv_path):
+    # the chunks counted above are im2col's: CHUNKED[0] would go to winograd.c by shape
+    conv_path(lib.PYNN_CONV_IM2COL)
     check_conv_forward(shape, True)
     check_conv_backward(shape, True, True)
 
@@ -740,24 +732,21 @@ def _across_threads(run):
 @pytest.mark.parametrize("shape", [CHUNKED[0], DW_CHUNKED[1], (4, 28, 28, 1, 8, 5),
                                    (5, 12, 12, 1, 32, 3)],
                          ids=_shape_id)
-def test_conv_bit_identical_across_threads(shape, road):
+def test_conv_bit_identical_across_threads(shape, road, conv_path):
     # CHUNKED[0] takes Winograd's road by shape, im2col's when forced; the
     # one-channel shapes take the direct loops either way
     B, H, W, C, OC, k = shape
     assert 2.0 * B * H * W * k * k * C * OC >= 50000.0  # a parallel region opens
     inp, w, bias, dout = conv_data(shape)
     if road == "im2col":
-        lib.pynn_set_conv_path(lib.PYNN_CONV_IM2COL)
+        conv_path(lib.PYNN_CONV_IM2COL)
 
     def run():
         out = run_conv_forward(shape, inp, w, bias)
         dinp, dw, db = run_conv_backward(shape, dout, inp, w)
         return bits(out) + bits(dinp) + bits(dw) + bits(db)
 
-    try:
-        one, *others = _across_threads(run)
-    finally:
-        lib.pynn_set_conv_path(lib.PYNN_CONV_BY_SHAPE)
+    one, *others = _across_threads(run)
     assert all(other == one for other in others)
 
 

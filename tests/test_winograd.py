@@ -34,16 +34,9 @@ SHAPES = [(2, 5, 7, 3, 4, 3), (1, 1, 1, 3, 2, 3), (2, 9, 6, 8, 5, 3), (1, 4, 4, 
           (1, 13, 10, 8, 16, 3), (2, 3, 2, 5, 17, 3)]
 
 
-@pytest.fixture
-def path():
-    """Set the convolution road for one test; back to 'by shape' afterwards."""
-    yield lib.pynn_set_conv_path
-    lib.pynn_set_conv_path(lib.PYNN_CONV_BY_SHAPE)
-
-
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_winograd_forward_and_gradients_against_the_reference(shape, path):
-    path(lib.PYNN_CONV_WINOGRAD)
+def test_winograd_forward_and_gradients_against_the_reference(shape, conv_path):
+    conv_path(lib.PYNN_CONV_WINOGRAD)
     B, H, W = shape[:3]
     inp, w, bias, dout = conv_data(shape)
     want, mag, (want_dinp, want_dw, want_db), (mag_dinp, mag_dw, mag_db) = conv_want(shape, True)
@@ -57,12 +50,12 @@ def test_winograd_forward_and_gradients_against_the_reference(shape, path):
 
 @pytest.mark.parametrize("shape", [(2, 9, 6, 8, 5, 3), (1, 14, 14, 16, 8, 3), (2, 10, 8, 4, 32, 3)],
                          ids=str)
-def test_winograd_forward_without_a_bias(shape, path):
+def test_winograd_forward_without_a_bias(shape, conv_path):
     """Without a bias (the presets' convolutions, batch norm after them) the
     output transform writes the tiles wholly inside the image where they lie
     in the output when OC is a multiple of its lanes (32 here), through its
     tile buffer otherwise: both against the reference."""
-    path(lib.PYNN_CONV_WINOGRAD)
+    conv_path(lib.PYNN_CONV_WINOGRAD)
     inp, w, _, _ = conv_data(shape)
     want, mag, _, _ = conv_want(shape, False)
     assert ref.max_rel_err(run_conv_forward(shape, inp, w, None), want, mag) <= ERR
@@ -74,17 +67,17 @@ def big(shape, seed=1):
     return [ref.rand_list(rng, n) for n in (B * H * W * C, OC * k * k * C, OC, B * H * W * OC)]
 
 
-def both_roads(shape, path):
+def both_roads(shape, conv_path):
     """The forward and backward of the im2col road and of Winograd's, and
     the sizes of their terms: the im2col road's results on |values| (not
     Winograd's, the road under test: a scale it made could hide its error)."""
     inp, w, bias, dout = big(shape)
     results = []
     for road in (lib.PYNN_CONV_IM2COL, lib.PYNN_CONV_WINOGRAD):
-        path(road)
+        conv_path(road)
         results.append((run_conv_forward(shape, inp, w, bias),
                         *run_conv_backward(shape, dout, inp, w)))
-    path(lib.PYNN_CONV_IM2COL)
+    conv_path(lib.PYNN_CONV_IM2COL)
     mags = (run_conv_forward(shape, cref.absl(inp), cref.absl(w), cref.absl(bias)),
             *run_conv_backward(shape, cref.absl(dout), cref.absl(inp), cref.absl(w)))
     return results, mags
@@ -96,22 +89,22 @@ def both_roads(shape, path):
 @pytest.mark.parametrize("shape", [(4, 14, 14, 32, 64, 3), (4, 28, 28, 32, 32, 3),
                                    (4, 14, 14, 64, 64, 3), (3, 16, 16, 64, 16, 3),
                                    (9, 15, 13, 40, 24, 3)], ids=str)
-def test_winograd_against_the_im2col_road_on_larger_layers(shape, path):
-    (im2col, winograd), mags = both_roads(shape, path)
+def test_winograd_against_the_im2col_road_on_larger_layers(shape, conv_path):
+    (im2col, winograd), mags = both_roads(shape, conv_path)
     for what, a, b, m in zip(("out", "dinp", "dweight", "dbias"), im2col, winograd, mags):
         assert ref.max_rel_err(b, a, m) <= ERR_LARGE, what
 
 
-def test_the_road_is_chosen_by_the_shape(path):
+def test_the_road_is_chosen_by_the_shape(conv_path):
     """By default a 3x3 layer with 8 or more channels each way takes Winograd's
     road (the same bits as forcing it), others im2col; a one-channel layer
     takes the direct loops whatever is forced."""
     for shape, winograd in (((2, 6, 6, 8, 8, 3), True), ((2, 6, 6, 4, 8, 3), False),
                             ((2, 6, 6, 8, 8, 5), False)):
         inp, w, bias, dout = big(shape)
-        path(lib.PYNN_CONV_BY_SHAPE)
+        conv_path(lib.PYNN_CONV_BY_SHAPE)
         default = run_conv_forward(shape, inp, w, bias), run_conv_backward(shape, dout, inp, w)
-        path(lib.PYNN_CONV_WINOGRAD if winograd else lib.PYNN_CONV_IM2COL)
+        conv_path(lib.PYNN_CONV_WINOGRAD if winograd else lib.PYNN_CONV_IM2COL)
         forced = run_conv_forward(shape, inp, w, bias), run_conv_backward(shape, dout, inp, w)
         assert bits(default[0]) == bits(forced[0]) and \
             [bits(v) for v in default[1]] == [bits(v) for v in forced[1]]
@@ -119,7 +112,7 @@ def test_the_road_is_chosen_by_the_shape(path):
     inp, w, bias, _ = big(shape)
     outs = []
     for road in (lib.PYNN_CONV_IM2COL, lib.PYNN_CONV_WINOGRAD):
-        path(road)
+        conv_path(road)
         outs.append(bits(run_conv_forward(shape, inp, w, bias)))
     assert outs[0] == outs[1]
 
@@ -129,8 +122,8 @@ def test_the_road_is_chosen_by_the_shape(path):
 # (112 tiles each at C + OC = 64), so 3 slots of 1, 2 and 2 chunks
 @needs_threads
 @pytest.mark.parametrize("shape", [(9, 15, 13, 40, 24, 3), (50, 14, 13, 40, 24, 3)], ids=str)
-def test_winograd_is_the_same_on_any_thread_count(path, shape):
-    path(lib.PYNN_CONV_WINOGRAD)
+def test_winograd_is_the_same_on_any_thread_count(conv_path, shape):
+    conv_path(lib.PYNN_CONV_WINOGRAD)
     inp, w, bias, dout = big(shape)
     results = []
     for threads in THREAD_COUNTS:
