@@ -306,9 +306,10 @@ PICTURE_IMAGES, PICTURE_MAPS = 3, 8  # validation images and filters shown as fe
 def weight_pictures(model, x_val, norm):
     """Plain data for report.html's "weights as pictures"
     (html_report.weight_pictures), or None when the inputs are not square
-    one-channel images or the first layer is neither Linear nor Conv2d. MLP: the first Linear's weights into its first
-    PICTURE_UNITS hidden units. CNN: the first convolution's filters and
-    its output maps of the first PICTURE_IMAGES validation images."""
+    one-channel images or the first layer is neither Linear nor Conv2d.
+    MLP: the first Linear's weights into its first PICTURE_UNITS hidden
+    units. CNN: the first convolution's filters and its output maps of the
+    first PICTURE_IMAGES validation images."""
     first, width = model.plain.layers[0], model.input_width()
     shape = model.input_shape or arch.image_shape(width)
     if shape is None or shape[2] != 1:

@@ -28,6 +28,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+def package_dir(module):
+    """The folder a package was loaded from, as named (its files may be symlinks)."""
+    return os.path.dirname(os.path.abspath(module.__file__))
+
+
 def loaded_pynn():
     """pynn, imported before anything that puts the checkout first on
     sys.path (bad_inputs does): under scripts/sanitize.sh, PYTHONPATH names
@@ -36,7 +41,7 @@ def loaded_pynn():
     import pynn
 
     want = os.environ.get("PYNN_SANITIZED")
-    got = os.path.dirname(os.path.abspath(pynn.__file__))  # its files may be symlinks
+    got = package_dir(pynn)
     if want and got != os.path.abspath(want):
         sys.exit(f"leakcheck: loaded pynn from {got}, not the sanitizer build {want}")
     return pynn
@@ -125,7 +130,7 @@ def main(argv):
     with tempfile.TemporaryDirectory() as tmp:
         workload(tmp)
     import pynn
-    print(f"leak check workload done (pynn from {os.path.dirname(os.path.abspath(pynn.__file__))})")
+    print(f"leak check workload done (pynn from {package_dir(pynn)})")
     return 0
 
 
