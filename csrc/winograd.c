@@ -461,25 +461,123 @@ SIZED void prefetch_pixels(const float *a, int64_t img, int y0, int x0, int ny, 
     }
 }
 
+/* ---- one tile's transforms -------------------------------------------------------- */
+/* Each takes the channels LANES at a time: the tile's values are copied into
+ * lanes vectors (d, m, dy), transformed down the columns, then along the
+ * rows, and the results copied out. That is the plain version. For the
+ * presets' widths, cs = C / LANES = 1, 2 or 4 lanes a pixel, the branch
+ * marked "in place" skips the copies: the column transforms read the values
+ * where they lie (lanes c of value q at in[q * cs]) and the row transforms
+ * write them where they go. The same transforms of the same values give the
+ * same bits (tests/test_winograd.py compares the two roads), with a third of
+ * the moves: the Winograd kernels took 0.80-0.86x the time, a training step
+ * 0.88-0.92x (docs/performance.md, 2026-12-08). cs must be a literal where
+ * the function is compiled (BY_LANES): with the strides read at run time
+ * gcc's loops took 1.6x as long as the copies, with literals 0.6x. */
+
+/* C / LANES when C is 16, 32 or 64 (the presets' layers), else 0 */
+static inline int whole_lanes(int C) {
+    return C == LANES || C == 2 * LANES || C == 4 * LANES ? C / LANES : 0;
+}
+
+/* f(..., cs) with cs = whole_lanes(C) as a literal: f (SIZED) is compiled for each */
+#define BY_LANES(C, f, ...)                                                                    \
+    do {                                                                                       \
+        switch (whole_lanes(C)) {                                                              \
+        case 1: f(__VA_ARGS__, 1); break;                                                      \
+        case 2: f(__VA_ARGS__, 2); break;                                                      \
+        case 4: f(__VA_ARGS__, 4); break;                                                      \
+        default: f(__VA_ARGS__, 0);                                                            \
+        }                                                                                      \
+    } while (0)
+
+/* Vt (xi, C) = B^T d B of one tile, d its patch (ay, ax, C) */
+SIZED void bt_tile(float *restrict Vt, const float *restrict patch, int C, int ay, int ax,
+                   int cs) {
+    lanes d[MAX_XI], col[MAX_XI], v[MAX_XI];
+    for (int c0 = 0; c0 < C; c0 += LANES) {
+        if (cs) { /* in place */
+            const lanes *dc = (const lanes *)(patch + c0);
+            lanes *vc = (lanes *)(Vt + c0);
+            for (int s = 0; s < ax; s++) transform_bt(ay, col + s, ax, dc + s * cs, ax * cs);
+            for (int i = 0; i < ay; i++) transform_bt(ax, vc + i * ax * cs, cs, col + i * ax, 1);
+            continue;
+        }
+        const int n = C - c0 < LANES ? C - c0 : LANES;
+        for (int q = 0; q < ay * ax; q++) lanes_in(d[q], patch + (size_t)q * C + c0, n);
+        for (int s = 0; s < ax; s++) transform_bt(ay, col + s, ax, d + s, ax); /* B^T d */
+        for (int i = 0; i < ay; i++) transform_bt(ax, v + i * ax, 1, col + i * ax, 1); /* . B */
+        for (int q = 0; q < ay * ax; q++) lanes_out(Vt + (size_t)q * C + c0, v[q], n);
+    }
+}
+
+/* the outputs of one tile (+ bias), A^T m A of its Mt (xi, OC): o0 is its
+ * top-left output pixel, its rows `row` floats apart, ny x nx of its pixels
+ * inside the image (those past it are not stored) */
+SIZED void at_tile(float *o0, size_t row, const float *restrict Mt, const float *bias, int ny,
+                   int nx, int OC, int ay, int ax, int cs) {
+    const int my = ay - 2, mx = ax - 2;
+    lanes m[MAX_XI], col[MAX_XI], y[16], b;
+    for (int c0 = 0; c0 < OC; c0 += LANES) {
+        if (cs && !bias && ny == my && nx == mx) { /* in place: a whole tile, no bias */
+            const lanes *mc = (const lanes *)(Mt + c0);
+            for (int j = 0; j < ax; j++) transform_at(ay, col + j, ax, mc + j * cs, ax * cs);
+            for (int i = 0; i < my; i++)
+                transform_at(ax, (lanes *)(o0 + (size_t)i * row + c0), cs, col + i * ax, 1);
+            continue;
+        }
+        const int n = OC - c0 < LANES ? OC - c0 : LANES;
+        for (int q = 0; q < ay * ax; q++) lanes_in(m[q], Mt + (size_t)q * OC + c0, n);
+        for (int j = 0; j < ax; j++) transform_at(ay, col + j, ax, m + j, ax); /* A^T m */
+        for (int i = 0; i < my; i++) transform_at(ax, y + i * mx, 1, col + i * ax, 1); /* . A */
+        if (bias) lanes_in(b, bias + c0, n);
+        for (int i = 0; i < ny; i++)
+            for (int j = 0; j < nx; j++) {
+                float *dst = o0 + (size_t)i * row + (size_t)j * OC + c0;
+                if (bias)
+                    for (int l = 0; l < n; l++) dst[l] = y[i * mx + j][l] + b[l];
+                else
+                    lanes_out(dst, y[i * mx + j], n);
+            }
+    }
+}
+
+/* Yt (xi, OC) = A dY A^T of one tile, dY its output gradient (my x mx
+ * pixels from g0, rows `row` floats apart, ny x nx of them inside the image;
+ * the rest have no gradient: zeros). dY is always copied in (the zeros). */
+SIZED void a_tile(float *restrict Yt, const float *g0, const float *zeros, size_t row, int ny,
+                  int nx, int OC, int ay, int ax, int cs) {
+    const int my = ay - 2, mx = ax - 2;
+    lanes dy[16], col[MAX_XI], yh[MAX_XI];
+    for (int c0 = 0; c0 < OC; c0 += LANES) {
+        const int n = OC - c0 < LANES ? OC - c0 : LANES;
+        for (int i = 0; i < my; i++)
+            for (int j = 0; j < mx; j++)
+                lanes_in(dy[i * mx + j],
+                         i < ny && j < nx ? g0 + (size_t)i * row + (size_t)j * OC + c0 : zeros, n);
+        for (int j = 0; j < mx; j++) transform_a(ay, col + j, mx, dy + j, mx); /* A dY */
+        if (cs) { /* in place */
+            lanes *yc = (lanes *)(Yt + c0);
+            for (int i = 0; i < ay; i++) transform_a(ax, yc + i * ax * cs, cs, col + i * mx, 1);
+            continue;
+        }
+        for (int i = 0; i < ay; i++) transform_a(ax, yh + i * ax, 1, col + i * mx, 1); /* . A^T */
+        for (int q = 0; q < ay * ax; q++) lanes_out(Yt + (size_t)q * OC + c0, yh[q], n);
+    }
+}
+
 /* V (tc, xi, C): V[t][xi][c] = (B^T d B)[xi] of tiles t0 .. t0+tc-1 of kind
  * k, whose transforms are ay x ax; patch is room for one tile's input pixels */
 SIZED void input_transform_sized(float *restrict V, const float *inp, float *restrict patch,
                                  const kind *k, int64_t t0, int tc, int H, int W, int C, int ay,
                                  int ax) {
-    lanes d[MAX_XI], col[MAX_XI], v[MAX_XI];
     for (int t = 0; t < tc; t++) {
         if (t0 + t + PREFETCH_TILES < k->T) {
             const tile_pos p = tile_at(k, t0 + t + PREFETCH_TILES);
             prefetch_pixels(inp, p.img, p.y - 1, p.x - 1, ay, ax, H, W, C);
         }
         tile_patch(patch, inp, k, t0 + t, H, W, C, ay, ax);
-        for (int c0 = 0; c0 < C; c0 += LANES) {
-            const int n = C - c0 < LANES ? C - c0 : LANES;
-            for (int q = 0; q < ay * ax; q++) lanes_in(d[q], patch + (size_t)q * C + c0, n);
-            for (int s = 0; s < ax; s++) transform_bt(ay, col + s, ax, d + s, ax); /* B^T d */
-            for (int i = 0; i < ay; i++) transform_bt(ax, v + i * ax, 1, col + i * ax, 1); /* . B */
-            for (int q = 0; q < ay * ax; q++) lanes_out(V + at(k, t, q, C) + c0, v[q], n);
-        }
+        BY_LANES(C, bt_tile, V + at(k, t, 0, C), patch, C, ay, ax);
     }
 }
 static void input_transform(float *restrict V, const float *inp, float *restrict patch,
@@ -494,36 +592,12 @@ SIZED void output_transform_sized(float *out, const float *restrict M, const flo
                                   const kind *k, int64_t t0, int tc, int H, int W, int OC, int ay,
                                   int ax) {
     const int my = ay - 2, mx = ax - 2;
-    lanes m[MAX_XI], col[MAX_XI], y[16], b;
     for (int t = 0; t < tc; t++) {
         const tile_pos p = tile_at(k, t0 + t);
         const int ny = H - p.y < my ? H - p.y : my;
         const int nx = W - p.x < mx ? W - p.x : mx;
         float *o0 = out + (((size_t)p.img * H + p.y) * W + p.x) * OC;
-        for (int c0 = 0; c0 < OC; c0 += LANES) {
-            const int n = OC - c0 < LANES ? OC - c0 : LANES;
-            for (int q = 0; q < ay * ax; q++) lanes_in(m[q], M + at(k, t, q, OC) + c0, n);
-            for (int j = 0; j < ax; j++) transform_at(ay, col + j, ax, m + j, ax); /* A^T m */
-            if (!bias && OC % LANES == 0 && ny == my && nx == mx) { /* so n == LANES */
-                /* . A, written where the tile lies in out (row i's pixels
-                 * are OC floats, OC / LANES lanes, apart): one move less per
-                 * value than through y (fwd 1-3 % faster, ab_kernels) */
-                for (int i = 0; i < my; i++)
-                    transform_at(ax, (lanes *)(o0 + (size_t)i * W * OC + c0), OC / LANES,
-                                 col + i * ax, 1);
-                continue;
-            }
-            for (int i = 0; i < my; i++) transform_at(ax, y + i * mx, 1, col + i * ax, 1); /* . A */
-            if (bias) lanes_in(b, bias + c0, n);
-            for (int i = 0; i < ny; i++)
-                for (int j = 0; j < nx; j++) {
-                    float *dst = o0 + ((size_t)i * W + j) * OC + c0;
-                    if (bias)
-                        for (int l = 0; l < n; l++) dst[l] = y[i * mx + j][l] + b[l];
-                    else
-                        lanes_out(dst, y[i * mx + j], n);
-                }
-        }
+        BY_LANES(OC, at_tile, o0, (size_t)W * OC, M + at(k, t, 0, OC), bias, ny, nx, OC, ay, ax);
     }
 }
 
@@ -628,7 +702,6 @@ SIZED void gradient_transform_sized(float *restrict Yh, const float *dout, const
                                     const kind *k, int64_t t0, int tc, int H, int W, int OC,
                                     int ay, int ax) {
     const int my = ay - 2, mx = ax - 2;
-    lanes dy[16], col[MAX_XI], yh[MAX_XI];
     for (int t = 0; t < tc; t++) {
         if (t0 + t + PREFETCH_TILES < k->T) {
             const tile_pos f = tile_at(k, t0 + t + PREFETCH_TILES);
@@ -638,17 +711,7 @@ SIZED void gradient_transform_sized(float *restrict Yh, const float *dout, const
         const int ny = H - p.y < my ? H - p.y : my;
         const int nx = W - p.x < mx ? W - p.x : mx;
         const float *g0 = dout + (((size_t)p.img * H + p.y) * W + p.x) * OC;
-        for (int c0 = 0; c0 < OC; c0 += LANES) {
-            const int n = OC - c0 < LANES ? OC - c0 : LANES;
-            for (int i = 0; i < my; i++)
-                for (int j = 0; j < mx; j++)
-                    lanes_in(dy[i * mx + j],
-                             i < ny && j < nx ? g0 + ((size_t)i * W + j) * OC + c0 : zeros, n);
-            for (int j = 0; j < mx; j++) transform_a(ay, col + j, mx, dy + j, mx); /* A dY */
-            for (int i = 0; i < ay; i++) /* . A^T */
-                transform_a(ax, yh + i * ax, 1, col + i * mx, 1);
-            for (int q = 0; q < ay * ax; q++) lanes_out(Yh + at(k, t, q, OC) + c0, yh[q], n);
-        }
+        BY_LANES(OC, a_tile, Yh + at(k, t, 0, OC), g0, zeros, (size_t)W * OC, ny, nx, OC, ay, ax);
     }
 }
 static void gradient_transform(float *restrict Yh, const float *dout, const float *zeros,

@@ -61,6 +61,41 @@ def test_winograd_forward_without_a_bias(shape, conv_path):
     assert ref.max_rel_err(run_conv_forward(shape, inp, w, None), want, mag) <= ERR
 
 
+def with_a_zero_channel(values, rows, n):
+    """(rows, n) values as (rows, n + 1), the new last column zeros"""
+    return [x for r in range(rows) for x in values[r * n:(r + 1) * n] + [0.0]]
+
+
+def without_the_last_channel(values, rows, n):
+    """(rows, n + 1) values as (rows, n): the inverse of with_a_zero_channel"""
+    return [x for r in range(rows) for x in values[r * (n + 1):r * (n + 1) + n]]
+
+
+@pytest.mark.parametrize("C,OC", [(16, 32), (32, 32), (32, 64), (64, 64), (64, 16)])
+def test_winograd_in_place_road_gives_the_copying_roads_bits(C, OC, conv_path):
+    """With 16, 32 or 64 channels the tile transforms read and write the
+    values where they lie (winograd.c: bt_tile, at_tile, a_tile with cs > 0);
+    with any other count they copy them through lanes vectors (cs = 0), the
+    plain version. One more channel each way, all zeros (input, weights,
+    output gradient), takes the copying road; its extra terms are exact
+    zeros, so the other channels' results must be the same bits. 13x14
+    images give all four kinds of tiles and some partly past the image; two
+    images make one weight-gradient chunk either way (the chunk size, which
+    fixes the order of that sum, depends on the channels)."""
+    conv_path(lib.PYNN_CONV_WINOGRAD)
+    B, H, W = 2, 13, 14
+    n, shape, wider = B * H * W, (B, H, W, C, OC, 3), (B, H, W, C + 1, OC + 1, 3)
+    inp, w, _, dout = big(shape)
+    inp1, dout1 = with_a_zero_channel(inp, n, C), with_a_zero_channel(dout, n, OC)
+    w1 = with_a_zero_channel(w, OC * 9, C) + [0.0] * 9 * (C + 1)
+    out, out1 = run_conv_forward(shape, inp, w, None), run_conv_forward(wider, inp1, w1, None)
+    assert bits(out) == bits(without_the_last_channel(out1, n, OC))
+    dinp, dw, _ = run_conv_backward(shape, dout, inp, w)
+    dinp1, dw1, _ = run_conv_backward(wider, dout1, inp1, w1)
+    assert bits(dinp) == bits(without_the_last_channel(dinp1, n, C))
+    assert bits(dw) == bits(without_the_last_channel(dw1[:OC * 9 * (C + 1)], OC * 9, C))
+
+
 def big(shape, seed=1):
     B, H, W, C, OC, k = shape
     rng = random.Random(seed)
