@@ -178,7 +178,21 @@ void pynn_direct_pixels(float *restrict out, const float *restrict pad,
                 /* a last block of VEC channels or fewer computes one vec, not
                  * two (c16 on AVX-512: half the FMAs, and its stores whole) */
                 const int nv = OC - o0 > VEC ? 2 : 1;
-                if (k == 3 && nv == 2) /* the 3x3 kernels of every network here */
+                /* The 3x3 kernels of every network here. A block of whole
+                 * vecs of channels (OC - o0 >= DO) and as many pixels as a
+                 * row's blocks have (28 pixels: 3 x 8 + 4 with AVX-512, 7 x
+                 * 4 with AVX2) is compiled for exactly that, its stores
+                 * straight from the registers: with nq and the channels
+                 * left to the run time, gcc kept the sums on the stack for
+                 * the loop that stores them (the fused first block took
+                 * 0.74-0.77x the time forward, 0.82-0.88x backward, a
+                 * default training step 0.975x; scripts/ab_kernels.py,
+                 * ab_steps.py, Zen 4, 2026-12-08). The same sums: no bit moves. */
+                if (k == 3 && nq == DX_FWD && OC - o0 >= DO)
+                    direct_block(o, src, wt, bias, PW, OC, OCP, o0, DX_FWD, 3, 2);
+                else if (k == 3 && nq == DX_FWD / 2 && OC - o0 >= DO)
+                    direct_block(o, src, wt, bias, PW, OC, OCP, o0, DX_FWD / 2, 3, 2);
+                else if (k == 3 && nv == 2)
                     direct_block(o, src, wt, bias, PW, OC, OCP, o0, nq, 3, 2);
                 else if (k == 3)
                     direct_block(o, src, wt, bias, PW, OC, OCP, o0, nq, 3, 1);

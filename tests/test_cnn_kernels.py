@@ -71,6 +71,8 @@ CONV_SHAPES = [
     (1, 6, 5, 1, 40, 5),     # one channel: a whole block of 32 outputs and a partial one
     (2, 7, 9, 1, 16, 3),     # one channel: one vec of 16 outputs (AVX-512), a block (AVX2)
     (1, 6, 5, 1, 24, 3),     # one channel: a whole vec and 8 outputs past it (AVX-512)
+    (2, 3, 12, 1, 40, 3),    # one channel: rows of 8 + 4 pixels, 32 + 8 outputs (conv.c
+                             # compiles whole blocks of 8 and 4 pixels apart, AVX-512)
 ]
 
 
