@@ -278,7 +278,7 @@ OF_SIDE(gt)
 /* dst[0:LANES] = src[0:LANES], or zeros when src is NULL, a target vector
  * (VEC floats) at a time. gcc 12 moves a 64-byte memcpy in 16-byte pieces
  * on AVX2 targets (x86-64-v3, znver3) and in 32-byte ones on Intel's AVX-512
- * ones: twice the instructions, and the transforms are mostly such moves
+ * ones: twice the instructions, and the transforms' copies are such moves
  * (this took 3-9 % off each Winograd kernel on AVX2, scripts/ab_kernels.py) */
 static inline void move_lanes(float *restrict dst, const float *restrict src) {
     for (int l = 0; l < LANES; l += VEC) vstore(dst + l, src ? vload(src + l) : vzero());
@@ -465,15 +465,20 @@ SIZED void prefetch_pixels(const float *a, int64_t img, int y0, int x0, int ny, 
 /* Each takes the channels LANES at a time: the tile's values are copied into
  * lanes vectors (d, m, dy), transformed down the columns, then along the
  * rows, and the results copied out. That is the plain version. For the
- * presets' widths, cs = C / LANES = 1, 2 or 4 lanes a pixel, the branch
- * marked "in place" skips the copies: the column transforms read the values
- * where they lie (lanes c of value q at in[q * cs]) and the row transforms
- * write them where they go. The same transforms of the same values give the
- * same bits (tests/test_winograd.py compares the two roads), with a third of
- * the moves: the Winograd kernels took 0.80-0.86x the time, a training step
- * 0.88-0.92x (docs/performance.md, 2026-12-08). cs must be a literal where
- * the function is compiled (BY_LANES): with the strides read at run time
- * gcc's loops took 1.6x as long as the copies, with literals 0.6x. */
+ * presets' widths, cs = C / LANES = 1, 2 or 4 lanes a pixel, the branches
+ * marked "in place" skip copies: bt_tile reads the patch and writes V where
+ * they lie (a pixel's or a value's lanes cs lanes apart), at_tile reads M
+ * and, for a whole tile without bias, writes the image where they lie, and
+ * a_tile writes Yhat where it lies (dy is still copied in: it has the
+ * zeros). The same transforms of the same values give the same bits
+ * (tests/test_winograd.py compares the two roads): per value, 2 stores
+ * instead of 4 in bt_tile, 2 instead of 3 in at_tile and 3 instead of 4 in
+ * a_tile. On the Zen 4 of docs/performance.md (2026-12-08) the Winograd
+ * kernels took 0.80-0.86x the time (AVX2 build 0.88-0.93x), a training step
+ * 0.88-0.92x. cs must be a literal where the function is compiled
+ * (BY_LANES): with the strides read at run time gcc's loops took 1.2-1.6x
+ * as long as the copies, with literals 0.6x. Other widths (48, 128, ...)
+ * take the copies. */
 
 /* C / LANES when C is 16, 32 or 64 (the presets' layers), else 0 */
 static inline int whole_lanes(int C) {

@@ -53,8 +53,8 @@ def test_winograd_forward_and_gradients_against_the_reference(shape, conv_path):
 def test_winograd_forward_without_a_bias(shape, conv_path):
     """Without a bias (the presets' convolutions, batch norm after them) the
     output transform writes the tiles wholly inside the image where they lie
-    in the output when OC is a multiple of its lanes (32 here), through its
-    tile buffer otherwise: both against the reference."""
+    in the output when OC is 16, 32 or 64 (32 here), through its tile buffer
+    otherwise: both against the reference."""
     conv_path(lib.PYNN_CONV_WINOGRAD)
     inp, w, _, _ = conv_data(shape)
     want, mag, _, _ = conv_want(shape, False)
@@ -71,19 +71,21 @@ def without_the_last_channel(values, rows, n):
     return [x for r in range(rows) for x in values[r * (n + 1):r * (n + 1) + n]]
 
 
+@pytest.mark.parametrize("H,W", [(13, 14), (14, 14)])
 @pytest.mark.parametrize("C,OC", [(16, 32), (32, 32), (32, 64), (64, 64), (64, 16)])
-def test_winograd_in_place_road_gives_the_copying_roads_bits(C, OC, conv_path):
+def test_winograd_in_place_road_gives_the_copying_roads_bits(C, OC, H, W, conv_path):
     """With 16, 32 or 64 channels the tile transforms read and write the
     values where they lie (winograd.c: bt_tile, at_tile, a_tile with cs > 0);
     with any other count they copy them through lanes vectors (cs = 0), the
     plain version. One more channel each way, all zeros (input, weights,
     output gradient), takes the copying road; its extra terms are exact
-    zeros, so the other channels' results must be the same bits. 13x14
-    images give all four kinds of tiles and some partly past the image; two
-    images make one weight-gradient chunk either way (the chunk size, which
-    fixes the order of that sum, depends on the channels)."""
+    zeros, so the other channels' results must be the same bits. Both sizes
+    give all four kinds of tiles: 13 rows leave the bottom ones partly past
+    the image (copied), 14 keep them whole (written in place). Two images
+    make one weight-gradient chunk of each kind either way (the chunk size,
+    which fixes the order of that sum, depends on the channels)."""
     conv_path(lib.PYNN_CONV_WINOGRAD)
-    B, H, W = 2, 13, 14
+    B = 2
     n, shape, wider = B * H * W, (B, H, W, C, OC, 3), (B, H, W, C + 1, OC + 1, 3)
     inp, w, _, dout = big(shape)
     inp1, dout1 = with_a_zero_channel(inp, n, C), with_a_zero_channel(dout, n, OC)
