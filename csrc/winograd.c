@@ -522,9 +522,10 @@ SIZED void bt_tile(float *restrict Vt, const float *restrict patch, int C, int a
 SIZED void at_tile(float *o0, size_t row, const float *restrict Mt, const float *bias, int ny,
                    int nx, int OC, int ay, int ax, int cs) {
     const int my = ay - 2, mx = ax - 2;
+    const int in_place = cs && !bias && ny == my && nx == mx; /* a whole tile, no bias */
     lanes m[MAX_XI], col[MAX_XI], y[16], b;
     for (int c0 = 0; c0 < OC; c0 += LANES) {
-        if (cs && !bias && ny == my && nx == mx) { /* in place: a whole tile, no bias */
+        if (in_place) {
             const lanes *mc = (const lanes *)(Mt + c0);
             for (int j = 0; j < ax; j++) transform_at(ay, col + j, ax, mc + j * cs, ax * cs);
             for (int i = 0; i < my; i++)
