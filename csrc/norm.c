@@ -25,6 +25,8 @@
 #include "internal.h"
 
 #define BLOCK PYNN_BN_BLOCK /* rows: a block of 256 x C floats stays in L1/L2 while summed */
+#define COLUMNS 64 /* channels whose block sums are merged side by side (any number: each
+                    * channel's sums are added in block order all the same) */
 #define LANES 16  /* channels summed together (one AVX-512 register; fixed, so that the
                    * sums are the same on every target) */
 
@@ -87,18 +89,22 @@ static void column_moments(double *mean, double *var, pynn_row_block rows_of, vo
             sum_rows(m2 + c0, x, 0, r1 - r0, C, c0, n, m, 1);
         }
     }
-    for (int c = 0; c < C; c++) {
-        double n = 0.0, mu = 0.0, m2 = 0.0;
-        for (int64_t q = 0; q < nb; q++) {
-            const double nq = (double)((q + 1) * BLOCK < N ? BLOCK : N - q * BLOCK);
-            const double d = part[(size_t)q * C * 2 + c] - mu, tot = n + nq;
-            mu += d * nq / tot;
-            m2 += part[(size_t)q * C * 2 + C + c] + d * d * n * nq / tot;
-            n = tot;
+    /* mean accumulates mu, var M2; the channels side by side, so that the
+     * chain of divisions of one channel overlaps the others' (a channel at a
+     * time, this serial loop took 0.6 % of the default's step: perf) */
+    for (int c = 0; c < C; c++) mean[c] = 0.0, var[c] = 0.0;
+    double n = 0.0; /* rows merged so far */
+    for (int64_t q = 0; q < nb; q++) {
+        const double nq = (double)((q + 1) * BLOCK < N ? BLOCK : N - q * BLOCK), tot = n + nq;
+        const float *pm = part + (size_t)q * C * 2, *pm2 = pm + C;
+        for (int c = 0; c < C; c++) {
+            const double d = pm[c] - mean[c];
+            mean[c] += d * nq / tot;
+            var[c] += pm2[c] + d * d * n * nq / tot;
         }
-        mean[c] = mu;
-        var[c] = N > 0 ? m2 / (double)N : 0.0;
+        n = tot;
     }
+    for (int c = 0; c < C; c++) var[c] = N > 0 ? var[c] / (double)N : 0.0;
 }
 
 /* out[r,c] = a[c] * x[r,c] + b[c], then max(., 0) when relu: the forward's
@@ -189,19 +195,25 @@ void pynn_bn_backward_coefficients(float *a, float *b, float *d, float *dgamma, 
      * dinp = k (dy - (dbeta + xhat dgamma) / N), k = gamma invstd, xhat = (inp - mean) invstd,
      *      = d dy + a inp + b  with  d = k,  a = -k dgamma invstd / N,
      *                                b = -k (dbeta - mean dgamma invstd) / N */
-    for (int c = 0; c < C; c++) {
-        double sb = 0.0, sx = 0.0;
-        for (int64_t q = 0; q < nb; q++) {
-            sb += part[(size_t)q * C * 2 + c];
-            sx += part[(size_t)q * C * 2 + C + c];
+    double sums[2 * COLUMNS]; /* sum dy, sum dy * (inp - mean) of COLUMNS channels */
+    for (int c0 = 0; c0 < C; c0 += COLUMNS) { /* the blocks in order, the channels side by side */
+        const int n = C - c0 < COLUMNS ? C - c0 : COLUMNS;
+        for (int j = 0; j < 2 * COLUMNS; j++) sums[j] = 0.0;
+        for (int64_t q = 0; q < nb; q++)
+            for (int j = 0; j < n; j++) {
+                sums[j] += part[(size_t)q * C * 2 + c0 + j];
+                sums[COLUMNS + j] += part[(size_t)q * C * 2 + C + c0 + j];
+            }
+        for (int j = 0; j < n; j++) {
+            const int c = c0 + j;
+            const double db = sums[j], dg = sums[COLUMNS + j] * invstd[c];
+            dbeta[c] = (float)db;
+            dgamma[c] = (float)dg;
+            const double k = (double)gamma[c] * invstd[c], nr = N > 0 ? (double)N : 1.0;
+            d[c] = (float)k;
+            a[c] = (float)(-k * dg * invstd[c] / nr);
+            b[c] = (float)(-k * (db - (double)mean[c] * dg * invstd[c]) / nr);
         }
-        const double db = sb, dg = sx * invstd[c];
-        dbeta[c] = (float)db;
-        dgamma[c] = (float)dg;
-        const double k = (double)gamma[c] * invstd[c], n = N > 0 ? (double)N : 1.0;
-        d[c] = (float)k;
-        a[c] = (float)(-k * dg * invstd[c] / n);
-        b[c] = (float)(-k * (db - (double)mean[c] * dg * invstd[c]) / n);
     }
 }
 
