@@ -25,8 +25,9 @@
 #include "internal.h"
 
 #define BLOCK PYNN_BN_BLOCK /* rows: a block of 256 x C floats stays in L1/L2 while summed */
-#define COLUMNS 64 /* channels whose block sums are merged side by side (any number: each
-                    * channel's sums are added in block order all the same) */
+#define COLUMNS 64 /* channels whose block sums the backward merges side by side, in
+                    * double sums on the stack (any number: each channel's sums are
+                    * added in block order all the same) */
 #define LANES 16  /* channels summed together (one AVX-512 register; fixed, so that the
                    * sums are the same on every target) */
 
@@ -89,20 +90,25 @@ static void column_moments(double *mean, double *var, pynn_row_block rows_of, vo
             sum_rows(m2 + c0, x, 0, r1 - r0, C, c0, n, m, 1);
         }
     }
-    /* mean accumulates mu, var M2; the channels side by side, so that the
-     * chain of divisions of one channel overlaps the others' (a channel at a
-     * time, this serial loop took 0.6 % of the default's step: perf) */
+    /* the blocks merged in order: with `rows` rows merged so far and block q's
+     * nq rows, mean_q and M2_q, delta = mean_q - mean:
+     *     mean += delta * nq / (rows + nq),
+     *     M2   += M2_q + delta^2 * rows * nq / (rows + nq),
+     * and at the end var = M2 / N (var holds M2 until then). Each channel on
+     * its own, but the channels side by side in the inner loop, so that one
+     * channel's chain of divisions overlaps the others' (a channel at a time,
+     * this serial loop took 0.6 % of a default run's samples: perf) */
     for (int c = 0; c < C; c++) mean[c] = 0.0, var[c] = 0.0;
-    double n = 0.0; /* rows merged so far */
+    double rows = 0.0;
     for (int64_t q = 0; q < nb; q++) {
-        const double nq = (double)((q + 1) * BLOCK < N ? BLOCK : N - q * BLOCK), tot = n + nq;
-        const float *pm = part + (size_t)q * C * 2, *pm2 = pm + C;
+        const double nq = (double)((q + 1) * BLOCK < N ? BLOCK : N - q * BLOCK), tot = rows + nq;
+        const float *mean_q = part + (size_t)q * C * 2, *m2_q = mean_q + C;
         for (int c = 0; c < C; c++) {
-            const double d = pm[c] - mean[c];
-            mean[c] += d * nq / tot;
-            var[c] += pm2[c] + d * d * n * nq / tot;
+            const double delta = mean_q[c] - mean[c];
+            mean[c] += delta * nq / tot;
+            var[c] += m2_q[c] + delta * delta * rows * nq / tot;
         }
-        n = tot;
+        rows = tot;
     }
     for (int c = 0; c < C; c++) var[c] = N > 0 ? var[c] / (double)N : 0.0;
 }
@@ -195,24 +201,25 @@ void pynn_bn_backward_coefficients(float *a, float *b, float *d, float *dgamma, 
      * dinp = k (dy - (dbeta + xhat dgamma) / N), k = gamma invstd, xhat = (inp - mean) invstd,
      *      = d dy + a inp + b  with  d = k,  a = -k dgamma invstd / N,
      *                                b = -k (dbeta - mean dgamma invstd) / N */
-    double sums[2 * COLUMNS]; /* sum dy, sum dy * (inp - mean) of COLUMNS channels */
+    double sums[2 * COLUMNS]; /* sum dy, then sum dy * (inp - mean), of COLUMNS channels */
+    const double n = N > 0 ? (double)N : 1.0;
     for (int c0 = 0; c0 < C; c0 += COLUMNS) { /* the blocks in order, the channels side by side */
-        const int n = C - c0 < COLUMNS ? C - c0 : COLUMNS;
+        const int cols = C - c0 < COLUMNS ? C - c0 : COLUMNS;
         for (int j = 0; j < 2 * COLUMNS; j++) sums[j] = 0.0;
         for (int64_t q = 0; q < nb; q++)
-            for (int j = 0; j < n; j++) {
+            for (int j = 0; j < cols; j++) {
                 sums[j] += part[(size_t)q * C * 2 + c0 + j];
                 sums[COLUMNS + j] += part[(size_t)q * C * 2 + C + c0 + j];
             }
-        for (int j = 0; j < n; j++) {
+        for (int j = 0; j < cols; j++) {
             const int c = c0 + j;
             const double db = sums[j], dg = sums[COLUMNS + j] * invstd[c];
             dbeta[c] = (float)db;
             dgamma[c] = (float)dg;
-            const double k = (double)gamma[c] * invstd[c], nr = N > 0 ? (double)N : 1.0;
+            const double k = (double)gamma[c] * invstd[c];
             d[c] = (float)k;
-            a[c] = (float)(-k * dg * invstd[c] / nr);
-            b[c] = (float)(-k * (db - (double)mean[c] * dg * invstd[c]) / nr);
+            a[c] = (float)(-k * dg * invstd[c] / n);
+            b[c] = (float)(-k * (db - (double)mean[c] * dg * invstd[c]) / n);
         }
     }
 }

@@ -504,9 +504,10 @@ def bn_out_scale(x, gamma, beta, mean, invstd, N, C):
 
 # (N, C): one row (variance 0), C = 1, C = 5, several 256-row blocks (a partial
 # last one); norm.c sums 16 channels at a time: C = 16 (one full group), 20 and
-# 33 (full groups and a partial one)
+# 33 (full groups and a partial one); its backward merges the blocks' sums 64
+# channels at a time: C = 70 (a full group and a partial one)
 BN_SHAPES = [(1, 1), (1, 3), (2, 1), (6, 3), (5, 5), (256, 2), (257, 1), (700, 3),
-             (300, 16), (40, 20), (513, 33)]
+             (300, 16), (40, 20), (513, 33), (300, 70)]
 
 
 @pytest.mark.parametrize("relu", [0, 1])
